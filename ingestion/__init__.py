@@ -1,0 +1,1 @@
+"""pinpipe: ingestion stages (emulate, bronze, ...) and the CLI over them."""

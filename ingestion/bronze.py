@@ -1,0 +1,249 @@
+"""Bronze: raw records appended to Delta tables ``<lake>/bronze/<table>``, each record exactly once.
+
+Every writer is a *stream* of records with offsets (an emulator run, a Kafka partition, a Kinesis
+shard). The next offset to load is stored in the Delta log as a ``txn`` application transaction
+(app id = stream, version = next offset) in the same commit as the rows, as kafka-delta-ingest
+does: a crash before the commit leaves nothing, a crash after it leaves the offset recorded, and a
+retry resumes from the recorded offset. No side file can disagree with the table.
+
+Payload values are kept as the text they arrived as. A record that cannot be identified at all (not
+JSON, not an object, no integer key) goes to ``<lake>/bronze/quarantine`` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from ingestion.config import Settings
+from ingestion.emulate import PostBatch, PostSource, batches
+from ingestion.schemas import KEY_FIELD, QUARANTINE_SCHEMA, RAW_TABLES, RawTable, bronze_schema, payload_fields
+
+QUARANTINE = "quarantine"
+
+
+@dataclass(frozen=True)
+class Lake:
+    """The lake root (a path or ``s3://`` URI) and the delta-rs storage options to reach it."""
+
+    root: str
+    storage_options: dict[str, str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lake:
+        return cls(settings.lake, settings.storage_options)
+
+    def uri(self, table: str) -> str:
+        return f"{self.root.rstrip('/')}/bronze/{table}"
+
+    def delta_table(self, table: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(self.uri(table), storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    table: RawTable
+    appended: int
+    quarantined: int
+    already_loaded: int
+
+
+def committed_offset(lake: Lake, table: str, stream: str) -> int:
+    """The next offset of ``stream`` to load into ``table``: 0 when the stream never wrote there."""
+    delta = lake.delta_table(table)
+    return (delta.transaction_version(stream) or 0) if delta is not None else 0
+
+
+def _quarantine_stream(table: RawTable, stream: str) -> str:
+    return f"{table}:{stream}"
+
+
+def append(
+    lake: Lake,
+    table: RawTable,
+    records: pa.Table | Sequence[object],
+    *,
+    stream: str,
+    start: int,
+    source: str,
+) -> AppendResult:
+    """Append records ``start .. start + len - 1`` of ``stream`` to ``bronze/<table>`` exactly once.
+
+    ``records`` is an Arrow table of raw rows, or a sequence of raw records (dicts, or JSON text
+    lines). Offsets already committed by an earlier attempt are skipped; unidentifiable records go to
+    quarantine. The quarantine commit comes first: if the process dies between the two commits, the
+    retry finds the quarantine rows recorded and writes only the data.
+    """
+    end = start + len(records)
+    done = committed_offset(lake, table, stream)
+    if done >= end:
+        return AppendResult(table, 0, 0, len(records))
+    batch_id = f"{stream}@{start}"
+    ingested_at = datetime.now(UTC)
+    good, bad = to_bronze_rows(table, records, start=start)
+    metadata = {"_stream": stream, "_source": source, "_batch_id": batch_id, "_ingested_at": ingested_at}
+
+    bad = bad.filter(pc.greater_equal(bad["_offset"], committed_offset(lake, QUARANTINE, _quarantine_stream(table, stream))))
+    if bad.num_rows:
+        _commit(lake, QUARANTINE, _with_metadata(bad, metadata, QUARANTINE_SCHEMA), _quarantine_stream(table, stream), end)
+    good = good.filter(pc.greater_equal(good["_offset"], done))
+    # committed even when empty, so the recorded offset moves past quarantined records
+    _commit(lake, table, _with_metadata(good, metadata, bronze_schema(table)), stream, end)
+    return AppendResult(table, good.num_rows, bad.num_rows, done - start if done > start else 0)
+
+
+def _commit(lake: Lake, table: str, rows: pa.Table, stream: str, next_offset: int) -> None:
+    write_deltalake(
+        lake.uri(table),
+        rows,
+        mode="append",
+        storage_options=lake.storage_options,
+        commit_properties=CommitProperties(app_transactions=[Transaction(app_id=stream, version=next_offset)]),
+    )
+
+
+def _with_metadata(rows: pa.Table, metadata: dict[str, object], schema: pa.Schema) -> pa.Table:
+    columns = []
+    for field in schema:
+        if field.name in rows.column_names:
+            columns.append(rows[field.name].cast(field.type))
+        else:
+            columns.append(pa.array([metadata.get(field.name)] * rows.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+# --- raw records → bronze rows ----------------------------------------------------------------------
+
+
+class _Unidentifiable(ValueError):
+    """A record bronze cannot key: it goes to quarantine with this message as the reason."""
+
+
+def to_bronze_rows(table: RawTable, records: pa.Table | Sequence[object], *, start: int = 0) -> tuple[pa.Table, pa.Table]:
+    """Split raw records into bronze payload rows (all text, plus ``_offset``) and quarantine rows."""
+    if isinstance(records, pa.Table) and records.num_rows and _arrow_rows_are_keyed(table, records):
+        return _arrow_to_bronze(table, records, start), _empty_quarantine()
+    rows = records.to_pylist() if isinstance(records, pa.Table) else records
+    return _records_to_bronze(table, rows, start)
+
+
+def _arrow_rows_are_keyed(table: RawTable, records: pa.Table) -> bool:
+    key = KEY_FIELD[table]
+    return (
+        key in records.column_names
+        and pa.types.is_integer(records.schema.field(key).type)
+        and records[key].null_count == 0
+        and set(records.column_names) <= set(payload_fields(table))
+        and all(not pa.types.is_nested(f.type) for f in records.schema)
+    )
+
+
+def _arrow_to_bronze(table: RawTable, records: pa.Table, start: int) -> pa.Table:
+    """Fast path for well-formed Arrow input (the emulator, pyarrow's JSON reader): vectorised casts."""
+    n = records.num_rows
+    columns = {
+        name: records[name].cast(pa.string()) if name in records.column_names else pa.nulls(n, pa.string())
+        for name in payload_fields(table)
+    }
+    columns["_offset"] = pa.array(range(start, start + n), pa.int64())
+    return pa.table(columns)
+
+
+def _records_to_bronze(table: RawTable, records: Sequence[object], start: int) -> tuple[pa.Table, pa.Table]:
+    fields = payload_fields(table)
+    good: dict[str, list] = {name: [] for name in [*fields, "_unknown_fields", "_offset"]}
+    bad: dict[str, list] = {"table_name": [], "reason": [], "raw_record": [], "line_number": [], "_offset": []}
+    for position, raw in enumerate(records):
+        try:
+            record = _identified(table, raw)
+        except _Unidentifiable as error:
+            bad["table_name"].append(table)
+            bad["reason"].append(str(error))
+            bad["raw_record"].append(_as_text(raw))
+            bad["line_number"].append(position + 1)
+            bad["_offset"].append(start + position)
+            continue
+        for name in fields:
+            good[name].append(_value_text(record.get(name)))
+        unknown = {k: v for k, v in record.items() if k not in fields}
+        good["_unknown_fields"].append(json.dumps(unknown, ensure_ascii=False) if unknown else None)
+        good["_offset"].append(start + position)
+    good_table = pa.table(good, schema=pa.schema([*(pa.field(n, pa.string()) for n in fields), ("_unknown_fields", pa.string()), ("_offset", pa.int64())]))
+    bad_table = pa.table(bad, schema=_quarantine_payload_schema())
+    return good_table, bad_table
+
+
+def _identified(table: RawTable, raw: object) -> dict:
+    if isinstance(raw, bytes | str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as error:
+            raise _Unidentifiable(f"not valid JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise _Unidentifiable(f"not a JSON object but {type(raw).__name__}")
+    key = KEY_FIELD[table]
+    value = raw.get(key)
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        raise _Unidentifiable(f"field {key!r} must be an integer key, got {json.dumps(value)}")
+    return raw
+
+
+def _value_text(value: object) -> str | None:
+    """The value as the text it arrived as: strings unchanged, anything else as its JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _as_text(raw: object) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=repr)
+
+
+def _quarantine_payload_schema() -> pa.Schema:
+    return pa.schema([QUARANTINE_SCHEMA.field(n) for n in ("table_name", "reason", "raw_record", "line_number", "_offset")])
+
+
+def _empty_quarantine() -> pa.Table:
+    return _quarantine_payload_schema().empty_table()
+
+
+# --- the embedded path: emulator straight into bronze -------------------------------------------------
+
+
+def load_posts(
+    lake: Lake,
+    source: PostSource,
+    count: int,
+    *,
+    batch_size: int = 100_000,
+    on_batch: Callable[[PostBatch, list[AppendResult]], None] | None = None,
+) -> list[AppendResult]:
+    """Load posts ``0 .. count - 1`` of ``source`` into bronze pin, geo and user, resuming where it stopped.
+
+    The stream id names the source and its seed, so re-running is incremental: posts already loaded
+    are skipped and only the new ones are generated and appended.
+    """
+    stream = f"emulator/{source.name}"
+    resume = min(committed_offset(lake, table, stream) for table in RAW_TABLES)
+    results = []
+    for batch in batches(source, count, start=resume, batch_size=batch_size):
+        batch_results = [
+            append(lake, table, batch.table(table), stream=stream, start=batch.start, source=f"emulator:{source.name}")
+            for table in RAW_TABLES
+        ]
+        results.extend(batch_results)
+        if on_batch is not None:
+            on_batch(batch, batch_results)
+    return results

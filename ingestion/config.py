@@ -1,0 +1,56 @@
+"""One configuration object for every stage, read from flags and ``PINPIPE_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the lake and the warehouse live, and which dbt target builds the marts.
+
+    ``PINPIPE_LAKE`` and ``PINPIPE_WAREHOUSE`` are also read by ``profiles.yml`` and the dbt
+    sources, so dbt run by hand sees the same lake as the CLI.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PINPIPE_", extra="ignore")
+
+    lake: str = Field(default=str(PROJECT_DIR / "lake"), description="lake root: a path or s3:// URI")
+    warehouse: str = Field(
+        default=str(PROJECT_DIR / "warehouse" / "pinpipe.duckdb"), description="DuckDB warehouse file"
+    )
+    target: str = Field(default="local", description="dbt target in profiles.yml")
+    project_dir: Path = Field(default=PROJECT_DIR, description="the dbt project (repository root)")
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint for an s3:// lake")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.lake.startswith("s3://"):
+            self.lake = str(Path(self.lake).resolve())
+        self.warehouse = str(Path(self.warehouse).resolve())
+
+    @property
+    def storage_options(self) -> dict[str, str] | None:
+        """delta-rs storage options for an ``s3://`` lake (None for a local one)."""
+        if not self.lake.startswith("s3://"):
+            return None
+        options = {"AWS_REGION": self.s3_region, "AWS_ALLOW_HTTP": "true"}
+        if self.s3_endpoint_url:
+            options["AWS_ENDPOINT_URL"] = self.s3_endpoint_url
+        if self.s3_access_key_id:
+            options["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
+        if self.s3_secret_access_key:
+            options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key
+        return options
+
+    def dbt_environment(self) -> dict[str, str]:
+        """Variables the dbt profile and sources read, so dbt and the CLI agree on every path."""
+        env = {"PINPIPE_LAKE": self.lake, "PINPIPE_WAREHOUSE": self.warehouse}
+        return {**os.environ, **env}

@@ -1,0 +1,111 @@
+"""The raw record shapes clients send (RAW_DATA.md), as pydantic models and as bronze columns.
+
+Bronze keeps every payload value as the text it arrived as (schema on read): dbt staging does the
+typing, so a dirty value is flagged there instead of being rejected or guessed at here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+RawTable = Literal["pin", "geo", "user"]
+RAW_TABLES: tuple[RawTable, ...] = ("pin", "geo", "user")
+
+TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
+
+
+def _parse_timestamp(value: object) -> object:
+    """Accept both serializations seen in the wild, and nothing looser."""
+    if isinstance(value, str):
+        for fmt in TIMESTAMP_FORMATS:
+            try:
+                return datetime.strptime(value, fmt)
+            except ValueError:
+                continue
+        raise ValueError("timestamp must look like 2020-08-28 03:52:47 or 2020-08-28T03:52:47")
+    return value
+
+
+RawTimestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
+
+
+class RawRecord(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+class RawPin(RawRecord):
+    index: int
+    unique_id: str
+    title: str
+    description: str
+    poster_name: str
+    follower_count: str
+    tag_list: str
+    is_image_or_video: str
+    image_src: str
+    downloaded: int
+    save_location: str
+    category: str
+
+
+class RawGeo(RawRecord):
+    ind: int
+    timestamp: RawTimestamp
+    latitude: float
+    longitude: float
+    country: str
+
+
+class RawUser(RawRecord):
+    ind: int
+    first_name: str
+    last_name: str
+    age: int
+    date_joined: RawTimestamp
+
+
+RAW_MODELS: dict[RawTable, type[RawRecord]] = {"pin": RawPin, "geo": RawGeo, "user": RawUser}
+
+KEY_FIELD: dict[RawTable, str] = {"pin": "index", "geo": "ind", "user": "ind"}
+
+
+def payload_fields(table: RawTable) -> list[str]:
+    """The raw field names of a table, in the order clients send them."""
+    return list(RAW_MODELS[table].model_fields)
+
+
+# Columns every bronze row carries besides its payload: where it came from and when it landed.
+BRONZE_METADATA = pa.schema(
+    [
+        ("_unknown_fields", pa.string()),  # fields outside the raw schema, as a JSON object
+        ("_stream", pa.string()),  # writer identity: also the Delta txn app id
+        ("_offset", pa.int64()),  # position of the record in its stream
+        ("_source", pa.string()),  # object key, or the emulator that made the record
+        ("_batch_id", pa.string()),
+        ("_ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def bronze_schema(table: RawTable) -> pa.Schema:
+    payload = [pa.field(name, pa.string()) for name in payload_fields(table)]
+    return pa.schema(payload + list(BRONZE_METADATA))
+
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("table_name", pa.string()),
+        ("reason", pa.string()),
+        ("raw_record", pa.string()),
+        ("line_number", pa.int64()),
+        ("_stream", pa.string()),
+        ("_offset", pa.int64()),
+        ("_source", pa.string()),
+        ("_batch_id", pa.string()),
+        ("_ingested_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
