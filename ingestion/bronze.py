@@ -64,6 +64,14 @@ def committed_offset(lake: Lake, table: str, stream: str) -> int:
     return (delta.transaction_version(stream) or 0) if delta is not None else 0
 
 
+def ensure_tables(lake: Lake) -> None:
+    """Create any missing bronze table empty, so readers (dbt) find every table before data arrives."""
+    schemas = {**{table: bronze_schema(table) for table in RAW_TABLES}, QUARANTINE: QUARANTINE_SCHEMA}
+    for table, schema in schemas.items():
+        if lake.delta_table(table) is None:
+            write_deltalake(lake.uri(table), schema.empty_table(), mode="append", storage_options=lake.storage_options)
+
+
 def _quarantine_stream(table: RawTable, stream: str) -> str:
     return f"{table}:{stream}"
 
@@ -235,6 +243,7 @@ def load_posts(
     The stream id names the source and its seed, so re-running is incremental: posts already loaded
     are skipped and only the new ones are generated and appended.
     """
+    ensure_tables(lake)
     stream = f"emulator/{source.name}"
     resume = min(committed_offset(lake, table, stream) for table in RAW_TABLES)
     results = []
