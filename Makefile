@@ -1,0 +1,35 @@
+# `make run` and `make test` work on a fresh machine: each creates the venv it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test test-fast bench clean
+
+$(BIN)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pinpipe setup
+	touch $@
+
+install: $(BIN)/.installed
+
+## the main job on the embedded default: emulate posts → bronze Delta → dbt build → print the marts
+run: install
+	$(BIN)/pinpipe run
+
+## every test: Python unit and end-to-end tests (they run dbt build, data and unit tests included)
+test: install
+	$(BIN)/pytest
+
+## the quick unit tests only
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+## benchmarks (figures go to BENCHMARKS.md)
+bench: install
+	$(BIN)/python bench/bench_embedded.py
+
+clean:
+	rm -rf lake warehouse target logs

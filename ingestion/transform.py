@@ -1,0 +1,94 @@
+"""Transform: run the dbt project in-process on the configured target and read the marts back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import import_module
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ingestion.config import Settings
+
+MARTS = (
+    "most_popular_category_by_country",
+    "posts_per_category_by_year",
+    "most_followed_user_by_country",
+    "country_with_most_followed_user",
+    "most_popular_category_by_age_group",
+    "median_follower_count_by_age_group",
+    "users_joined_by_year",
+    "median_follower_count_by_join_year",
+    "median_follower_count_by_age_group_and_join_year",
+)
+
+# DuckDB extensions shipped as PyPI wheels: installing them from the wheel's file means no download
+# from DuckDB's extension site, which this project must not depend on.
+_EXTENSION_WHEELS = {"delta": "duckdb_extension_delta", "httpfs": "duckdb_extension_httpfs"}
+
+
+def ensure_duckdb_extensions() -> None:
+    """Install the delta and httpfs extensions into DuckDB's extension directory, once.
+
+    Once installed, any DuckDB process of this version autoloads them: dbt, the CLI, and an analyst's
+    own ``duckdb`` session on the warehouse file.
+    """
+    connection = duckdb.connect()
+    installed = {
+        name
+        for (name,) in connection.execute("select extension_name from duckdb_extensions() where installed").fetchall()
+    }
+    for extension, package in _EXTENSION_WHEELS.items():
+        if extension in installed:
+            continue
+        folder = Path(import_module(package).__file__).parent / "extensions" / f"v{duckdb.__version__}"
+        connection.execute("install ?", [str(folder / f"{extension}.duckdb_extension")])
+    connection.close()
+
+
+@contextmanager
+def _dbt_environment(settings: Settings) -> Iterator[None]:
+    """dbt reads the profile's paths from the environment: set them for the invocation only."""
+    wanted = {"PINPIPE_LAKE": settings.lake, "PINPIPE_WAREHOUSE": settings.warehouse, "PINPIPE_TARGET": settings.target}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class DbtFailed(RuntimeError):
+    pass
+
+
+def run_dbt(settings: Settings, args: list[str], on_event: Callable[[object], None] | None = None) -> object:
+    """Invoke dbt (``build``, ``test``, ...) in this process on the settings' target; raise when it fails."""
+    from dbt.cli.main import dbtRunner  # imported late: dbt's import alone costs about a second
+
+    if settings.target == "local":
+        ensure_duckdb_extensions()
+        Path(settings.warehouse).parent.mkdir(parents=True, exist_ok=True)
+    project = str(settings.project_dir)
+    with _dbt_environment(settings):
+        result = dbtRunner(callbacks=[on_event] if on_event else []).invoke(
+            [*args, "--project-dir", project, "--profiles-dir", project, "--target", settings.target]
+        )
+    if not result.success:
+        raise DbtFailed(f"dbt {' '.join(args)} failed: {result.exception or 'see the failing nodes above'}")
+    return result.result
+
+
+def read_mart(settings: Settings, mart: str) -> pa.Table:
+    """A mart of the local warehouse, rows in a stable order."""
+    # not read_only: dbt run in this process may still hold the file, and DuckDB shares one
+    # instance per file only between connections of the same configuration
+    with duckdb.connect(settings.warehouse) as connection:
+        return connection.execute(f"select * from marts.{mart} order by all").to_arrow_table()
