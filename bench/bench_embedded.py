@@ -52,9 +52,13 @@ def _child_dbt(lake: str, warehouse: str) -> dict:
     transform.ensure_duckdb_extensions()
     from dbt.cli.main import dbtRunner  # noqa: F401  import cost kept out of the timing
 
-    started = time.perf_counter()
-    transform.run_dbt(settings, ["build", "--quiet"])
-    return {"dbt_build_s": time.perf_counter() - started}
+    timings = {}
+    # first build: a new warehouse and a full parse; rebuild: what a daily run costs (partial parse)
+    for name in ("dbt_build_s", "dbt_rebuild_s"):
+        started = time.perf_counter()
+        transform.run_dbt(settings, ["build", "--quiet"])
+        timings[name] = time.perf_counter() - started
+    return timings
 
 
 def _in_child(stage: str, **kwargs: object) -> dict:
@@ -85,7 +89,7 @@ def main() -> None:
     console = Console()
     table = Table(title=f"embedded slice, {platform.processor() or platform.machine()}, {_cores()} cores")
     for column in ("posts", "generate s", "bronze load s", "bronze posts/s", "load peak MB",
-                   "dbt build s", "dbt process s", "dbt peak MB"):  # fmt: skip
+                   "dbt build s", "dbt rebuild s", "dbt process s", "dbt peak MB"):  # fmt: skip
         table.add_column(column, justify="right")
     for posts in args.posts:
         with tempfile.TemporaryDirectory() as scratch:
@@ -94,10 +98,10 @@ def main() -> None:
             dbt = _in_child("dbt", lake=lake, warehouse=warehouse)
         table.add_row(
             f"{posts:,}", f"{load['generate_s']:.1f}", f"{load['load_s']:.2f}", f"{posts / load['load_s']:,.0f}",
-            f"{load['load_peak_rss_mb']:,.0f}", f"{dbt['dbt_build_s']:.1f}", f"{dbt['dbt_process_s']:.1f}",
+            f"{load['load_peak_rss_mb']:,.0f}", f"{dbt['dbt_build_s']:.1f}", f"{dbt['dbt_rebuild_s']:.1f}", f"{dbt['dbt_process_s']:.1f}",
             f"{dbt['dbt_peak_rss_mb']:,.0f}",
         )  # fmt: skip
-        console.print(table)
+    console.print(table)
 
 
 def _cores() -> int:
