@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
@@ -49,8 +48,3 @@ class Settings(BaseSettings):
         if self.s3_secret_access_key:
             options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key
         return options
-
-    def dbt_environment(self) -> dict[str, str]:
-        """Variables the dbt profile and sources read, so dbt and the CLI agree on every path."""
-        env = {"PINPIPE_LAKE": self.lake, "PINPIPE_WAREHOUSE": self.warehouse}
-        return {**os.environ, **env}
