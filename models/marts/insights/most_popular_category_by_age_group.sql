@@ -1,15 +1,5 @@
-with category_counts as (
-    select
-        age_group,
-        category,
-        count(*) as category_count
-    from {{ ref('int_posts_enriched') }}
-    where age_group is not null and category is not null
-    group by age_group, category
-),
-
-most_popular as (
-    {{ top_ranked('category_counts', 'category_count', partition_by='age_group') }}
+with most_popular as (
+    {{ most_popular_category_by(ref('int_posts_enriched'), 'age_group') }}
 )
 
 select
