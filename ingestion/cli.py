@@ -38,12 +38,12 @@ def _progress() -> Progress:
     )
 
 
-services_app = typer.Typer(help="Local services for the full stack (S3 server), on 127.0.0.1.", no_args_is_help=True)
+services_app = typer.Typer(help="Local services for the full stack (S3 server, Kafka), on 127.0.0.1.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 
 
-def _servers(settings: Settings) -> list[services.S3Server]:
-    return [services.S3Server(settings)]
+def _servers(settings: Settings) -> list[services.S3Server | services.KafkaBroker]:
+    return [services.S3Server(settings), services.KafkaBroker(settings)]
 
 
 @services_app.command("up")

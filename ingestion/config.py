@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     s3_secret_access_key: str = "pinpipe-secret"
     s3_port: int = 7070
     s3_bucket: str = "pinpipe"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_partitions: int = Field(default=3, ge=1, description="partitions per topic")
+    topics: tuple[str, ...] = Field(default=("pin", "geo", "user"), description="Kafka topics, one per raw table")
 
     def model_post_init(self, __context: object) -> None:
         if not self.lake.startswith("s3://"):

@@ -8,6 +8,7 @@ on its port is left alone.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,8 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 
-from ingestion.config import Settings
+from ingestion.config import PROJECT_DIR, Settings
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -170,6 +172,99 @@ class S3Server:
         client = self.client()
         if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
             client.create_bucket(Bucket=bucket)
+
+    def down(self) -> None:
+        self.process.stop()
+
+
+KAFKA_FILES = PROJECT_DIR / "services" / "kafka"
+
+
+def _maven_classpath(cache_dir: Path, pom: Path) -> Path:
+    """The runtime jars of ``pom`` copied from Maven Central into the cache once; reused after."""
+    version = re.search(r"<artifactId>kafka_2.13</artifactId>\s*<version>([^<]+)</version>", pom.read_text()).group(1)
+    libs = cache_dir / "kafka" / version / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise ServiceError("resolving the Kafka broker's jars needs Maven (mvn) and Java 17+ on PATH")
+    subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+        check=True,
+    )  # fmt: skip
+    (libs / ".complete").touch()
+    return libs
+
+
+class KafkaBroker:
+    """Apache Kafka 4, one node in KRaft mode (broker and controller), jars from Maven Central."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess("kafka", settings.state_dir, "127.0.0.1", settings.kafka_port)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.settings.kafka_port}"
+
+    def up(self) -> None:
+        if not self.process.status().running:
+            libs = _maven_classpath(self.settings.cache_dir, KAFKA_FILES / "pom.xml")
+            config = self._write_config()
+            java = ["java", "-Xms256m", "-Xmx1g", "-cp", f"{libs}/*",
+                    f"-Dlog4j2.configurationFile={KAFKA_FILES / 'log4j2.properties'}"]  # fmt: skip
+            if not (self.process.home / "data" / "meta.properties").exists():
+                cluster_id = subprocess.run(
+                    [*java, "kafka.tools.StorageTool", "random-uuid"], check=True, capture_output=True, text=True
+                ).stdout.split()[-1]
+                subprocess.run(
+                    [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+            self.process.start([*java, "kafka.Kafka", str(config)])
+            self.process.wait_ready(self._answers, timeout=60)
+        self.ensure_topics()
+
+    def _write_config(self) -> Path:
+        template = Template((KAFKA_FILES / "server.properties").read_text())
+        config = self.process.home / "server.properties"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            template.substitute(
+                port=self.settings.kafka_port,
+                controller_port=self.settings.kafka_controller_port,
+                data_dir=self.process.home / "data",
+                partitions=self.settings.kafka_partitions,
+            )
+        )
+        return config
+
+    def _admin(self):  # noqa: ANN202
+        from kafka import KafkaAdminClient
+
+        return KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5_000)
+
+    def _answers(self) -> bool:
+        if not _port_open("127.0.0.1", self.settings.kafka_port):
+            return False
+        try:
+            admin = self._admin()
+        except Exception:  # noqa: BLE001 - the broker accepts connections before it serves metadata
+            return False
+        admin.close()
+        return True
+
+    def ensure_topics(self) -> None:
+        from kafka.admin import NewTopic
+
+        admin = self._admin()
+        try:
+            missing = set(self.settings.topics) - set(admin.list_topics())
+            if missing:
+                admin.create_topics([NewTopic(t, self.settings.kafka_partitions, 1) for t in sorted(missing)])
+        finally:
+            admin.close()
 
     def down(self) -> None:
         self.process.stop()
