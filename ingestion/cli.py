@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from enum import Enum
 from typing import Annotated
 
 import pyarrow as pa
@@ -11,9 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ingestion import bronze, services, transform
+from ingestion import bronze, post, services, sink, transform
+from ingestion import stack as stack_api
 from ingestion.config import Settings
 from ingestion.emulate import SourceName, make_source
+from ingestion.sink import FlushPolicy
 
 app = typer.Typer(help="pinpipe: Pinterest-style posts → bronze Delta → dbt marts.", no_args_is_help=True)
 console = Console()
@@ -81,17 +84,43 @@ def setup() -> None:
     console.print("DuckDB extensions delta and httpfs are installed.")
 
 
+class Destination(str, Enum):
+    lake = "lake"
+    api = "api"
+
+
 @app.command()
 def emulate(
     source: SourceOption = "synthetic",
     posts: PostsOption = 5_000,
+    forever: Annotated[bool, typer.Option(help="with --to api: keep posting until interrupted")] = False,
     seed: SeedOption = 100,
-    batch_size: BatchOption = 100_000,
+    to: Annotated[Destination, typer.Option(help="lake: straight into bronze; api: POST through the ingest API")] = Destination.lake,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="posts per bronze commit or per request")] = None,
+    api_url: Annotated[str | None, typer.Option(help="ingest API base URL [default: the local API]")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.001, help="posts per second (default: as fast as accepted)")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="requests in flight")] = 4,
     lake: LakeOption = None,
 ) -> None:
-    """Emulate posts straight into the bronze Delta tables (the embedded path), resuming where it stopped."""
+    """Emulate posts: straight into bronze (embedded path), or through the ingest API (full stack)."""
     settings = _settings(lake=lake)
-    _load(settings, source, posts, seed, batch_size)
+    if to is Destination.lake:
+        _load(settings, source, posts, seed, batch_size or 100_000)
+        return
+    url = api_url or f"http://127.0.0.1:{settings.api_port}"
+    _post(settings, url, source, None if forever else posts, seed, batch_size or 500, rate, concurrency)
+
+
+def _post(settings: Settings, url: str, source: SourceName, posts: int | None, seed: int, batch_size: int,
+          rate: float | None, concurrency: int) -> None:  # fmt: skip
+    topics = {table: topic for topic, table in settings.topic_tables.items()}
+    with _progress() as progress:
+        task = progress.add_task(f"POST {url} ← {source}", total=posts)
+        result = post.post_batches(
+            url, make_source(source, seed), posts, batch_size=batch_size, concurrency=concurrency, rate=rate,
+            topics=topics, api_key=settings.api_key, on_batch=lambda batch: progress.advance(task, len(batch)),
+        )  # fmt: skip
+    console.print(f"posted {result.posts:,} posts ({result.records:,} records) to {url}")
 
 
 def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_size: int) -> None:
@@ -110,6 +139,71 @@ def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_s
         progress.update(task, completed=posts)
     summary = ", ".join(f"{count:,} {what}" for what, count in totals.items()) or "nothing new: already loaded"
     console.print(f"bronze at {settings.lake}/bronze: {summary}")
+
+
+@app.command(name="api")
+def api_command(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1 [env: PINPIPE_API_PORT]")] = None) -> None:
+    """Serve the ingest API (Kafka REST Proxy v2 compatible; OpenAPI at /docs)."""
+    import uvicorn
+
+    from ingestion.api import create_app
+
+    settings = _settings() if port is None else _settings().model_copy(update={"api_port": port})
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.api_port)
+
+
+@app.command(name="sink")
+def sink_command(
+    until_caught_up: Annotated[bool, typer.Option(help="stop once every record present at start is stored")] = False,
+    flush_records: Annotated[int, typer.Option(min=1)] = FlushPolicy.records,
+    flush_bytes: Annotated[int, typer.Option(min=1)] = FlushPolicy.bytes,
+    flush_seconds: Annotated[float, typer.Option(min=0.0)] = FlushPolicy.seconds,
+) -> None:
+    """Kafka → S3: JSON-lines objects per topic partition, offsets committed after each object."""
+    settings = _local_s3(_settings())
+    _sink(settings, until_caught_up, FlushPolicy(flush_records, flush_bytes, flush_seconds))
+
+
+def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = FlushPolicy()) -> None:
+    client = sink.s3_client(settings)
+    worker = sink.S3Sink(
+        f"127.0.0.1:{settings.kafka_port}", list(settings.topics), client, settings.s3_bucket, policy=policy
+    )
+    with _progress() as progress:
+        task = progress.add_task("Kafka → S3 objects", total=None)
+        stats = worker.run(until_caught_up=until_caught_up, on_flush=lambda key, n: progress.advance(task, n))
+    console.print(f"stored {stats.records:,} records in {stats.objects:,} objects under s3://{settings.s3_bucket}/raw/")
+
+
+@app.command(name="load")
+def load_command(lake: LakeOption = None) -> None:
+    """S3 raw objects → bronze Delta: every record not yet loaded, exactly once."""
+    _load_objects(_local_s3(_settings(lake=lake)))
+
+
+def _load_objects(settings: Settings) -> None:
+    totals: Counter[str] = Counter()
+    with _progress() as progress:
+        task = progress.add_task("S3 objects → bronze", total=None)
+
+        def advance(raw: object, result: bronze.AppendResult) -> None:
+            totals[f"{result.table} appended"] += result.appended
+            totals["quarantined"] += result.quarantined
+            progress.advance(task)
+
+        bronze.load_raw_objects(
+            bronze.Lake.from_settings(settings), sink.s3_client(settings), settings.s3_bucket, settings.topic_tables,
+            on_object=advance,
+        )  # fmt: skip
+    summary = ", ".join(f"{count:,} {what}" for what, count in totals.items()) or "nothing new"
+    console.print(f"bronze at {settings.lake}/bronze: {summary}")
+
+
+def _local_s3(settings: Settings) -> Settings:
+    """Without an explicit endpoint, S3 is the local server of `pinpipe services`."""
+    if settings.s3_endpoint_url:
+        return settings
+    return settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{settings.s3_port}"})
 
 
 @app.command(name="transform")
@@ -183,18 +277,32 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+class Stack(str, Enum):
+    embedded = "embedded"
+    full = "full"
+
+
 @app.command()
 def run(
     source: SourceOption = "synthetic",
     posts: PostsOption = 5_000,
     seed: SeedOption = 100,
-    batch_size: BatchOption = 100_000,
+    stack: Annotated[Stack, typer.Option(help="embedded: emulator → bronze; full: API → Kafka → S3 → bronze")] = Stack.embedded,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="posts per bronze commit or per request")] = None,
     rows: Annotated[int, typer.Option(help="rows shown per mart")] = 15,
     lake: LakeOption = None,
     warehouse: WarehouseOption = None,
 ) -> None:
-    """The main job on the embedded default: emulate posts → bronze → dbt build → print the marts."""
-    settings = _settings(lake, warehouse, "local")
-    _load(settings, source, posts, seed, batch_size)
+    """The main job: posts → bronze → dbt build → the marts, on the embedded default or the full stack."""
+    if stack is Stack.embedded:
+        settings = _settings(lake, warehouse, "local")
+        _load(settings, source, posts, seed, batch_size or 100_000)
+    else:
+        settings = _local_s3(_settings(lake or f"s3://{Settings().s3_bucket}/lake", warehouse, "local"))
+        services_up()
+        with stack_api.api_server(settings) as url:
+            _post(settings, url, source, posts, seed, batch_size or 500, None, 4)
+        _sink(settings, until_caught_up=True)
+        _load_objects(settings)
     _build(settings)
     _print_marts(settings, rows)

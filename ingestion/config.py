@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingestion.schemas import RAW_TABLES, RawTable
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -37,12 +39,20 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     kafka_partitions: int = Field(default=3, ge=1, description="partitions per topic")
+    api_port: int = 8080
+    api_key: str | None = Field(default=None, description="when set, requests must send it as X-API-Key")
+    api_max_body_bytes: int = Field(default=5 * 1024 * 1024, description="larger request bodies get 413")
     topics: tuple[str, ...] = Field(default=("pin", "geo", "user"), description="Kafka topics, one per raw table")
 
     def model_post_init(self, __context: object) -> None:
         if not self.lake.startswith("s3://"):
             self.lake = str(Path(self.lake).resolve())
         self.warehouse = str(Path(self.warehouse).resolve())
+
+    @property
+    def topic_tables(self) -> dict[str, RawTable]:
+        """Which raw table each Kafka topic carries (topics are given in pin, geo, user order)."""
+        return dict(zip(self.topics, RAW_TABLES, strict=True))
 
     @property
     def storage_options(self) -> dict[str, str] | None:

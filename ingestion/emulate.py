@@ -26,46 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingestion.schemas import RAW_TABLES, RawTable
+from ingestion.schemas import RAW_ARROW_SCHEMAS, RAW_TABLES, RawTable
 
 SourceName = Literal["aicore", "synthetic"]
-
-RAW_ARROW_SCHEMAS: dict[RawTable, pa.Schema] = {
-    "pin": pa.schema(
-        [
-            ("index", pa.int64()),
-            ("unique_id", pa.string()),
-            ("title", pa.string()),
-            ("description", pa.string()),
-            ("poster_name", pa.string()),
-            ("follower_count", pa.string()),
-            ("tag_list", pa.string()),
-            ("is_image_or_video", pa.string()),
-            ("image_src", pa.string()),
-            ("downloaded", pa.int64()),
-            ("save_location", pa.string()),
-            ("category", pa.string()),
-        ]
-    ),
-    "geo": pa.schema(
-        [
-            ("ind", pa.int64()),
-            ("timestamp", pa.string()),
-            ("latitude", pa.float64()),
-            ("longitude", pa.float64()),
-            ("country", pa.string()),
-        ]
-    ),
-    "user": pa.schema(
-        [
-            ("ind", pa.int64()),
-            ("first_name", pa.string()),
-            ("last_name", pa.string()),
-            ("age", pa.int64()),
-            ("date_joined", pa.string()),
-        ]
-    ),
-}
 
 # The exact placeholder strings of the real data (RAW_DATA.md); dbt's cleaning macros null them.
 NO_TITLE = "No Title Data Available"

@@ -73,6 +73,46 @@ RAW_MODELS: dict[RawTable, type[RawRecord]] = {"pin": RawPin, "geo": RawGeo, "us
 KEY_FIELD: dict[RawTable, str] = {"pin": "index", "geo": "ind", "user": "ind"}
 
 
+# The raw records as Arrow columns, typed as clients send them (the emulator's output, and the
+# schema the loader parses raw JSON lines with).
+RAW_ARROW_SCHEMAS: dict[RawTable, pa.Schema] = {
+    "pin": pa.schema(
+        [
+            ("index", pa.int64()),
+            ("unique_id", pa.string()),
+            ("title", pa.string()),
+            ("description", pa.string()),
+            ("poster_name", pa.string()),
+            ("follower_count", pa.string()),
+            ("tag_list", pa.string()),
+            ("is_image_or_video", pa.string()),
+            ("image_src", pa.string()),
+            ("downloaded", pa.int64()),
+            ("save_location", pa.string()),
+            ("category", pa.string()),
+        ]
+    ),
+    "geo": pa.schema(
+        [
+            ("ind", pa.int64()),
+            ("timestamp", pa.string()),
+            ("latitude", pa.float64()),
+            ("longitude", pa.float64()),
+            ("country", pa.string()),
+        ]
+    ),
+    "user": pa.schema(
+        [
+            ("ind", pa.int64()),
+            ("first_name", pa.string()),
+            ("last_name", pa.string()),
+            ("age", pa.int64()),
+            ("date_joined", pa.string()),
+        ]
+    ),
+}
+
+
 def payload_fields(table: RawTable) -> list[str]:
     """The raw field names of a table, in the order clients send them."""
     return list(RAW_MODELS[table].model_fields)

@@ -20,6 +20,7 @@ from pathlib import Path
 from string import Template
 
 from ingestion.config import PROJECT_DIR, Settings
+from ingestion.sink import s3_client
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -143,12 +144,7 @@ class S3Server:
         return f"http://127.0.0.1:{self.settings.s3_port}"
 
     def client(self):  # noqa: ANN201 - boto3's client type is generated at run time
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name=self.settings.s3_region,
-            aws_access_key_id=self.settings.s3_access_key_id, aws_secret_access_key=self.settings.s3_secret_access_key,
-        )  # fmt: skip
+        return s3_client(self.settings.model_copy(update={"s3_endpoint_url": self.endpoint_url}))
 
     def up(self) -> None:
         if not self.process.status().running:

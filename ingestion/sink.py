@@ -1,0 +1,181 @@
+"""S3 sink: Kafka topics → JSON-lines objects in S3, every record stored once whatever crashes.
+
+Objects are named by topic, partition and first offset, as Confluent's S3 sink names them:
+``<prefix>/topics/<topic>/partition=<p>/<topic>+<p>+<start offset>.json`` (offset zero-padded to
+ten digits so keys sort by offset). Line ``i`` of an object is the record at offset ``start + i``.
+Kafka offsets are committed only after the object is stored; after a crash the consumer resumes at
+the committed offset, so a retried flush starts at the same offset and overwrites the same key.
+The bronze loader reads objects by offset, so even objects of different lengths written for the
+same offsets (the flush timing differs after a restart) never load a record twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from ingestion.config import Settings
+
+OBJECT_KEY = re.compile(r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$")
+
+
+def s3_client(settings: Settings):  # noqa: ANN201 - boto3's client type is generated at run time
+    """A boto3 S3 client for the configured endpoint (the local server, or AWS when none is set)."""
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id, aws_secret_access_key=settings.s3_secret_access_key,
+    )  # fmt: skip
+
+
+def object_key(prefix: str, topic: str, partition: int, start: int) -> str:
+    return f"{prefix}/topics/{topic}/partition={partition}/{topic}+{partition}+{start:010d}.json"
+
+
+@dataclass(frozen=True)
+class RawObject:
+    key: str
+    topic: str
+    partition: int
+    start: int
+
+
+def parse_object_key(key: str) -> RawObject | None:
+    match = OBJECT_KEY.search(key)
+    if match is None:
+        return None
+    return RawObject(key, match["topic"], int(match["partition"]), int(match["start"]))
+
+
+def as_line(value: bytes | None) -> bytes:
+    """One record as one line. Values with line breaks would break the framing (line i = offset
+    start + i): JSON ones are re-serialized compactly, anything else is stored as a JSON string so
+    the loader quarantines it with its text."""
+    if value is None:
+        return b"null"
+    if b"\n" not in value and b"\r" not in value:
+        return value
+    text = value.decode("utf-8", errors="replace")
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":")).encode()
+    except ValueError:
+        return json.dumps(text).encode()
+
+
+@dataclass(frozen=True)
+class FlushPolicy:
+    records: int = 20_000
+    bytes: int = 16 * 1024 * 1024
+    seconds: float = 5.0
+
+
+@dataclass
+class _Buffer:
+    start: int
+    lines: list[bytes] = field(default_factory=list)
+    size: int = 0
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def due(self, policy: FlushPolicy, now: float) -> bool:
+        return len(self.lines) >= policy.records or self.size >= policy.bytes or now - self.opened_at >= policy.seconds
+
+
+@dataclass
+class SinkStats:
+    records: int = 0
+    objects: int = 0
+
+
+class _DropRevokedBuffers(ConsumerRebalanceListener):
+    """A revoked partition's unflushed records were never committed: its next owner re-reads them."""
+
+    def __init__(self, buffers: dict[TopicPartition, _Buffer]) -> None:
+        self.buffers = buffers
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for partition in revoked:
+            self.buffers.pop(partition, None)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
+
+
+class S3Sink:
+    """A member of the sink's consumer group: buffers records per partition and flushes them to S3."""
+
+    def __init__(
+        self, bootstrap_servers: str, topics: list[str], s3_client: object, bucket: str,
+        *, prefix: str = "raw", group_id: str = "pinpipe-s3-sink", policy: FlushPolicy = FlushPolicy(),
+    ) -> None:  # fmt: skip
+        self.s3, self.bucket, self.prefix, self.policy = s3_client, bucket, prefix, policy
+        self.buffers: dict[TopicPartition, _Buffer] = {}
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=10_000,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        self.consumer.subscribe(topics, listener=_DropRevokedBuffers(self.buffers))
+        self.stats = SinkStats()
+
+    def run(
+        self,
+        *,
+        until_caught_up: bool = False,
+        stop: threading.Event | None = None,
+        on_flush: Callable[[str, int], None] | None = None,
+    ) -> SinkStats:
+        """Consume and flush until stopped, or, with ``until_caught_up``, until every partition's
+        records up to the end offsets seen at start are stored and committed."""
+        targets: dict[TopicPartition, int] | None = None
+        try:
+            while stop is None or not stop.is_set():
+                polled = self.consumer.poll(timeout_ms=200)
+                for partition, messages in polled.items():
+                    buffer = self.buffers.get(partition)
+                    for message in messages:
+                        if buffer is None:
+                            buffer = self.buffers[partition] = _Buffer(message.offset)
+                        line = as_line(message.value)
+                        buffer.lines.append(line)
+                        buffer.size += len(line) + 1
+                now = time.monotonic()
+                for partition in [p for p, b in self.buffers.items() if b.due(self.policy, now)]:
+                    self._flush(partition, on_flush)
+                if until_caught_up:
+                    assigned = self.consumer.assignment()
+                    if not assigned:
+                        continue
+                    if targets is None or set(targets) != assigned:
+                        targets = self.consumer.end_offsets(list(assigned))
+                    if all(self.consumer.position(p) >= end for p, end in targets.items()):
+                        for partition in list(self.buffers):
+                            self._flush(partition, on_flush)
+                        return self.stats
+            return self.stats
+        finally:
+            self.consumer.close(autocommit=False)
+
+    def _flush(self, partition: TopicPartition, on_flush: Callable[[str, int], None] | None) -> None:
+        buffer = self.buffers.pop(partition)
+        if not buffer.lines:
+            return
+        key = object_key(self.prefix, partition.topic, partition.partition, buffer.start)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"\n".join(buffer.lines) + b"\n")
+        next_offset = buffer.start + len(buffer.lines)
+        self.consumer.commit({partition: OffsetAndMetadata(next_offset, "", -1)})
+        self.stats.records += len(buffer.lines)
+        self.stats.objects += 1
+        if on_flush:
+            on_flush(key, len(buffer.lines))

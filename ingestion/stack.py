@@ -1,0 +1,36 @@
+"""Running the ingest API in the background of another process (the full-stack run, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
+import uvicorn
+
+from ingestion.api import create_app
+from ingestion.config import Settings
+
+
+@contextmanager
+def api_server(settings: Settings, *, timeout: float = 30) -> Iterator[str]:
+    """Serve the API on 127.0.0.1:<api_port> in a thread; yields its base URL, stops it on exit."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="pinpipe-api", daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.api_port}"
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the API did not start on {url}")
+        time.sleep(0.05)
+    requests.get(f"{url}/healthz", timeout=timeout).raise_for_status()
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
