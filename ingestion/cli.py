@@ -167,8 +167,9 @@ def sink_command(
 def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = FlushPolicy()) -> None:
     client = sink.s3_client(settings)
     worker = sink.S3Sink(
-        f"127.0.0.1:{settings.kafka_port}", list(settings.topics), client, settings.s3_bucket, policy=policy
-    )
+        f"127.0.0.1:{settings.kafka_port}", list(settings.topics), client, settings.s3_bucket,
+        group_id=settings.sink_group, policy=policy,
+    )  # fmt: skip
     with _progress() as progress:
         task = progress.add_task("Kafka → S3 objects", total=None)
         stats = worker.run(until_caught_up=until_caught_up, on_flush=lambda key, n: progress.advance(task, n))

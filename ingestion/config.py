@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     kafka_partitions: int = Field(default=3, ge=1, description="partitions per topic")
+    sink_group: str = Field(default="pinpipe-s3-sink", description="the S3 sink's Kafka consumer group")
     api_port: int = 8080
     api_key: str | None = Field(default=None, description="when set, requests must send it as X-API-Key")
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, description="larger request bodies get 413")

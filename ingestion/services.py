@@ -47,6 +47,13 @@ def _port_open(host: str, port: int) -> bool:
 
 def _pid_alive(pid: int) -> bool:
     try:
+        # a service started by this very process must be reaped, or it lingers as a zombie
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False

@@ -123,6 +123,9 @@ class S3Sink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=10_000,
+            # a crashed member's partitions move to the others after 10 s instead of Kafka's 45 s
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
@@ -143,13 +146,13 @@ class S3Sink:
             while stop is None or not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200)
                 for partition, messages in polled.items():
-                    buffer = self.buffers.get(partition)
                     for message in messages:
-                        if buffer is None:
-                            buffer = self.buffers[partition] = _Buffer(message.offset)
+                        buffer = self.buffers.setdefault(partition, _Buffer(message.offset))
                         line = as_line(message.value)
                         buffer.lines.append(line)
                         buffer.size += len(line) + 1
+                        if len(buffer.lines) >= self.policy.records or buffer.size >= self.policy.bytes:
+                            self._flush(partition, on_flush)
                 now = time.monotonic()
                 for partition in [p for p, b in self.buffers.items() if b.due(self.policy, now)]:
                     self._flush(partition, on_flush)

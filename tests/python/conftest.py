@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from ingestion.bronze import Lake
 from ingestion.config import Settings
-from ingestion.services import S3Server
+from ingestion.services import KafkaBroker, S3Server
 
 
 @pytest.fixture
@@ -37,3 +38,37 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.up()
     yield server
     server.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """The real Kafka broker (KRaft, single node), started once for the session on free ports."""
+    broker = KafkaBroker(
+        Settings(state_dir=tmp_path_factory.mktemp("state"), kafka_port=_free_port(), kafka_controller_port=_free_port())
+    )
+    broker.up()
+    yield broker
+    broker.down()
+
+
+@pytest.fixture
+def stack(s3_server: S3Server, kafka_broker: KafkaBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for one test on the real services: its own topics, bucket, lake, warehouse and API port."""
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        state_dir=kafka_broker.settings.state_dir,
+        kafka_port=kafka_broker.settings.kafka_port,
+        kafka_controller_port=kafka_broker.settings.kafka_controller_port,
+        s3_port=s3_server.settings.s3_port,
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_bucket=f"test-{run}",
+        sink_group=f"sink-{run}",
+        topics=(f"pin-{run}", f"geo-{run}", f"user-{run}"),
+        lake=f"s3://test-{run}/lake",
+        warehouse=str(tmp_path / "warehouse.duckdb"),
+        api_port=_free_port(),
+    )
+    s3_server.ensure_bucket(settings.s3_bucket)
+    KafkaBroker(settings).ensure_topics()
+    return settings

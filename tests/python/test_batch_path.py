@@ -1,0 +1,244 @@
+"""The batch path on the real services: ingest API → Kafka → S3 sink → bronze loader, exactly once.
+
+No mocks: a real Kafka broker (KRaft) and a real S3 server (versitygw), started by the project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from ingestion.api import create_app
+from ingestion.bronze import QUARANTINE, Lake, load_raw_objects
+from ingestion.config import Settings
+from ingestion.emulate import make_source
+from ingestion.services import KafkaBroker
+from ingestion.sink import FlushPolicy, S3Sink, parse_object_key, s3_client
+from ingestion.stack import api_server
+
+pytestmark = pytest.mark.slow
+
+
+def _post(url: str, settings: Settings, start: int, count: int, batch: int = 250) -> list[tuple[str, int, int]]:
+    """POST posts start .. start+count-1 of the synthetic source; the offsets the API acknowledged."""
+    acknowledged = []
+    source = make_source("synthetic", 7)
+    session = requests.Session()
+    for first in range(start, start + count, batch):
+        posts = source.batch(first, min(batch, start + count - first))
+        for topic, table in settings.topic_tables.items():
+            for attempt in range(60):
+                response = session.post(f"{url}/topics/{topic}", json={"records": [{"value": v} for v in posts.table(table).to_pylist()]})
+                if response.status_code < 500:
+                    break
+                time.sleep(0.5)  # the broker is away: retry, as the posting client does
+            assert response.status_code == 200, response.text
+            acknowledged += [(topic, o["partition"], o["offset"]) for o in response.json()["offsets"]]
+    return acknowledged
+
+
+def _sink(settings: Settings, policy: FlushPolicy = FlushPolicy()) -> None:
+    S3Sink(
+        f"127.0.0.1:{settings.kafka_port}", list(settings.topics), s3_client(settings), settings.s3_bucket,
+        group_id=settings.sink_group, policy=policy,
+    ).run(until_caught_up=True)  # fmt: skip
+
+
+def _load(settings: Settings) -> None:
+    load_raw_objects(Lake.from_settings(settings), s3_client(settings), settings.s3_bucket, settings.topic_tables)
+
+
+def _bronze(settings: Settings, table: str) -> list[dict]:
+    return Lake.from_settings(settings).delta_table(table).to_pyarrow_table().to_pylist()
+
+
+def _bronze_offsets(settings: Settings) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset) of every bronze row, from its stream kafka/<topic>/<partition>."""
+    offsets = []
+    for table in ("pin", "geo", "user"):
+        for row in _bronze(settings, table):
+            _, topic, partition = row["_stream"].split("/")
+            offsets.append((topic, int(partition), row["_offset"]))
+    return offsets
+
+
+def _s3_records(settings: Settings) -> list[tuple[str, int, int]]:
+    client, records = s3_client(settings), []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix="raw/"):
+        for item in page.get("Contents", []):
+            raw = parse_object_key(item["Key"])
+            lines = client.get_object(Bucket=settings.s3_bucket, Key=raw.key)["Body"].read().splitlines()
+            records += [(raw.topic, raw.partition, raw.start + i) for i in range(len(lines))]
+    return records
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {f"PINPIPE_{name.upper()}": str(value) for name, value in settings.model_dump().items() if value is not None}
+    env["PINPIPE_TOPICS"] = json.dumps(list(settings.topics))
+    return {**os.environ, **env}
+
+
+def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{settings.kafka_port}")
+    try:
+        partitions = [TopicPartition(t, p) for t in settings.topics for p in consumer.partitions_for_topic(t)]
+        return consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+
+
+def test_posted_records_reach_bronze_exactly_once_with_their_content(stack: Settings) -> None:
+    with api_server(stack) as url:
+        acknowledged = _post(url, stack, 0, 3_000)
+    _sink(stack)
+    _load(stack)
+    _load(stack)  # a rerun finds nothing new
+
+    assert len(acknowledged) == 9_000 and len(set(acknowledged)) == 9_000
+    assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
+    posted = make_source("synthetic", 7).batch(0, 3_000)
+    for topic, table in stack.topic_tables.items():
+        key = "index" if table == "pin" else "ind"
+        rows = sorted(_bronze(stack, table), key=lambda r: (int(r[key]), r["_offset"]))
+        sent = sorted(posted.table(table).to_pylist(), key=lambda r: r[key])
+        assert [{k: r[k] for k in s} for r, s in zip(rows, sent)] == [
+            {k: v if isinstance(v, str) else json.dumps(v) for k, v in s.items()} for s in sent
+        ]
+
+
+def test_a_sink_killed_mid_stream_stores_every_record_once(stack: Settings) -> None:
+    with api_server(stack) as url:
+        acknowledged = _post(url, stack, 0, 4_000)
+    pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    command = [pinpipe, "sink", "--flush-records", "300", "--flush-seconds", "60"]
+    sink = subprocess.Popen(command, env=_env(stack), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = s3_client(stack)
+    deadline = time.monotonic() + 60
+    while client.list_objects_v2(Bucket=stack.s3_bucket, Prefix="raw/").get("KeyCount", 0) < 8:
+        assert time.monotonic() < deadline and sink.poll() is None, "the sink stored nothing"
+        time.sleep(0.05)
+    os.kill(sink.pid, signal.SIGKILL)
+    sink.wait()
+    assert len(_s3_records(stack)) < 12_000  # killed mid-stream
+
+    _sink(stack)  # restarted: resumes at the committed offsets
+    stored = _s3_records(stack)
+    assert len(stored) == 12_000 and set(stored) == set(acknowledged)
+    _load(stack)
+    assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
+
+
+def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> None:
+    with api_server(stack) as url:
+        acknowledged = _post(url, stack, 0, 4_000)
+    _sink(stack, FlushPolicy(records=150))
+    script = (
+        "from ingestion.bronze import Lake, load_raw_objects; from ingestion.config import Settings;"
+        "from ingestion.sink import s3_client; s = Settings();"
+        "load_raw_objects(Lake.from_settings(s), s3_client(s), s.s3_bucket, s.topic_tables)"
+    )
+    loader = subprocess.Popen([sys.executable, "-c", script], env=_env(stack))
+    lake = Lake.from_settings(stack)
+    deadline = time.monotonic() + 60
+    while (lake.delta_table("pin") is None or lake.delta_table("pin").version() < 5) and loader.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert loader.poll() is None, "the loader finished before it could be killed"
+    os.kill(loader.pid, signal.SIGKILL)
+    loader.wait()
+    assert len(_bronze_offsets(stack)) < 12_000  # killed mid-load
+
+    _load(stack)
+    assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
+
+
+def test_every_record_acknowledged_while_the_broker_restarts_reaches_bronze(stack: Settings) -> None:
+    broker = KafkaBroker(stack)
+    acknowledged: list = []
+    with api_server(stack) as url:
+        poster = threading.Thread(target=lambda: acknowledged.extend(_post(url, stack, 0, 6_000, batch=100)))
+        poster.start()
+        time.sleep(1.0)
+        broker.down()
+        time.sleep(2.0)
+        broker.up()
+        poster.join(timeout=300)
+    assert not poster.is_alive() and len(acknowledged) >= 18_000
+    _sink(stack)
+    _load(stack)
+    assert set(acknowledged) <= set(_bronze_offsets(stack))
+    pins = {int(r["index"]) for r in _bronze(stack, "pin")}
+    assert pins == {r["index"] for r in make_source("synthetic", 7).batch(0, 6_000).pin.to_pylist()}
+
+
+def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Settings) -> None:
+    secured = stack.model_copy(update={"api_key": "s3cret", "api_max_body_bytes": 20_000})
+    pin_topic, geo_topic = secured.topics[0], secured.topics[1]
+    pin = make_source("aicore", 1).batch(0, 1).pin.to_pylist()[0]
+    geo = make_source("aicore", 1).batch(0, 1).geo.to_pylist()[0]
+    before = _end_offsets(secured)
+    with TestClient(create_app(secured)) as client:
+        headers = {"X-API-Key": "s3cret", "Content-Type": "application/vnd.kafka.json.v2+json"}
+
+        def post(topic: str, body: object, **overrides: object) -> requests.Response:
+            content = body if isinstance(body, bytes) else json.dumps(body).encode()
+            return client.post(f"/topics/{topic}", content=content, headers={**headers, **overrides})
+
+        missing_key = client.post(f"/topics/{pin_topic}", json={"records": [{"value": pin}]})
+        assert missing_key.status_code == 401 and "X-API-Key" in missing_key.json()["message"]
+        assert post(pin_topic, b"{not json").status_code == 400
+        unknown = post("no-such-topic", {"records": [{"value": pin}]})
+        assert unknown.status_code == 404 and unknown.json()["error_code"] == 40401
+        oversized = post(pin_topic, {"records": [{"value": pin}] * 40})
+        assert oversized.status_code == 413
+        wrong_shape = post(pin_topic, {"rows": [pin]})
+        assert wrong_shape.status_code == 422 and "records" in wrong_shape.json()["message"]
+
+        no_category = {k: v for k, v in pin.items() if k != "category"}
+        missing_field = post(pin_topic, {"records": [{"value": pin}, {"value": no_category}]})
+        assert missing_field.status_code == 422
+        assert "records[1].value.category: Field required" in missing_field.json()["message"]
+        wrong_type = post(geo_topic, {"records": [{"value": {**geo, "latitude": "north"}}]})
+        assert wrong_type.status_code == 422 and "records[0].value.latitude" in wrong_type.json()["message"]
+        bad_time = post(geo_topic, {"records": [{"value": {**geo, "timestamp": "yesterday"}}]})
+        assert bad_time.status_code == 422 and "records[0].value.timestamp" in bad_time.json()["message"]
+
+        assert post(pin_topic, {"records": [{"value": pin}]}, **{"Content-Type": "application/json"}).status_code == 200
+        metrics = client.get("/metrics").text
+        assert 'pinpipe_api_requests_total{route="/topics/{topic}",status="422"} 4.0' in metrics
+        assert client.get("/healthz").json() == {"status": "ok"}
+    after = _end_offsets(secured)
+    assert sum(after.values()) - sum(before.values()) == 1  # only the one valid request
+
+
+def test_a_non_json_message_in_a_topic_is_quarantined_and_the_rest_loads(stack: Settings) -> None:
+    pin_topic = stack.topics[0]
+    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{stack.kafka_port}", acks="all")
+    good = make_source("aicore", 1).batch(0, 20).pin.to_pylist()
+    for record in good[:10]:
+        producer.send(pin_topic, key=b"k", value=json.dumps(record).encode())
+    producer.send(pin_topic, key=b"k", value=b"\x00not json at all")
+    producer.send(pin_topic, key=b"k", value=b"line one\nline two")
+    for record in good[10:]:
+        producer.send(pin_topic, key=b"k", value=json.dumps(record).encode())
+    producer.flush()
+    producer.close()
+
+    _sink(stack)
+    _load(stack)
+    assert len(_bronze(stack, "pin")) == 20
+    quarantined = _bronze(stack, QUARANTINE)
+    assert sorted(q["raw_record"] for q in quarantined) == ["\x00not json at all", '"line one\\nline two"']
+    assert all(q["table_name"] == "pin" and q["_source"].startswith(f"s3://{stack.s3_bucket}/raw/") for q in quarantined)
+    assert {q["_offset"] for q in quarantined} == {10, 11}
