@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from helpers import free_port
 
 from ingestion.bronze import Lake
 from ingestion.config import Settings
@@ -25,16 +26,10 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings(lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "warehouse.duckdb"), target="local")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """The real S3 server (versitygw), started once for the session on a free port."""
-    server = S3Server(Settings(state_dir=tmp_path_factory.mktemp("state"), s3_port=_free_port()))
+    server = S3Server(Settings(state_dir=tmp_path_factory.mktemp("state"), s3_port=free_port()))
     server.up()
     yield server
     server.down()
@@ -44,7 +39,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """The real Kafka broker (KRaft, single node), started once for the session on free ports."""
     broker = KafkaBroker(
-        Settings(state_dir=tmp_path_factory.mktemp("state"), kafka_port=_free_port(), kafka_controller_port=_free_port())
+        Settings(state_dir=tmp_path_factory.mktemp("state"), kafka_port=free_port(), kafka_controller_port=free_port())
     )
     broker.up()
     yield broker
@@ -67,7 +62,7 @@ def stack(s3_server: S3Server, kafka_broker: KafkaBroker, tmp_path: Path, monkey
         topics=(f"pin-{run}", f"geo-{run}", f"user-{run}"),
         lake=f"s3://test-{run}/lake",
         warehouse=str(tmp_path / "warehouse.duckdb"),
-        api_port=_free_port(),
+        api_port=free_port(),
     )
     s3_server.ensure_bucket(settings.s3_bucket)
     KafkaBroker(settings).ensure_topics()

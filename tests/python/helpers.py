@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
 import reference
@@ -23,3 +24,10 @@ def assert_marts_equal_reference(settings: Settings, records: list[dict]) -> Non
         got = Counter(tuple(_comparable(v) for v in row.values()) for row in rows)
         assert got == want, f"{mart}: only in dbt {got - want}, only in reference {want - got}"
         assert got, f"{mart} is empty: the comparison would prove nothing"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a service of the test's own."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

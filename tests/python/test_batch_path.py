@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import free_port
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -23,6 +24,7 @@ from ingestion.api import create_app
 from ingestion.bronze import QUARANTINE, Lake, load_raw_objects
 from ingestion.config import Settings
 from ingestion.emulate import make_source
+from ingestion.post import post_batches
 from ingestion.services import KafkaBroker
 from ingestion.sink import FlushPolicy, S3Sink, parse_object_key, s3_client
 from ingestion.stack import api_server
@@ -163,23 +165,53 @@ def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> No
     assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
 
 
-def test_every_record_acknowledged_while_the_broker_restarts_reaches_bronze(stack: Settings) -> None:
-    broker = KafkaBroker(stack)
-    acknowledged: list = []
+def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(stack: Settings) -> None:
+    """The emulator's client posts while Kafka stops and starts. The producer holds the records until
+    the broker is back (or the API answers 503 and the client retries): either way every post
+    acknowledged is in bronze afterwards."""
+    broker, posts = KafkaBroker(stack), 10_000
+    topics = {table: topic for topic, table in stack.topic_tables.items()}
     with api_server(stack) as url:
-        poster = threading.Thread(target=lambda: acknowledged.extend(_post(url, stack, 0, 6_000, batch=100)))
+        result: list = []
+        poster = threading.Thread(target=lambda: result.append(
+            post_batches(url, make_source("synthetic", 7), posts, batch_size=100, concurrency=2, topics=topics, retries=12)
+        ))  # fmt: skip
         poster.start()
         time.sleep(1.0)
+        posting_when_stopped = poster.is_alive()
         broker.down()
         time.sleep(2.0)
         broker.up()
         poster.join(timeout=300)
-    assert not poster.is_alive() and len(acknowledged) >= 18_000
+    assert posting_when_stopped  # the restart happened mid-stream
+    assert result and result[0].posts == posts
     _sink(stack)
     _load(stack)
-    assert set(acknowledged) <= set(_bronze_offsets(stack))
-    pins = {int(r["index"]) for r in _bronze(stack, "pin")}
-    assert pins == {r["index"] for r in make_source("synthetic", 7).batch(0, 6_000).pin.to_pylist()}
+    sent = make_source("synthetic", 7).batch(0, posts)
+    for topic, table in stack.topic_tables.items():
+        key = "index" if table == "pin" else "ind"
+        assert {int(r[key]) for r in _bronze(stack, table)} == set(sent.table(table).column(key).to_pylist()), table
+
+
+def test_the_full_stack_command_prints_the_marts(stack: Settings, tmp_path: Path) -> None:
+    """`pinpipe run --stack full`, as the README gives it, on services it starts itself."""
+    env = _env(stack.model_copy(update={"state_dir": tmp_path / "state", "kafka_port": free_port(),
+                                        "kafka_controller_port": free_port(), "s3_port": free_port(),
+                                        "s3_endpoint_url": None, "s3_bucket": "pinpipe", "lake": None}))  # fmt: skip
+    env.pop("PINPIPE_LAKE", None)
+    env["PINPIPE_WAREHOUSE"] = str(tmp_path / "full.duckdb")
+    pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    try:
+        run = subprocess.run([pinpipe, "run", "--stack", "full", "--posts", "1500", "--rows", "3"], env=env,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    finally:
+        subprocess.run([pinpipe, "services", "down"], env=env, capture_output=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "posted 1,500 posts (4,500 records)" in run.stdout
+    assert "stored 4,500 records" in run.stdout
+    assert "1,500 pin appended" in run.stdout
+    for mart in ("most_popular_category_by_country", "median_follower_count_by_age_group_and_join_year"):
+        assert mart in run.stdout
 
 
 def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Settings) -> None:
