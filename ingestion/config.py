@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         default=str(PROJECT_DIR / "warehouse" / "pinpipe.duckdb"), description="DuckDB warehouse file"
     )
     target: str = Field(default="local", description="dbt target in profiles.yml")
+    spark_warehouse: str = Field(
+        default=str(PROJECT_DIR / "warehouse" / "spark"), description="Spark target: managed tables and Derby metastore"
+    )
     project_dir: Path = Field(default=PROJECT_DIR, description="the dbt project (repository root)")
     state_dir: Path = Field(default=PROJECT_DIR / ".state", description="services' data, logs and pid files")
     cache_dir: Path = Field(default=Path.home() / ".cache" / "pinpipe", description="downloads and builds, reused")
@@ -49,6 +52,7 @@ class Settings(BaseSettings):
         if not self.lake.startswith("s3://"):
             self.lake = str(Path(self.lake).resolve())
         self.warehouse = str(Path(self.warehouse).resolve())
+        self.spark_warehouse = str(Path(self.spark_warehouse).resolve())
 
     @property
     def topic_tables(self) -> dict[str, RawTable]:

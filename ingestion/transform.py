@@ -56,6 +56,8 @@ def _dbt_environment(settings: Settings) -> Iterator[None]:
         "PINPIPE_LAKE": settings.lake,
         "PINPIPE_WAREHOUSE": settings.warehouse,
         "PINPIPE_TARGET": settings.target,
+        "PINPIPE_SPARK_WAREHOUSE": settings.spark_warehouse,
+        "PINPIPE_CACHE_DIR": str(settings.cache_dir),
         "PINPIPE_S3_REGION": settings.s3_region,
         "PINPIPE_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
         "PINPIPE_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
@@ -95,8 +97,22 @@ def run_dbt(settings: Settings, args: list[str], on_event: Callable[[object], No
 
 
 def read_mart(settings: Settings, mart: str) -> pa.Table:
-    """A mart of the local warehouse, rows in a stable order."""
+    """A mart of the settings' target, rows in a stable order."""
+    if settings.target == "spark":
+        return _read_spark_mart(mart)
     # not read_only: dbt run in this process may still hold the file, and DuckDB shares one
     # instance per file only between connections of the same configuration
     with duckdb.connect(settings.warehouse) as connection:
         return connection.execute(f"select * from marts.{mart} order by all").to_arrow_table()
+
+
+def _read_spark_mart(mart: str) -> pa.Table:
+    """A mart from the Spark session dbt ran in, in this process (dbt-spark's session method)."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    if SparkContext._active_spark_context is None:
+        raise RuntimeError("no Spark session in this process: run dbt on the spark target first")
+    # dbt ran in a worker thread: take the process's default session, not this thread's active one
+    rows = SparkSession.builder.getOrCreate().table(f"marts.{mart}").toArrow()
+    return rows.sort_by([(name, "ascending") for name in rows.column_names])

@@ -20,3 +20,33 @@
         select * from delta_scan('{{ bronze_location(table) }}');
     {%- endfor %}
 {%- endmacro %}
+
+{#- Spark: external Delta tables over the same paths the loaders write (metadata only: dropping
+    one never touches the data). Re-created each run so a changed lake root is picked up. -#}
+{% macro spark__register_bronze_tables() -%}
+    {%- if execute -%}
+        {%- do run_query('create database if not exists bronze') -%}
+        {%- for table in bronze_tables() -%}
+            {%- do run_query('drop table if exists bronze.' ~ adapter.quote(table)) -%}
+            {%- do run_query('create table bronze.' ~ adapter.quote(table) ~ " using delta location '" ~ spark_path(bronze_location(table)) ~ "'") -%}
+        {%- endfor -%}
+    {%- endif -%}
+    select 1
+{%- endmacro %}
+
+{#- Hadoop reads S3 through the s3a connector. -#}
+{% macro spark_path(location) -%}
+    {{ return('s3a://' ~ location[5:] if location.startswith('s3://') else location) }}
+{%- endmacro %}
+
+{#- Databricks (Unity Catalog): external Delta tables on the lake's S3 location, created once;
+    the location must be covered by an external location the catalog may read. -#}
+{% macro databricks__register_bronze_tables() -%}
+    {%- if execute -%}
+        {%- do run_query('create schema if not exists bronze') -%}
+        {%- for table in bronze_tables() -%}
+            {%- do run_query('create table if not exists bronze.' ~ adapter.quote(table) ~ " using delta location '" ~ bronze_location(table) ~ "'") -%}
+        {%- endfor -%}
+    {%- endif -%}
+    select 1
+{%- endmacro %}
