@@ -94,15 +94,21 @@ class SinkStats:
     objects: int = 0
 
 
-class _DropRevokedBuffers(ConsumerRebalanceListener):
-    """A revoked partition's unflushed records were never committed: its next owner re-reads them."""
+class SinkStalled(RuntimeError):
+    """``until_caught_up`` made no progress for too long: the reason is in the message."""
 
-    def __init__(self, buffers: dict[TopicPartition, _Buffer]) -> None:
-        self.buffers = buffers
+
+class _FlushRevoked(ConsumerRebalanceListener):
+    """Before partitions move to another member, store and commit what was read from them: the
+    standard place to commit, so the next owner resumes exactly where this one stopped."""
+
+    def __init__(self, sink: S3Sink) -> None:
+        self.sink = sink
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for partition in revoked:
-            self.buffers.pop(partition, None)
+            if partition in self.sink.buffers:
+                self.sink._flush(partition, None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         pass
@@ -129,7 +135,7 @@ class S3Sink:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )
-        self.consumer.subscribe(topics, listener=_DropRevokedBuffers(self.buffers))
+        self.consumer.subscribe(topics, listener=_FlushRevoked(self))
         self.stats = SinkStats()
 
     def run(
@@ -138,13 +144,21 @@ class S3Sink:
         until_caught_up: bool = False,
         stop: threading.Event | None = None,
         on_flush: Callable[[str, int], None] | None = None,
+        stall_timeout_s: float = 120.0,
     ) -> SinkStats:
         """Consume and flush until stopped, or, with ``until_caught_up``, until every partition's
         records up to the end offsets seen at start are stored and committed."""
         targets: dict[TopicPartition, int] | None = None
+        progress_at, seen = time.monotonic(), -1
         try:
             while stop is None or not stop.is_set():
                 polled = self.consumer.poll(timeout_ms=200)
+                if until_caught_up:
+                    read = sum(len(messages) for messages in polled.values()) + self.stats.records
+                    if read != seen:
+                        progress_at, seen = time.monotonic(), read
+                    elif time.monotonic() - progress_at > stall_timeout_s:
+                        raise SinkStalled(self._stall_report(targets))
                 for partition, messages in polled.items():
                     for message in messages:
                         buffer = self.buffers.setdefault(partition, _Buffer(message.offset))
@@ -169,6 +183,12 @@ class S3Sink:
             return self.stats
         finally:
             self.consumer.close(autocommit=False)
+
+    def _stall_report(self, targets: dict[TopicPartition, int] | None) -> str:
+        assigned = self.consumer.assignment()
+        behind = {f"{p.topic}/{p.partition}": (self.consumer.position(p), end) for p, end in (targets or {}).items()
+                  if p in assigned and self.consumer.position(p) < end}  # fmt: skip
+        return f"sink made no progress: assigned {len(assigned)} partitions, behind (position, end): {behind or 'none'}"
 
     def _flush(self, partition: TopicPartition, on_flush: Callable[[str, int], None] | None) -> None:
         buffer = self.buffers.pop(partition)
