@@ -165,11 +165,18 @@ def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> No
     assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
 
 
-def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(stack: Settings) -> None:
+def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
+    stack: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """The emulator's client posts while Kafka stops and starts. The producer holds the records until
     the broker is back (or the API answers 503 and the client retries): either way every post
     acknowledged is in bronze afterwards."""
+    # a broker of this test's own: restarting the session's broker could disturb the tests after it
+    stack = stack.model_copy(update={"state_dir": tmp_path / "state", "kafka_port": free_port(),
+                                     "kafka_controller_port": free_port()})  # fmt: skip
     broker, posts = KafkaBroker(stack), 10_000
+    broker.up()
+    request.addfinalizer(broker.down)
     topics = {table: topic for topic, table in stack.topic_tables.items()}
     with api_server(stack) as url:
         result: list = []
@@ -191,27 +198,6 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(stack:
     for topic, table in stack.topic_tables.items():
         key = "index" if table == "pin" else "ind"
         assert {int(r[key]) for r in _bronze(stack, table)} == set(sent.table(table).column(key).to_pylist()), table
-
-
-def test_the_full_stack_command_prints_the_marts(stack: Settings, tmp_path: Path) -> None:
-    """`pinpipe run --stack full`, as the README gives it, on services it starts itself."""
-    env = _env(stack.model_copy(update={"state_dir": tmp_path / "state", "kafka_port": free_port(),
-                                        "kafka_controller_port": free_port(), "s3_port": free_port(),
-                                        "s3_endpoint_url": None, "s3_bucket": "pinpipe", "lake": None}))  # fmt: skip
-    env.pop("PINPIPE_LAKE", None)
-    env["PINPIPE_WAREHOUSE"] = str(tmp_path / "full.duckdb")
-    pinpipe = str(Path(sys.executable).parent / "pinpipe")
-    try:
-        run = subprocess.run([pinpipe, "run", "--stack", "full", "--posts", "1500", "--rows", "3"], env=env,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
-    finally:
-        subprocess.run([pinpipe, "services", "down"], env=env, capture_output=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "posted 1,500 posts (4,500 records)" in run.stdout
-    assert "stored 4,500 records" in run.stdout
-    assert "1,500 pin appended" in run.stdout
-    for mart in ("most_popular_category_by_country", "median_follower_count_by_age_group_and_join_year"):
-        assert mart in run.stdout
 
 
 def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Settings) -> None:
@@ -274,3 +260,24 @@ def test_a_non_json_message_in_a_topic_is_quarantined_and_the_rest_loads(stack: 
     assert sorted(q["raw_record"] for q in quarantined) == ["\x00not json at all", '"line one\\nline two"']
     assert all(q["table_name"] == "pin" and q["_source"].startswith(f"s3://{stack.s3_bucket}/raw/") for q in quarantined)
     assert {q["_offset"] for q in quarantined} == {10, 11}
+
+
+def test_the_full_stack_command_prints_the_marts(stack: Settings, tmp_path: Path) -> None:
+    """`pinpipe run --stack full`, as the README gives it, on services it starts itself."""
+    env = _env(stack.model_copy(update={"state_dir": tmp_path / "state", "kafka_port": free_port(),
+                                        "kafka_controller_port": free_port(), "s3_port": free_port(),
+                                        "s3_endpoint_url": None, "s3_bucket": "pinpipe", "lake": None}))  # fmt: skip
+    env.pop("PINPIPE_LAKE", None)
+    env["PINPIPE_WAREHOUSE"] = str(tmp_path / "full.duckdb")
+    pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    try:
+        run = subprocess.run([pinpipe, "run", "--stack", "full", "--posts", "1500", "--rows", "3"], env=env,
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    finally:
+        subprocess.run([pinpipe, "services", "down"], env=env, capture_output=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "posted 1,500 posts (4,500 records)" in run.stdout
+    assert "stored 4,500 records" in run.stdout
+    assert "1,500 pin appended" in run.stdout
+    for mart in ("most_popular_category_by_country", "median_follower_count_by_age_group_and_join_year"):
+        assert mart in run.stdout
