@@ -45,23 +45,20 @@ def clean_pin(df_pin: DataFrame) -> DataFrame:
                          "is_image_or_video", "image_src", "save_location", "category")  # fmt: skip
 
 
+def either_timestamp_form(column: str) -> F.Column:
+    return F.coalesce(F.try_to_timestamp(column, F.lit("yyyy-MM-dd HH:mm:ss")),
+                      F.try_to_timestamp(column, F.lit("yyyy-MM-dd'T'HH:mm:ss")))  # fmt: skip
+
+
 def clean_geo(df_geo: DataFrame) -> DataFrame:
     df_geo = df_geo.withColumn("coordinates", F.array("latitude", "longitude"))
-    df_geo = df_geo.withColumn(
-        "timestamp",
-        F.coalesce(F.try_to_timestamp("timestamp", F.lit("yyyy-MM-dd HH:mm:ss")),
-                   F.try_to_timestamp("timestamp", F.lit("yyyy-MM-dd'T'HH:mm:ss"))),
-    )  # fmt: skip
+    df_geo = df_geo.withColumn("timestamp", either_timestamp_form("timestamp"))
     return df_geo.dropDuplicates(["ind"]).select("ind", "country", "coordinates", "timestamp")
 
 
 def clean_user(df_user: DataFrame) -> DataFrame:
     df_user = df_user.withColumn("user_name", F.concat("first_name", F.lit(" "), "last_name"))
-    df_user = df_user.withColumn(
-        "date_joined",
-        F.coalesce(F.try_to_timestamp("date_joined", F.lit("yyyy-MM-dd HH:mm:ss")),
-                   F.try_to_timestamp("date_joined", F.lit("yyyy-MM-dd'T'HH:mm:ss"))),
-    )  # fmt: skip
+    df_user = df_user.withColumn("date_joined", either_timestamp_form("date_joined"))
     return df_user.dropDuplicates(["ind"]).select("ind", "user_name", "age", "date_joined")
 
 
