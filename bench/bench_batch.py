@@ -58,8 +58,7 @@ def run_size(base: Settings, records: int, batch_size: int, concurrency: int) ->
         post_s, _ = _timed(lambda: post_batches(url, make_source("synthetic", 1), posts, batch_size=batch_size,
                                                 concurrency=concurrency, topics=topics))  # fmt: skip
     client = s3_client(settings)
-    sink = S3Sink(f"127.0.0.1:{settings.kafka_port}", list(settings.topics), client, settings.s3_bucket,
-                  group_id=settings.sink_group)  # fmt: skip
+    sink = S3Sink.from_settings(settings)
     sink_s, _ = _timed(lambda: sink.run(until_caught_up=True))
     load_s, _ = _timed(lambda: load_raw_objects(Lake.from_settings(settings), client, settings.s3_bucket, settings.topic_tables))
 

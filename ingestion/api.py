@@ -21,9 +21,8 @@ from pydantic import BaseModel, ValidationError
 
 from ingestion.bus import BusError, KafkaBus
 from ingestion.config import Settings
-from ingestion.schemas import KEY_FIELD, RAW_MODELS
+from ingestion.schemas import KAFKA_JSON, KEY_FIELD, RAW_MODELS
 
-KAFKA_JSON = "application/vnd.kafka.json.v2+json"
 ACCEPTED_CONTENT_TYPES = {KAFKA_JSON, "application/json"}
 
 
@@ -65,9 +64,10 @@ def _field_errors(index: int, error: ValidationError) -> str:
 
 def create_app(settings: Settings, bus: KafkaBus | None = None) -> FastAPI:
     """The API for ``settings``; ``bus`` defaults to a Kafka producer on the configured broker."""
-    bus = bus or KafkaBus(f"127.0.0.1:{settings.kafka_port}")
+    bus = bus or KafkaBus(settings.kafka_bootstrap_servers)
     metrics = _Metrics()
     topics = set(settings.topics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield

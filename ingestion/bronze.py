@@ -71,8 +71,7 @@ class AppendResult:
 
 def committed_offset(lake: Lake, table: str, stream: str) -> int:
     """The next offset of ``stream`` to load into ``table``: 0 when the stream never wrote there."""
-    delta = lake.delta_table(table)
-    return (delta.transaction_version(stream) or 0) if delta is not None else 0
+    return _next_offset(lake.delta_table(table), stream)
 
 
 def ensure_tables(lake: Lake) -> None:
@@ -104,26 +103,34 @@ def append(
     retry finds the quarantine rows recorded and writes only the data.
     """
     end = start + len(records)
-    done = committed_offset(lake, table, stream)
+    delta = lake.delta_table(table)
+    done = _next_offset(delta, stream)
     if done >= end:
         return AppendResult(table, 0, 0, len(records))
-    batch_id = f"{stream}@{start}"
-    ingested_at = datetime.now(UTC)
     good, bad = to_bronze_rows(table, records, start=start)
-    metadata = {"_stream": stream, "_source": source, "_batch_id": batch_id, "_ingested_at": ingested_at}
+    metadata = {"_stream": stream, "_source": source, "_batch_id": f"{stream}@{start}", "_ingested_at": datetime.now(UTC)}
 
-    bad = bad.filter(pc.greater_equal(bad["_offset"], committed_offset(lake, QUARANTINE, _quarantine_stream(table, stream))))
     if bad.num_rows:
-        _commit(lake, QUARANTINE, _with_metadata(bad, metadata, QUARANTINE_SCHEMA), _quarantine_stream(table, stream), end)
+        quarantine, quarantine_stream = lake.delta_table(QUARANTINE), _quarantine_stream(table, stream)
+        bad = bad.filter(pc.greater_equal(bad["_offset"], _next_offset(quarantine, quarantine_stream)))
+        if bad.num_rows:
+            rows = _with_metadata(bad, metadata, QUARANTINE_SCHEMA)
+            _commit(lake, quarantine or lake.uri(QUARANTINE), rows, quarantine_stream, end)
     good = good.filter(pc.greater_equal(good["_offset"], done))
     # committed even when empty, so the recorded offset moves past quarantined records
-    _commit(lake, table, _with_metadata(good, metadata, bronze_schema(table)), stream, end)
+    _commit(lake, delta or lake.uri(table), _with_metadata(good, metadata, bronze_schema(table)), stream, end)
     return AppendResult(table, good.num_rows, bad.num_rows, done - start if done > start else 0)
 
 
-def _commit(lake: Lake, table: str, rows: pa.Table, stream: str, next_offset: int) -> None:
+def _next_offset(delta: DeltaTable | None, stream: str) -> int:
+    return (delta.transaction_version(stream) or 0) if delta is not None else 0
+
+
+def _commit(lake: Lake, target: DeltaTable | str, rows: pa.Table, stream: str, next_offset: int) -> None:
+    """Append ``rows`` with ``stream``'s next offset in the same commit; ``target`` is the table
+    already loaded (so its log is not read twice) or, for a new table, its URI."""
     write_deltalake(
-        lake.uri(table),
+        target,
         rows,
         mode="append",
         storage_options=lake.storage_options,
@@ -317,8 +324,9 @@ def load_raw_objects(
                 if raw.start > done:
                     raise GapError(f"{stream}: bronze holds offsets below {done}, the next object {raw.key} starts at {raw.start}")
                 data = s3_client.get_object(Bucket=bucket, Key=raw.key)["Body"].read()
-                result = append(lake, table, parse_lines(table, data), stream=stream, start=raw.start, source=f"s3://{bucket}/{raw.key}")
-                done = max(done, raw.start + len(data.splitlines()))
+                records = parse_lines(table, data)  # one row or line per offset
+                result = append(lake, table, records, stream=stream, start=raw.start, source=f"s3://{bucket}/{raw.key}")
+                done = max(done, raw.start + len(records))
                 results.append(result)
                 if on_object is not None:
                     on_object(raw, result)

@@ -123,22 +123,35 @@ def _post(settings: Settings, url: str, source: SourceName, posts: int | None, s
     console.print(f"posted {result.posts:,} posts ({result.records:,} records) to {url}")
 
 
+class _BronzeTally:
+    """Rows appended per table and rows quarantined, summed over appends, for the closing line."""
+
+    def __init__(self) -> None:
+        self.totals: Counter[str] = Counter()
+
+    def add(self, result: bronze.AppendResult) -> None:
+        self.totals[f"{result.table} appended"] += result.appended
+        self.totals["quarantined"] += result.quarantined
+
+    def report(self, settings: Settings) -> None:
+        summary = ", ".join(f"{count:,} {what}" for what, count in self.totals.items()) or "nothing new: already loaded"
+        console.print(f"bronze at {settings.lake}/bronze: {summary}")
+
+
 def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_size: int) -> None:
-    totals: Counter[str] = Counter()
+    tally = _BronzeTally()
     with _progress() as progress:
         task = progress.add_task(f"bronze ← {source}", total=posts)
 
         def advance(batch: object, results: list[bronze.AppendResult]) -> None:
             for result in results:
-                totals[f"{result.table} appended"] += result.appended
-                totals["quarantined"] += result.quarantined
+                tally.add(result)
             progress.update(task, completed=batch.start + len(batch))
 
         lake = bronze.Lake.from_settings(settings)
         bronze.load_posts(lake, make_source(source, seed), posts, batch_size=batch_size, on_batch=advance)
         progress.update(task, completed=posts)
-    summary = ", ".join(f"{count:,} {what}" for what, count in totals.items()) or "nothing new: already loaded"
-    console.print(f"bronze at {settings.lake}/bronze: {summary}")
+    tally.report(settings)
 
 
 @app.command(name="api")
@@ -165,11 +178,7 @@ def sink_command(
 
 
 def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = FlushPolicy()) -> None:
-    client = sink.s3_client(settings)
-    worker = sink.S3Sink(
-        f"127.0.0.1:{settings.kafka_port}", list(settings.topics), client, settings.s3_bucket,
-        group_id=settings.sink_group, policy=policy,
-    )  # fmt: skip
+    worker = sink.S3Sink.from_settings(settings, policy)
     with _progress() as progress:
         task = progress.add_task("Kafka → S3 objects", total=None)
         stats = worker.run(until_caught_up=until_caught_up, on_flush=lambda key, n: progress.advance(task, n))
@@ -183,28 +192,26 @@ def load_command(lake: LakeOption = None) -> None:
 
 
 def _load_objects(settings: Settings) -> None:
-    totals: Counter[str] = Counter()
+    tally = _BronzeTally()
     with _progress() as progress:
         task = progress.add_task("S3 objects → bronze", total=None)
 
         def advance(raw: object, result: bronze.AppendResult) -> None:
-            totals[f"{result.table} appended"] += result.appended
-            totals["quarantined"] += result.quarantined
+            tally.add(result)
             progress.advance(task)
 
         bronze.load_raw_objects(
             bronze.Lake.from_settings(settings), sink.s3_client(settings), settings.s3_bucket, settings.topic_tables,
             on_object=advance,
         )  # fmt: skip
-    summary = ", ".join(f"{count:,} {what}" for what, count in totals.items()) or "nothing new"
-    console.print(f"bronze at {settings.lake}/bronze: {summary}")
+    tally.report(settings)
 
 
 def _local_s3(settings: Settings) -> Settings:
     """Without an explicit endpoint, S3 is the local server of `pinpipe services`."""
     if settings.s3_endpoint_url:
         return settings
-    return settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{settings.s3_port}"})
+    return settings.model_copy(update={"s3_endpoint_url": services.S3Server(settings).endpoint_url})
 
 
 @app.command(name="transform")
@@ -299,7 +306,9 @@ def run(
         settings = _settings(lake, warehouse, "local")
         _load(settings, source, posts, seed, batch_size or 100_000)
     else:
-        settings = _local_s3(_settings(lake or f"s3://{Settings().s3_bucket}/lake", warehouse, "local"))
+        settings = _local_s3(_settings(lake, warehouse, "local"))
+        if lake is None:  # the full stack's bronze lives in the local S3 server's bucket
+            settings = settings.model_copy(update={"lake": f"s3://{settings.s3_bucket}/lake"})
         services_up()
         with stack_api.api_server(settings) as url:
             _post(settings, url, source, posts, seed, batch_size or 500, None, 4)

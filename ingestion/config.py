@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         self.spark_warehouse = str(Path(self.spark_warehouse).resolve())
 
     @property
+    def kafka_bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
     def topic_tables(self) -> dict[str, RawTable]:
         """Which raw table each Kafka topic carries (topics are given in pin, geo, user order)."""
         return dict(zip(self.topics, RAW_TABLES, strict=True))

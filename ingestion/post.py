@@ -15,9 +15,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ingestion.emulate import PostBatch, PostSource, batches
-from ingestion.schemas import RAW_TABLES, RawTable
-
-KAFKA_JSON = "application/vnd.kafka.json.v2+json"
+from ingestion.schemas import KAFKA_JSON, RAW_TABLES, RawTable
 
 
 @dataclass(frozen=True)

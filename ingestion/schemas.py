@@ -15,6 +15,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 RawTable = Literal["pin", "geo", "user"]
 RAW_TABLES: tuple[RawTable, ...] = ("pin", "geo", "user")
 
+# Confluent Kafka REST Proxy v2's content type for JSON records (the API accepts it, the client sends it)
+KAFKA_JSON = "application/vnd.kafka.json.v2+json"
+
 TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
 

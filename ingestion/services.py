@@ -207,10 +207,6 @@ class KafkaBroker:
         self.settings = settings
         self.process = ManagedProcess("kafka", settings.state_dir, "127.0.0.1", settings.kafka_port)
 
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.settings.kafka_port}"
-
     def up(self) -> None:
         if not self.process.status().running:
             libs = _maven_classpath(self.settings.cache_dir, KAFKA_FILES / "pom.xml")
@@ -246,7 +242,7 @@ class KafkaBroker:
     def _admin(self):  # noqa: ANN202
         from kafka import KafkaAdminClient
 
-        return KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5_000)
+        return KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers, request_timeout_ms=5_000)
 
     def _answers(self) -> bool:
         if not _port_open("127.0.0.1", self.settings.kafka_port):

@@ -138,6 +138,14 @@ class S3Sink:
         self.consumer.subscribe(topics, listener=_FlushRevoked(self))
         self.stats = SinkStats()
 
+    @classmethod
+    def from_settings(cls, settings: Settings, policy: FlushPolicy = FlushPolicy()) -> S3Sink:
+        """The sink of ``settings``: its broker, topics, bucket and consumer group."""
+        return cls(
+            settings.kafka_bootstrap_servers, list(settings.topics), s3_client(settings), settings.s3_bucket,
+            group_id=settings.sink_group, policy=policy,
+        )  # fmt: skip
+
     def run(
         self,
         *,

@@ -51,10 +51,7 @@ def _post(url: str, settings: Settings, start: int, count: int, batch: int = 250
 
 
 def _sink(settings: Settings, policy: FlushPolicy = FlushPolicy()) -> None:
-    S3Sink(
-        f"127.0.0.1:{settings.kafka_port}", list(settings.topics), s3_client(settings), settings.s3_bucket,
-        group_id=settings.sink_group, policy=policy,
-    ).run(until_caught_up=True)  # fmt: skip
+    S3Sink.from_settings(settings, policy).run(until_caught_up=True)
 
 
 def _load(settings: Settings) -> None:
@@ -92,7 +89,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{settings.kafka_port}")
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
     try:
         partitions = [TopicPartition(t, p) for t in settings.topics for p in consumer.partitions_for_topic(t)]
         return consumer.end_offsets(partitions)
@@ -242,7 +239,7 @@ def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Sett
 
 def test_a_non_json_message_in_a_topic_is_quarantined_and_the_rest_loads(stack: Settings) -> None:
     pin_topic = stack.topics[0]
-    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{stack.kafka_port}", acks="all")
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers, acks="all")
     good = make_source("aicore", 1).batch(0, 20).pin.to_pylist()
     for record in good[:10]:
         producer.send(pin_topic, key=b"k", value=json.dumps(record).encode())
