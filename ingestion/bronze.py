@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -34,10 +34,21 @@ from ingestion.schemas import (
     RawTable,
     bronze_schema,
     payload_fields,
+    stream_bronze_schema,
 )
 from ingestion.sink import RawObject, parse_object_key
 
 QUARANTINE = "quarantine"
+# the Kinesis path's bronze tables, beside the batch path's: bronze/pin_stream, ...
+STREAM_TABLES: dict[RawTable, str] = {table: f"{table}_stream" for table in RAW_TABLES}
+
+
+def table_schema(name: str) -> pa.Schema:
+    """The schema of bronze table ``name``: a raw table, its stream table, or the quarantine."""
+    if name == QUARANTINE:
+        return QUARANTINE_SCHEMA
+    streams = {stream: table for table, stream in STREAM_TABLES.items()}
+    return stream_bronze_schema(streams[name]) if name in streams else bronze_schema(name)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -76,14 +87,29 @@ def committed_offset(lake: Lake, table: str, stream: str) -> int:
 
 def ensure_tables(lake: Lake) -> None:
     """Create any missing bronze table empty, so readers (dbt) find every table before data arrives."""
-    schemas = {**{table: bronze_schema(table) for table in RAW_TABLES}, QUARANTINE: QUARANTINE_SCHEMA}
-    for table, schema in schemas.items():
+    for table in [*RAW_TABLES, *STREAM_TABLES.values(), QUARANTINE]:
         if lake.delta_table(table) is None:
-            write_deltalake(lake.uri(table), schema.empty_table(), mode="append", storage_options=lake.storage_options)
+            write_deltalake(lake.uri(table), table_schema(table).empty_table(), mode="append",
+                            storage_options=lake.storage_options)  # fmt: skip
 
 
 def _quarantine_stream(table: RawTable, stream: str) -> str:
     return f"{table}:{stream}"
+
+
+@dataclass(frozen=True)
+class StreamSlice:
+    """Records ``start .. start + len(records) - 1`` of one stream, read from ``source``.
+
+    ``columns`` are per-record metadata aligned with ``records`` (a Kinesis record's sequence number
+    and arrival time), kept on the rows whose table has those columns.
+    """
+
+    stream: str
+    start: int
+    records: pa.Table | Sequence[object]
+    source: str
+    columns: dict[str, pa.Array] = field(default_factory=dict)
 
 
 def append(
@@ -99,43 +125,69 @@ def append(
 
     ``records`` is an Arrow table of raw rows, or a sequence of raw records (dicts, or JSON text
     lines). Offsets already committed by an earlier attempt are skipped; unidentifiable records go to
-    quarantine. The quarantine commit comes first: if the process dies between the two commits, the
-    retry finds the quarantine rows recorded and writes only the data.
+    quarantine.
     """
-    end = start + len(records)
-    delta = lake.delta_table(table)
-    done = _next_offset(delta, stream)
-    if done >= end:
-        return AppendResult(table, 0, 0, len(records))
-    good, bad = to_bronze_rows(table, records, start=start)
-    metadata = {"_stream": stream, "_source": source, "_batch_id": f"{stream}@{start}", "_ingested_at": datetime.now(UTC)}
+    return append_slices(lake, table, [StreamSlice(stream, start, records, source)])
 
-    if bad.num_rows:
-        quarantine, quarantine_stream = lake.delta_table(QUARANTINE), _quarantine_stream(table, stream)
-        bad = bad.filter(pc.greater_equal(bad["_offset"], _next_offset(quarantine, quarantine_stream)))
+
+def append_slices(lake: Lake, table: RawTable, slices: Sequence[StreamSlice], *, target: str | None = None) -> AppendResult:
+    """Append several streams' records to ``bronze/<target>`` (default ``table``) in one commit that
+    also records each stream's next offset; see ``append``.
+
+    The quarantine commit comes first: if the process dies between the two commits, the retry finds
+    the quarantine rows recorded and writes only the data.
+    """
+    target = target or table
+    schema = table_schema(target)
+    delta = lake.delta_table(target)
+    quarantine: DeltaTable | None = None  # read only when something is quarantined
+    good_parts, bad_parts, offsets, bad_offsets = [], [], [], []
+    appended = quarantined = already = 0
+    ingested_at = datetime.now(UTC)
+    for piece in slices:
+        end = piece.start + len(piece.records)
+        done = _next_offset(delta, piece.stream)
+        if done >= end:
+            already += len(piece.records)
+            continue
+        already += max(0, done - piece.start)
+        good, bad = to_bronze_rows(table, piece.records, start=piece.start)
+        metadata = {"_stream": piece.stream, "_source": piece.source, "_batch_id": f"{piece.stream}@{piece.start}",
+                    "_ingested_at": ingested_at}  # fmt: skip
         if bad.num_rows:
-            rows = _with_metadata(bad, metadata, QUARANTINE_SCHEMA)
-            _commit(lake, quarantine or lake.uri(QUARANTINE), rows, quarantine_stream, end)
-    good = good.filter(pc.greater_equal(good["_offset"], done))
-    # committed even when empty, so the recorded offset moves past quarantined records
-    _commit(lake, delta or lake.uri(table), _with_metadata(good, metadata, bronze_schema(table)), stream, end)
-    return AppendResult(table, good.num_rows, bad.num_rows, done - start if done > start else 0)
+            quarantine = quarantine or lake.delta_table(QUARANTINE)
+            quarantine_stream = _quarantine_stream(table, piece.stream)
+            bad = bad.filter(pc.greater_equal(bad["_offset"], _next_offset(quarantine, quarantine_stream)))
+            if bad.num_rows:
+                bad_parts.append(_with_metadata(bad, metadata, QUARANTINE_SCHEMA))
+                bad_offsets.append(Transaction(app_id=quarantine_stream, version=end))
+                quarantined += bad.num_rows
+        good = good.filter(pc.greater_equal(good["_offset"], done))
+        positions = pc.subtract(good["_offset"], piece.start)
+        for name, values in piece.columns.items():
+            good = good.append_column(name, values.take(positions))
+        good_parts.append(_with_metadata(good, metadata, schema))
+        offsets.append(Transaction(app_id=piece.stream, version=end))
+        appended += good.num_rows
+    if bad_parts:
+        _commit(lake, quarantine or lake.uri(QUARANTINE), pa.concat_tables(bad_parts), bad_offsets)
+    if offsets:
+        # committed even when empty, so the recorded offsets move past quarantined records
+        _commit(lake, delta or lake.uri(target), pa.concat_tables(good_parts), offsets)
+    return AppendResult(table, appended, quarantined, already)
 
 
 def _next_offset(delta: DeltaTable | None, stream: str) -> int:
     return (delta.transaction_version(stream) or 0) if delta is not None else 0
 
 
-def _commit(lake: Lake, target: DeltaTable | str, rows: pa.Table, stream: str, next_offset: int) -> None:
-    """Append ``rows`` with ``stream``'s next offset in the same commit; ``target`` is the table
+def _commit(lake: Lake, target: DeltaTable | str, rows: pa.Table, offsets: list[Transaction]) -> None:
+    """Append ``rows`` with the streams' next offsets in the same commit; ``target`` is the table
     already loaded (so its log is not read twice) or, for a new table, its URI."""
     write_deltalake(
-        target,
-        rows,
-        mode="append",
-        storage_options=lake.storage_options,
-        commit_properties=CommitProperties(app_transactions=[Transaction(app_id=stream, version=next_offset)]),
-    )
+        target, rows, mode="append", storage_options=lake.storage_options,
+        commit_properties=CommitProperties(app_transactions=offsets),
+    )  # fmt: skip
 
 
 def _with_metadata(rows: pa.Table, metadata: dict[str, object], schema: pa.Schema) -> pa.Table:
@@ -153,6 +205,14 @@ def _with_metadata(rows: pa.Table, metadata: dict[str, object], schema: pa.Schem
 
 class _Unidentifiable(ValueError):
     """A record bronze cannot key: it goes to quarantine with this message as the reason."""
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A record its reader could not decode (``reason``), passed on to be quarantined as it came."""
+
+    reason: str
+    data: bytes
 
 
 def to_bronze_rows(table: RawTable, records: pa.Table | Sequence[object], *, start: int = 0) -> tuple[pa.Table, pa.Table]:
@@ -210,6 +270,8 @@ def _records_to_bronze(table: RawTable, records: Sequence[object], start: int) -
 
 
 def _identified(table: RawTable, raw: object) -> dict:
+    if isinstance(raw, Undecodable):
+        raise _Unidentifiable(raw.reason)
     if isinstance(raw, bytes | str):
         try:
             raw = json.loads(raw)
@@ -232,6 +294,8 @@ def _value_text(value: object) -> str | None:
 
 
 def _as_text(raw: object) -> str:
+    if isinstance(raw, Undecodable):
+        raw = raw.data
     if isinstance(raw, bytes):
         return raw.decode("utf-8", errors="replace")
     return raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=repr)

@@ -59,3 +59,70 @@ class KafkaBus:
     def close(self) -> None:
         self._producer.close(timeout=self.timeout_s)
 
+
+
+class NoSuchStream(BusError):
+    """The Kinesis stream does not exist."""
+
+
+class StreamRejected(BusError):
+    """Kinesis refused the request as invalid (a stream that already exists, a bad shard count...)."""
+
+
+class KinesisBus:
+    """Kinesis streams through boto3. A record is reported stored only with the sequence number
+    Kinesis gave it; a batch's per-record failures are passed back for the client to retry."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+
+    def _call(self, operation: str, **parameters: object) -> dict:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self._client, operation)(**parameters)
+        except ClientError as error:
+            code, message = error.response["Error"].get("Code", ""), error.response["Error"].get("Message", str(error))
+            if code == "ResourceNotFoundException":
+                raise NoSuchStream(message) from error
+            if code in {"ResourceInUseException", "InvalidArgumentException", "ValidationException", "LimitExceededException"}:
+                raise StreamRejected(f"{code}: {message}") from error
+            raise BusError(f"Kinesis {operation} failed: {code}: {message}") from error
+        except BotoCoreError as error:
+            raise BusError(f"Kinesis unavailable: {error}") from error
+
+    def put(self, stream: str, data: bytes, partition_key: str) -> dict:
+        answer = self._call("put_record", StreamName=stream, Data=data, PartitionKey=partition_key)
+        return {"SequenceNumber": answer["SequenceNumber"], "ShardId": answer["ShardId"],
+                "EncryptionType": answer.get("EncryptionType", "NONE")}  # fmt: skip
+
+    def put_many(self, stream: str, records: Sequence[tuple[bytes, str]]) -> dict:
+        answer = self._call(
+            "put_records", StreamName=stream, Records=[{"Data": data, "PartitionKey": key} for data, key in records]
+        )
+        return {"FailedRecordCount": answer["FailedRecordCount"], "Records": answer["Records"],
+                "EncryptionType": answer.get("EncryptionType", "NONE")}  # fmt: skip
+
+    def list_streams(self) -> list[str]:
+        names, answer = [], self._call("list_streams")
+        names += answer["StreamNames"]
+        while answer.get("HasMoreStreams"):
+            answer = self._call("list_streams", ExclusiveStartStreamName=names[-1])
+            names += answer["StreamNames"]
+        return names
+
+    def create_stream(self, stream: str, shards: int) -> None:
+        self._call("create_stream", StreamName=stream, ShardCount=shards)
+
+    def describe_stream(self, stream: str) -> dict:
+        return self._call("describe_stream", StreamName=stream)["StreamDescription"]
+
+    def delete_stream(self, stream: str) -> None:
+        self._call("delete_stream", StreamName=stream)
+
+    def healthy(self) -> bool:
+        try:
+            self._call("list_streams", Limit=1)
+        except BusError:
+            return False
+        return True

@@ -41,12 +41,13 @@ def _progress() -> Progress:
     )
 
 
-services_app = typer.Typer(help="Local services for the full stack (S3 server, Kafka), on 127.0.0.1.", no_args_is_help=True)
+services_app = typer.Typer(help="Local services for the full stack (S3 server, Kafka, Kinesis), on 127.0.0.1.",
+                            no_args_is_help=True)  # fmt: skip
 app.add_typer(services_app, name="services")
 
 
-def _servers(settings: Settings) -> list[services.S3Server | services.KafkaBroker]:
-    return [services.S3Server(settings), services.KafkaBroker(settings)]
+def _servers(settings: Settings) -> list[services.S3Server | services.KafkaBroker | services.KinesisServer]:
+    return [services.S3Server(settings), services.KafkaBroker(settings), services.KinesisServer(settings)]
 
 
 @services_app.command("up")

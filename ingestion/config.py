@@ -12,6 +12,13 @@ from ingestion.schemas import RAW_TABLES, RawTable
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+def stream_table(stream: str) -> RawTable | None:
+    """The raw table a Kinesis stream carries, from its name's last part: ``streaming-<user>-pin`` → pin
+    (the seeds' naming); None for a stream that carries none of them."""
+    suffix = stream.rsplit("-", 1)[-1]
+    return suffix if suffix in RAW_TABLES else None  # type: ignore[return-value]
+
+
 class Settings(BaseSettings):
     """Where the lake and the warehouse live, and which dbt target builds the marts.
 
@@ -47,6 +54,13 @@ class Settings(BaseSettings):
     api_key: str | None = Field(default=None, description="when set, requests must send it as X-API-Key")
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, description="larger request bodies get 413")
     topics: tuple[str, ...] = Field(default=("pin", "geo", "user"), description="Kafka topics, one per raw table")
+    kinesis_port: int = Field(default=4568, description="kinesis-mock's plain HTTP port (its TLS port is the next one)")
+    kinesis_endpoint_url: str | None = Field(default=None, description="Kinesis endpoint; default the local kinesis-mock")
+    kinesis_shards: int = Field(default=4, ge=1, description="shards per stream created by `pinpipe services up`")
+    streams: tuple[str, ...] = Field(
+        default=("streaming-pin", "streaming-geo", "streaming-user"),
+        description="Kinesis streams created on start; a stream carries the raw table its name ends with",
+    )
 
     def model_post_init(self, __context: object) -> None:
         if not self.lake.startswith("s3://"):
@@ -59,9 +73,18 @@ class Settings(BaseSettings):
         return f"127.0.0.1:{self.kafka_port}"
 
     @property
+    def kinesis_url(self) -> str:
+        return self.kinesis_endpoint_url or f"http://127.0.0.1:{self.kinesis_port}"
+
+    @property
     def topic_tables(self) -> dict[str, RawTable]:
         """Which raw table each Kafka topic carries (topics are given in pin, geo, user order)."""
         return dict(zip(self.topics, RAW_TABLES, strict=True))
+
+    @property
+    def stream_tables(self) -> dict[str, RawTable]:
+        """The configured Kinesis streams and the raw table each carries."""
+        return {stream: table for stream in self.streams if (table := stream_table(stream)) is not None}
 
     @property
     def storage_options(self) -> dict[str, str] | None:

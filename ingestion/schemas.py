@@ -139,6 +139,20 @@ def bronze_schema(table: RawTable) -> pa.Schema:
     return pa.schema(payload + list(BRONZE_METADATA))
 
 
+# A Kinesis record's own metadata, on the stream tables (bronze/pin_stream, ...).
+STREAM_METADATA = pa.schema(
+    [
+        ("_shard_id", pa.string()),
+        ("_sequence_number", pa.string()),  # up to 128 bits: kept as Kinesis' decimal text
+        ("_arrival_time", pa.timestamp("us", tz="UTC")),  # when Kinesis accepted the record
+    ]
+)
+
+
+def stream_bronze_schema(table: RawTable) -> pa.Schema:
+    return pa.schema(list(bronze_schema(table)) + list(STREAM_METADATA))
+
+
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("table_name", pa.string()),

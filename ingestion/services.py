@@ -24,6 +24,9 @@ from ingestion.sink import s3_client
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
+# kinesis-mock's Node.js build, the Kinesis LocalStack runs
+KINESIS_MOCK_PACKAGE = "kinesis-local"
+KINESIS_MOCK_VERSION = "0.6.2"
 
 
 class ServiceError(RuntimeError):
@@ -122,6 +125,9 @@ class ManagedProcess:
         if _pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
         self._pid_file.unlink(missing_ok=True)
+        # the port is released a moment after the process is gone: `up` right after must see it closed
+        while _port_open(self.host, self.port) and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
 
 
 def _go_binary(cache_dir: Path, module: str, version: str) -> Path:
@@ -264,6 +270,93 @@ class KafkaBroker:
                 admin.create_topics([NewTopic(t, self.settings.kafka_partitions, 1) for t in sorted(missing)])
         finally:
             admin.close()
+
+    def down(self) -> None:
+        self.process.stop()
+
+
+def _npm_package(cache_dir: Path, package: str, version: str) -> Path:
+    """``npm install package@version`` once into the cache; later calls reuse it. Returns its folder."""
+    prefix = cache_dir / "npm" / f"{package}-{version}"
+    folder = prefix / "node_modules" / package
+    if (prefix / ".complete").exists():
+        return folder
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        raise ServiceError(f"installing {package} needs Node.js 18+ and npm on PATH")
+    subprocess.run(["npm", "install", "--no-save", "--prefix", str(prefix), f"{package}@{version}"], check=True,
+                   capture_output=True)  # fmt: skip
+    (prefix / ".complete").touch()
+    return folder
+
+
+def kinesis_client(settings: Settings):  # noqa: ANN201 - boto3's client type is generated at run time
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "kinesis",
+        endpoint_url=settings.kinesis_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+    )
+
+
+class KinesisServer:
+    """kinesis-mock (npm ``kinesis-local``) on plain HTTP, with the configured streams created.
+
+    Its data is persisted under the service's folder, so a restart keeps the streams' records (it
+    writes every few seconds: a crash of the mock itself can lose the last ones, as a real
+    in-memory mock would).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess("kinesis", settings.state_dir, "127.0.0.1", settings.kinesis_port)
+
+    def up(self) -> None:
+        if not self.process.status().running:
+            package = _npm_package(self.settings.cache_dir, KINESIS_MOCK_PACKAGE, KINESIS_MOCK_VERSION)
+            data = self.process.home / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            self.process.start(
+                ["node", str(package / "main.js")],
+                env={
+                    "KINESIS_MOCK_CERT_PATH": str(package / "server.json"),
+                    "KINESIS_MOCK_PLAIN_PORT": str(self.settings.kinesis_port),
+                    "KINESIS_MOCK_TLS_PORT": str(self.settings.kinesis_port + 1),
+                    "AWS_REGION": self.settings.s3_region,
+                    "SHOULD_PERSIST_DATA": "true",
+                    "PERSIST_PATH": str(data),
+                    "PERSIST_INTERVAL": "1s",
+                    "CREATE_STREAM_DURATION": "100ms",
+                    "SPLIT_SHARD_DURATION": "100ms",
+                    "MERGE_SHARDS_DURATION": "100ms",
+                    "LOG_LEVEL": "WARN",
+                },
+            )
+            self.process.wait_ready(self._answers, timeout=60)
+        self.ensure_streams()
+
+    def _answers(self) -> bool:
+        if not _port_open("127.0.0.1", self.settings.kinesis_port):
+            return False
+        kinesis_client(self.settings).list_streams()
+        return True
+
+    def ensure_streams(self, timeout: float = 30) -> None:
+        client = kinesis_client(self.settings)
+        existing = set(client.list_streams()["StreamNames"])
+        for stream in self.settings.streams:
+            if stream not in existing:
+                client.create_stream(StreamName=stream, ShardCount=self.settings.kinesis_shards)
+        deadline = time.monotonic() + timeout
+        for stream in self.settings.streams:
+            while client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"stream {stream} not ACTIVE after {timeout:.0f} s")
+                time.sleep(0.1)
 
     def down(self) -> None:
         self.process.stop()

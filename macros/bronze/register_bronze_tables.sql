@@ -10,7 +10,7 @@
 {%- endmacro %}
 
 {% macro bronze_tables() -%}
-    {{ return(['pin', 'geo', 'user', 'quarantine']) }}
+    {{ return(['pin', 'geo', 'user', 'pin_stream', 'geo_stream', 'user_stream', 'quarantine']) }}
 {%- endmacro %}
 
 {% macro duckdb__register_bronze_tables() -%}

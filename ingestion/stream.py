@@ -1,0 +1,240 @@
+"""Stream consumer: every shard of the Kinesis streams into the bronze stream tables, exactly once.
+
+Each shard is a stream of records numbered from 0 in the order the shard holds them (its ordinal
+offsets). Micro-batches of all shards of a stream are appended to ``bronze/<table>_stream`` in one
+Delta commit that also records each shard's next ordinal as a ``txn`` (app id
+``kinesis/<stream>/<shard>``), as the batch loader does for Kafka partitions. On start a shard
+resumes after the sequence number of its last row in bronze; records already committed are skipped
+by ordinal, so a crash anywhere neither loses nor duplicates a record.
+
+Shards created by a split or a merge are read only once their parents are drained and committed, so
+records of one partition key stay in order. A record that is neither JSON nor base64 of JSON goes
+to quarantine with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from ingestion.bronze import STREAM_TABLES, AppendResult, Lake, StreamSlice, Undecodable, append_slices, ensure_tables, parse_lines
+from ingestion.config import Settings
+from ingestion.schemas import RawTable
+
+
+@dataclass
+class _Shard:
+    stream: str
+    table: RawTable
+    shard_id: str
+    parents: tuple[str, ...]
+    next_ordinal: int  # ordinal of the next record read from the shard
+    last_sequence: str | None  # sequence number of the last record read (None: read from the start)
+    iterator: str | None = None
+    closed: bool = False  # the shard ended (split or merged) and every record of it was read
+    finished: bool = False  # closed, and everything read is committed: children may start
+    buffered: list[dict] = field(default_factory=list)
+    buffer_start: int = 0
+
+    @property
+    def stream_id(self) -> str:
+        return f"kinesis/{self.stream}/{self.shard_id}"
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    results: list[AppendResult]
+    records: int
+    oldest_arrival: datetime | None
+
+
+def _payload(data: bytes) -> bytes | Undecodable:
+    """A record's Data as JSON bytes: JSON as is, base64 of JSON decoded (what an API Gateway
+    integration that encodes the body writes); anything else cannot be read."""
+    stripped = data.strip()
+    if stripped.startswith((b"{", b"[", b'"')):
+        return data
+    try:
+        return base64.b64decode(stripped, validate=True)
+    except (binascii.Error, ValueError):
+        return Undecodable("neither JSON nor base64-encoded JSON", data)
+
+
+class StreamConsumer:
+    """Reads every shard of ``settings.stream_tables`` and commits micro-batches to bronze."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        lake: Lake,
+        client: object,
+        *,
+        flush_records: int = 10_000,
+        flush_seconds: float = 1.0,
+        read_limit: int = 10_000,
+    ) -> None:
+        self.settings, self.lake, self.client = settings, lake, client
+        self.flush_records, self.flush_seconds, self.read_limit = flush_records, flush_seconds, read_limit
+        self.shards: dict[tuple[str, str], _Shard] = {}
+        self._first_buffered_at: float | None = None
+        ensure_tables(lake)
+
+    # --- shards and where each resumes ----------------------------------------------------------------
+
+    def discover(self) -> None:
+        """Add shards not known yet (new streams, children of a split or merge), each at its
+        committed position."""
+        for stream, table in self.settings.stream_tables.items():
+            listed, token = [], None
+            while True:
+                page = self.client.list_shards(**({"NextToken": token} if token else {"StreamName": stream}))
+                listed += page["Shards"]
+                token = page.get("NextToken")
+                if not token:
+                    break
+            new = [s for s in listed if (stream, s["ShardId"]) not in self.shards]
+            if not new:
+                continue
+            resume = self._committed_positions(table, stream)
+            for shard in new:
+                parents = tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
+                ordinal, sequence = resume.get(f"kinesis/{stream}/{shard['ShardId']}", (0, None))
+                self.shards[(stream, shard["ShardId"])] = _Shard(stream, table, shard["ShardId"], parents, ordinal, sequence)
+
+    def _committed_positions(self, table: RawTable, stream: str) -> dict[str, tuple[int, str]]:
+        """Per shard of ``stream``: the ordinal after its last row in bronze, and that row's
+        sequence number. Records after it that went to quarantine are read again and skipped by
+        ordinal, since the commit recorded the shard's next ordinal past them."""
+        delta = self.lake.delta_table(STREAM_TABLES[table])
+        if delta is None:
+            return {}
+        rows = delta.to_pyarrow_dataset()  # noqa: F841 - read by DuckDB's replacement scan
+        found = duckdb.sql(
+            "select _stream, max(_offset) + 1, arg_max(_sequence_number, _offset) from rows "
+            "where _stream like ? group by _stream",
+            params=[f"kinesis/{stream}/%"],
+        ).fetchall()
+        return {shard_stream: (ordinal, sequence) for shard_stream, ordinal, sequence in found}
+
+    def _readable(self, shard: _Shard) -> bool:
+        if shard.closed:
+            return False
+        known = {s.shard_id: s for s in self.shards.values() if s.stream == shard.stream}
+        return all(parent not in known or known[parent].finished for parent in shard.parents)
+
+    def _iterator(self, shard: _Shard) -> str:
+        position = (
+            {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": shard.last_sequence}
+            if shard.last_sequence
+            else {"ShardIteratorType": "TRIM_HORIZON"}
+        )
+        return self.client.get_shard_iterator(StreamName=shard.stream, ShardId=shard.shard_id, **position)["ShardIterator"]
+
+    # --- reading and committing -----------------------------------------------------------------------
+
+    def poll(self) -> int:
+        """One GetRecords per readable shard; returns how many records were read."""
+        from botocore.exceptions import ClientError
+
+        read = 0
+        for shard in list(self.shards.values()):
+            if not self._readable(shard):
+                continue
+            try:
+                shard.iterator = shard.iterator or self._iterator(shard)
+                answer = self.client.get_records(ShardIterator=shard.iterator, Limit=self.read_limit)
+            except ClientError as error:
+                if error.response["Error"].get("Code") != "ExpiredIteratorException":
+                    raise
+                shard.iterator = None  # reopened after the last record read, next poll
+                continue
+            records = answer["Records"]
+            if records:
+                if not shard.buffered:
+                    shard.buffer_start = shard.next_ordinal
+                shard.buffered += records
+                shard.next_ordinal += len(records)
+                shard.last_sequence = records[-1]["SequenceNumber"]
+                read += len(records)
+                self._first_buffered_at = self._first_buffered_at or time.monotonic()
+            shard.iterator = answer.get("NextShardIterator")
+            if shard.iterator is None:  # a parent of a split or merge, read to its end
+                shard.closed = True
+        return read
+
+    def buffered(self) -> int:
+        return sum(len(shard.buffered) for shard in self.shards.values())
+
+    def flush_due(self) -> bool:
+        if any(s.closed and not s.finished for s in self.shards.values()):
+            return True
+        if self._first_buffered_at is None:
+            return False
+        return self.buffered() >= self.flush_records or time.monotonic() - self._first_buffered_at >= self.flush_seconds
+
+    def flush(self) -> FlushReport:
+        """Commit every buffered record: one Delta commit per stream table with every shard's offset."""
+        by_table: dict[RawTable, list[StreamSlice]] = {}
+        oldest = None
+        pending = [shard for shard in self.shards.values() if shard.buffered]
+        for shard in pending:
+            by_table.setdefault(shard.table, []).append(self._slice(shard))
+            first = shard.buffered[0]["ApproximateArrivalTimestamp"]
+            oldest = first if oldest is None else min(oldest, first)
+        results = [append_slices(self.lake, table, slices, target=STREAM_TABLES[table]) for table, slices in by_table.items()]
+        records = 0
+        for shard in pending:
+            records += len(shard.buffered)
+            shard.buffered = []
+        for shard in self.shards.values():
+            shard.finished = shard.closed
+        self._first_buffered_at = None
+        return FlushReport(results, records, oldest)
+
+    @staticmethod
+    def _slice(shard: _Shard) -> StreamSlice:
+        payloads = [_payload(record["Data"]) for record in shard.buffered]
+        records: pa.Table | list = payloads
+        if all(isinstance(p, bytes) and b"\n" not in p for p in payloads):
+            records = parse_lines(shard.table, b"\n".join(payloads))  # vectorised when every record is well formed
+        columns = {
+            "_shard_id": pa.array([shard.shard_id] * len(payloads), pa.string()),
+            "_sequence_number": pa.array([r["SequenceNumber"] for r in shard.buffered], pa.string()),
+            "_arrival_time": pa.array([r["ApproximateArrivalTimestamp"] for r in shard.buffered], pa.timestamp("us", tz="UTC")),
+        }
+        return StreamSlice(shard.stream_id, shard.buffer_start, records, f"kinesis://{shard.stream}/{shard.shard_id}", columns)
+
+    def run(
+        self,
+        *,
+        until_caught_up: bool = False,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_flush: Callable[[FlushReport], None] | None = None,
+        rediscover_seconds: float = 5.0,
+    ) -> None:
+        """Poll and commit until stopped; with ``until_caught_up``, until a poll of every shard
+        finds nothing new and everything read is committed."""
+        self.discover()
+        discovered_at = time.monotonic()
+        while not should_stop():
+            read = self.poll()
+            closed = any(s.closed and not s.finished for s in self.shards.values())
+            if self.flush_due() or (until_caught_up and not read):
+                report = self.flush()
+                if on_flush is not None and (report.records or closed):
+                    on_flush(report)
+            if closed or time.monotonic() - discovered_at >= rediscover_seconds:
+                self.discover()  # children of a split or merge
+                discovered_at = time.monotonic()
+            if not read:
+                if until_caught_up and not self.buffered() and not closed:
+                    return
+                time.sleep(0.05)
+        self.flush()
