@@ -30,7 +30,7 @@ from rich.table import Table  # noqa: E402
 from ingestion.bronze import Lake, load_raw_objects  # noqa: E402
 from ingestion.config import Settings  # noqa: E402
 from ingestion.emulate import make_source  # noqa: E402
-from ingestion.post import post_batches  # noqa: E402
+from ingestion.post import KafkaTopics, post_batches  # noqa: E402
 from ingestion.services import KafkaBroker, S3Server  # noqa: E402
 from ingestion.sink import S3Sink, s3_client  # noqa: E402
 from ingestion.stack import api_server  # noqa: E402
@@ -56,7 +56,7 @@ def run_size(base: Settings, records: int, batch_size: int, concurrency: int) ->
     topics = {table: topic for topic, table in settings.topic_tables.items()}
     with api_server(settings) as url:
         post_s, _ = _timed(lambda: post_batches(url, make_source("synthetic", 1), posts, batch_size=batch_size,
-                                                concurrency=concurrency, topics=topics))  # fmt: skip
+                                                concurrency=concurrency, destination=KafkaTopics(topics)))  # fmt: skip
     client = s3_client(settings)
     sink = S3Sink.from_settings(settings)
     sink_s, _ = _timed(lambda: sink.run(until_caught_up=True))

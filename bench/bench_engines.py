@@ -117,11 +117,12 @@ def main() -> None:
     for posts in args.posts:
         with tempfile.TemporaryDirectory() as scratch:
             r = run_size(posts, Path(scratch))
+        print(json.dumps({"posts": posts, **{k: round(v, 2) for k, v in r.items()}}), flush=True)
         table.add_row(f"{posts:,}", f"{r['baseline_s']:.1f}", f"{r['duckdb_s']:.1f}", f"{r['duckdb_run_s']:.1f}",
                       f"{r['spark_s']:.1f}", f"{r['spark_run_s']:.1f}", f"{r['baseline_s'] / r['duckdb_s']:.1f}×",
                       f"{r['baseline_s'] / r['spark_s']:.2f}×", f"{r['baseline_s'] / r['spark_run_s']:.2f}×",
                       f"{r['baseline_mb']:,.0f}", f"{r['duckdb_mb']:,.0f}", f"{r['spark_mb']:,.0f}")  # fmt: skip
-        Console().print(table)
+        Console(width=200).print(table)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,17 +25,32 @@ class KafkaBus:
     """Sends JSON records to Kafka with ``acks=all`` and idempotence; every send is waited for."""
 
     def __init__(self, bootstrap_servers: str, *, timeout_s: float = 30) -> None:
-        self.timeout_s = timeout_s
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+        self.bootstrap_servers, self.timeout_s = bootstrap_servers, timeout_s
+        self._connected: KafkaProducer | None = None
+        self._connecting = threading.Lock()
+
+    @property
+    def _producer(self) -> KafkaProducer:
+        """Connected on first use: an API serving only Kinesis streams needs no broker."""
+        with self._connecting:
+            if self._connected is None:
+                try:
+                    self._connected = self._connect()
+                except KafkaError as error:
+                    raise BusError(f"Kafka unavailable at {self.bootstrap_servers}: {error}") from error
+            return self._connected
+
+    def _connect(self) -> KafkaProducer:
+        return KafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
             # large batches: kafka-python's per-batch overhead is Python; 1 MiB lifts the rate ~30%
             batch_size=1 << 20,
-            request_timeout_ms=int(timeout_s * 1000),
-            delivery_timeout_ms=int(timeout_s * 1000) + 5_000,
-            max_block_ms=int(timeout_s * 1000),
+            request_timeout_ms=int(self.timeout_s * 1000),
+            delivery_timeout_ms=int(self.timeout_s * 1000) + 5_000,
+            max_block_ms=int(self.timeout_s * 1000),
         )
 
     def send(self, topic: str, records: Sequence[tuple[str, object]]) -> list[Acknowledgement]:
@@ -53,11 +69,12 @@ class KafkaBus:
         """The broker answers metadata for the topic."""
         try:
             return bool(self._producer.partitions_for(topic))
-        except KafkaError:
+        except (KafkaError, BusError):
             return False
 
     def close(self) -> None:
-        self._producer.close(timeout=self.timeout_s)
+        if self._connected is not None:
+            self._connected.close(timeout=self.timeout_s)
 
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from enum import Enum
 from typing import Annotated
@@ -88,15 +90,17 @@ def setup() -> None:
 class Destination(str, Enum):
     lake = "lake"
     api = "api"
+    kinesis = "kinesis"
 
 
 @app.command()
 def emulate(
     source: SourceOption = "synthetic",
     posts: PostsOption = 5_000,
-    forever: Annotated[bool, typer.Option(help="with --to api: keep posting until interrupted")] = False,
+    forever: Annotated[bool, typer.Option(help="with --to api or kinesis: keep posting until interrupted")] = False,
     seed: SeedOption = 100,
-    to: Annotated[Destination, typer.Option(help="lake: straight into bronze; api: POST through the ingest API")] = Destination.lake,
+    to: Annotated[Destination, typer.Option(
+        help="lake: straight into bronze; api: through the ingest API to Kafka; kinesis: through the API to Kinesis")] = Destination.lake,
     batch_size: Annotated[int | None, typer.Option(min=1, help="posts per bronze commit or per request")] = None,
     api_url: Annotated[str | None, typer.Option(help="ingest API base URL [default: the local API]")] = None,
     rate: Annotated[float | None, typer.Option(min=0.001, help="posts per second (default: as fast as accepted)")] = None,
@@ -109,17 +113,22 @@ def emulate(
         _load(settings, source, posts, seed, batch_size or 100_000)
         return
     url = api_url or f"http://127.0.0.1:{settings.api_port}"
-    _post(settings, url, source, None if forever else posts, seed, batch_size or 500, rate, concurrency)
+    if to is Destination.kinesis:
+        streams = {table: stream for stream, table in settings.stream_tables.items()}
+        destination: post.Destination = post.KinesisStreams(streams)
+    else:
+        destination = post.KafkaTopics({table: topic for topic, table in settings.topic_tables.items()})
+    _post(settings, url, destination, source, None if forever else posts, seed, batch_size or 500, rate, concurrency)
 
 
-def _post(settings: Settings, url: str, source: SourceName, posts: int | None, seed: int, batch_size: int,
-          rate: float | None, concurrency: int) -> None:  # fmt: skip
-    topics = {table: topic for topic, table in settings.topic_tables.items()}
+def _post(settings: Settings, url: str, destination: post.Destination, source: SourceName, posts: int | None,
+          seed: int, batch_size: int, rate: float | None, concurrency: int) -> None:  # fmt: skip
     with _progress() as progress:
-        task = progress.add_task(f"POST {url} ← {source}", total=posts)
+        task = progress.add_task(f"{url} ← {source}", total=posts)
         result = post.post_batches(
             url, make_source(source, seed), posts, batch_size=batch_size, concurrency=concurrency, rate=rate,
-            topics=topics, api_key=settings.api_key, on_batch=lambda batch: progress.advance(task, len(batch)),
+            destination=destination, api_key=settings.api_key,
+            on_batch=lambda batch: progress.advance(task, len(batch)),
         )  # fmt: skip
     console.print(f"posted {result.posts:,} posts ({result.records:,} records) to {url}")
 
@@ -213,6 +222,69 @@ def _local_s3(settings: Settings) -> Settings:
     if settings.s3_endpoint_url:
         return settings
     return settings.model_copy(update={"s3_endpoint_url": services.S3Server(settings).endpoint_url})
+
+
+@app.command(name="stream")
+def stream_command(
+    until_caught_up: Annotated[bool, typer.Option(help="stop once every record in the streams is in bronze")] = False,
+    dbt_every: Annotated[float | None, typer.Option(
+        min=0.0, help="also run the streaming dbt models every this many seconds (dbt kept warm in-process)")] = None,
+    flush_seconds: Annotated[float, typer.Option(min=0.0, help="commit buffered records at least this often")] = 1.0,
+    flush_records: Annotated[int, typer.Option(min=1, help="commit once this many records are buffered")] = 10_000,
+    lake: LakeOption = None,
+    warehouse: WarehouseOption = None,
+    target: TargetOption = None,
+) -> None:
+    """Kinesis → bronze stream tables, exactly once; with --dbt-every, the streaming models too."""
+    from ingestion.stream import StreamConsumer
+
+    settings = _settings(lake, warehouse, target)
+    consumer = StreamConsumer(
+        settings, bronze.Lake.from_settings(settings), services.kinesis_client(settings),
+        flush_records=flush_records, flush_seconds=flush_seconds,
+    )  # fmt: skip
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            consumer.run(until_caught_up=until_caught_up, should_stop=stop.is_set, on_flush=lambda r: progress.advance(records, r.records))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            failure.append(error)
+        finally:
+            stop.set()
+
+    with _progress() as progress:
+        records = progress.add_task("Kinesis → bronze streams (records)", total=None)
+        worker = threading.Thread(target=consume, name="pinpipe-stream", daemon=True)
+        worker.start()
+        try:
+            if dbt_every is None:
+                while worker.is_alive():
+                    worker.join(0.5)
+            else:
+                _refresh_streaming_models(settings, dbt_every, stop, progress)
+        except KeyboardInterrupt:
+            stop.set()
+        worker.join()
+    if failure:
+        raise failure[0]
+    console.print(f"bronze stream tables at {settings.lake}/bronze: {consumer.committed:,} records committed")
+
+
+def _refresh_streaming_models(settings: Settings, every: float, stop: threading.Event, progress: Progress) -> None:
+    """``dbt run --select streaming`` every ``every`` seconds until ``stop``, and once more after."""
+    warm = transform.WarmDbt(settings)
+    refreshes = progress.add_task("dbt streaming models (refreshes)", total=None)
+    while True:
+        stopping = stop.is_set()
+        started = time.monotonic()
+        warm.run(["run", "--quiet", "--select", "streaming"])
+        elapsed = time.monotonic() - started
+        progress.update(refreshes, advance=1, description=f"dbt streaming models (refreshes, last {elapsed:.1f} s)")
+        if stopping:
+            return
+        stop.wait(max(0.0, every - elapsed))
 
 
 @app.command(name="transform")
@@ -312,7 +384,8 @@ def run(
             settings = settings.model_copy(update={"lake": f"s3://{settings.s3_bucket}/lake"})
         services_up()
         with stack_api.api_server(settings) as url:
-            _post(settings, url, source, posts, seed, batch_size or 500, None, 4)
+            topics = post.KafkaTopics({table: topic for topic, table in settings.topic_tables.items()})
+            _post(settings, url, topics, source, posts, seed, batch_size or 500, None, 4)
         _sink(settings, until_caught_up=True)
         _load_objects(settings)
     _build(settings)

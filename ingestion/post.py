@@ -1,4 +1,5 @@
-"""Posting emulated records through the ingest API, like the seeds' user_posting_emulation.py."""
+"""Posting emulated records through the ingest API, like the seeds' user_posting_emulation.py:
+to Kafka topics (``POST /topics/{topic}``) or to Kinesis streams (``PUT /streams/{stream}/records``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ingestion.emulate import PostBatch, PostSource, batches
-from ingestion.schemas import KAFKA_JSON, RAW_TABLES, RawTable
+from ingestion.schemas import KAFKA_JSON, KEY_FIELD, RAW_TABLES, RawTable
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,56 @@ def _session(retries: int, api_key: str | None) -> requests.Session:
                   raise_on_status=False)  # fmt: skip
     session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
     session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
-    session.headers["Content-Type"] = KAFKA_JSON
     if api_key:
         session.headers["X-API-Key"] = api_key
     return session
+
+
+class ApiRejected(RuntimeError):
+    """The API refused a request (4xx) or kept failing after the retries."""
+
+
+def _checked(response: requests.Response) -> dict:
+    if response.status_code != 200:
+        raise ApiRejected(f"{response.request.method} {response.request.path_url} answered {response.status_code}: {response.text}")
+    return response.json()
+
+
+@dataclass(frozen=True)
+class KafkaTopics:
+    """Each raw table's records as one REST Proxy request to its topic."""
+
+    names: dict[RawTable, str]
+
+    def send(self, session: requests.Session, api_url: str, table: RawTable, values: list[dict]) -> None:
+        body = {"records": [{"value": value} for value in values]}
+        _checked(session.post(f"{api_url}/topics/{self.names[table]}", json=body, headers={"Content-Type": KAFKA_JSON}, timeout=60))
+
+
+@dataclass(frozen=True)
+class KinesisStreams:
+    """Each raw table's records as PutRecords batches (at most 500) to its stream, partitioned by the
+    post's key; records Kinesis could not take (throttled shards) are sent again with backoff."""
+
+    names: dict[RawTable, str]
+    retries: int = 8
+
+    def send(self, session: requests.Session, api_url: str, table: RawTable, values: list[dict]) -> None:
+        stream = self.names[table]
+        for first in range(0, len(values), 500):
+            pending = [{"Data": value, "PartitionKey": str(value[KEY_FIELD[table]])} for value in values[first : first + 500]]
+            for attempt in range(self.retries + 1):
+                answer = _checked(session.put(f"{api_url}/streams/{stream}/records",
+                                              json={"StreamName": stream, "Records": pending}, timeout=60))  # fmt: skip
+                if not answer["FailedRecordCount"]:
+                    break
+                pending = [record for record, result in zip(pending, answer["Records"], strict=True) if "ErrorCode" in result]
+                if attempt == self.retries:
+                    raise ApiRejected(f"{len(pending)} records still failed on {stream} after {self.retries} retries")
+                time.sleep(0.1 * 2**attempt)
+
+
+Destination = KafkaTopics | KinesisStreams
 
 
 class _RateLimiter:
@@ -63,24 +110,22 @@ def post_batches(
     batch_size: int = 500,
     concurrency: int = 4,
     rate: float | None = None,
-    topics: dict[RawTable, str] | None = None,
+    destination: Destination | None = None,
     api_key: str | None = None,
     retries: int = 8,
     on_batch: Callable[[PostBatch], None] | None = None,
 ) -> PostResult:
-    """POST posts ``0 .. count - 1`` (or forever when ``count`` is None): each batch of posts is one
-    request per topic. Raises on a 4xx or on a 5xx that outlasts the retries."""
-    topics = topics or {table: table for table in RAW_TABLES}
+    """Send posts ``0 .. count - 1`` (or forever when ``count`` is None) to ``destination`` (default:
+    the Kafka topics pin, geo, user): each batch of posts is one request per table. Raises on a 4xx
+    or on a 5xx that outlasts the retries."""
+    destination = destination or KafkaTopics({table: table for table in RAW_TABLES})
     session = _session(retries, api_key)
     limiter = _RateLimiter(rate)
 
     def send(batch: PostBatch) -> PostBatch:
         limiter.wait(len(batch))
         for table in RAW_TABLES:
-            body = {"records": [{"value": value} for value in batch.table(table).to_pylist()]}
-            response = session.post(f"{api_url}/topics/{topics[table]}", json=body, timeout=60)
-            if response.status_code != 200:
-                raise RuntimeError(f"POST /topics/{topics[table]} answered {response.status_code}: {response.text}")
+            destination.send(session, api_url, table, batch.table(table).to_pylist())
         return batch
 
     def stream() -> Iterator[PostBatch]:

@@ -15,8 +15,9 @@ from ingestion.config import Settings
 
 
 @contextmanager
-def api_server(settings: Settings, *, timeout: float = 30) -> Iterator[str]:
-    """Serve the API on 127.0.0.1:<api_port> in a thread; yields its base URL, stops it on exit."""
+def api_server(settings: Settings, *, timeout: float = 30, health: str = "/healthz") -> Iterator[str]:
+    """Serve the API on 127.0.0.1:<api_port> in a thread; yields its base URL once ``health`` (Kafka's
+    by default, ``/healthz/streams`` for Kinesis) answers, stops it on exit."""
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning")
     )
@@ -28,7 +29,7 @@ def api_server(settings: Settings, *, timeout: float = 30) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"the API did not start on {url}")
         time.sleep(0.05)
-    requests.get(f"{url}/healthz", timeout=timeout).raise_for_status()
+    requests.get(f"{url}{health}", timeout=timeout).raise_for_status()
     try:
         yield url
     finally:

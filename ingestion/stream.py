@@ -84,6 +84,7 @@ class StreamConsumer:
         self.flush_records, self.flush_seconds, self.read_limit = flush_records, flush_seconds, read_limit
         self.shards: dict[tuple[str, str], _Shard] = {}
         self._first_buffered_at: float | None = None
+        self.committed = 0  # records appended to bronze or quarantined by this consumer
         ensure_tables(lake)
 
     # --- shards and where each resumes ----------------------------------------------------------------
@@ -149,7 +150,8 @@ class StreamConsumer:
                 continue
             try:
                 shard.iterator = shard.iterator or self._iterator(shard)
-                answer = self.client.get_records(ShardIterator=shard.iterator, Limit=self.read_limit)
+                # never more than a micro-batch from one call: flush_records bounds a commit's size
+                answer = self.client.get_records(ShardIterator=shard.iterator, Limit=min(self.read_limit, self.flush_records))
             except ClientError as error:
                 if error.response["Error"].get("Code") != "ExpiredIteratorException":
                     raise
@@ -189,6 +191,7 @@ class StreamConsumer:
             first = shard.buffered[0]["ApproximateArrivalTimestamp"]
             oldest = first if oldest is None else min(oldest, first)
         results = [append_slices(self.lake, table, slices, target=STREAM_TABLES[table]) for table, slices in by_table.items()]
+        self.committed += sum(result.appended + result.quarantined for result in results)
         records = 0
         for shard in pending:
             records += len(shard.buffered)

@@ -79,8 +79,11 @@ class DbtFailed(RuntimeError):
     pass
 
 
-def run_dbt(settings: Settings, args: list[str], on_event: Callable[[object], None] | None = None) -> object:
-    """Invoke dbt (``build``, ``test``, ...) in this process on the settings' target; raise when it fails."""
+def run_dbt(
+    settings: Settings, args: list[str], on_event: Callable[[object], None] | None = None, *, manifest: object = None
+) -> object:
+    """Invoke dbt (``build``, ``test``, ...) in this process on the settings' target; raise when it
+    fails. With a parsed ``manifest``, dbt skips reading the project."""
     from dbt.cli.main import dbtRunner  # imported late: dbt's import alone costs about a second
 
     if settings.target == "local":
@@ -88,12 +91,26 @@ def run_dbt(settings: Settings, args: list[str], on_event: Callable[[object], No
         Path(settings.warehouse).parent.mkdir(parents=True, exist_ok=True)
     project = str(settings.project_dir)
     with _dbt_environment(settings):
-        result = dbtRunner(callbacks=[on_event] if on_event else []).invoke(
+        result = dbtRunner(manifest=manifest, callbacks=[on_event] if on_event else []).invoke(
             [*args, "--project-dir", project, "--profiles-dir", project, "--target", settings.target]
         )
     if not result.success:
         raise DbtFailed(f"dbt {' '.join(args)} failed: {result.exception or 'see the failing nodes above'}")
     return result.result
+
+
+class WarmDbt:
+    """dbt kept warm in this process for frequent runs (the streaming models every few seconds): the
+    project is parsed once and each invocation reuses the manifest, saving dbt's start-up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._manifest: object = None
+
+    def run(self, args: list[str]) -> object:
+        if self._manifest is None:
+            self._manifest = run_dbt(self.settings, ["parse", "--quiet"])
+        return run_dbt(self.settings, args, manifest=self._manifest)
 
 
 def read_mart(settings: Settings, mart: str) -> pa.Table:

@@ -147,3 +147,61 @@ def marts(records: Iterable[Mapping[str, Mapping]]) -> dict[str, list[tuple]]:
         "median_follower_count_by_join_year": _medians(by_year),
         "median_follower_count_by_age_group_and_join_year": _medians(by_group_year),
     }
+
+
+# --- the streaming metrics, from the bronze stream rows -------------------------------------------
+
+
+def _latest_per(rows: Iterable[Mapping], key: str) -> dict[object, Mapping]:
+    """The most recently ingested row per key value (ties: the higher stream, then offset)."""
+    latest: dict[object, Mapping] = {}
+    order = lambda row: (row["_ingested_at"], row["_stream"], row["_offset"])  # noqa: E731
+    for row in rows:
+        kept = latest.get(row[key])
+        if kept is None or order(row) > order(kept):
+            latest[row[key]] = row
+    return latest
+
+
+def streaming_metrics(
+    pin_rows: list[Mapping], geo_rows: list[Mapping], as_of: datetime, popularity_minutes: int, trending_minutes: int
+) -> dict[str, list[tuple]]:
+    """profile_popularity and trending_categories_by_country from bronze stream rows (raw text
+    payload plus `_arrival_time`, `_ingested_at`, `_stream`, `_offset`): each key once, windows
+    (as_of - minutes, as_of] on the time Kinesis received the pin."""
+    from datetime import timedelta
+
+    pins = list(_latest_per(pin_rows, "index").values())
+    for pin in pins:
+        poster = clean_text("poster_name", pin["poster_name"])
+        pin["poster"] = poster.rstrip() if poster is not None else None
+
+    def within(row: Mapping, minutes: int) -> bool:
+        return as_of - timedelta(minutes=minutes) < row["_arrival_time"] <= as_of
+
+    posters = defaultdict(list)
+    for pin in pins:
+        if pin["poster"] is not None:
+            posters[pin["poster"]].append(pin)
+    popularity = []
+    for poster, posts in posters.items():
+        latest = _latest_per(posts, "poster")[poster]
+        popularity.append((
+            poster,
+            sum(within(p, popularity_minutes) for p in posts),
+            len(posts),
+            follower_count(latest["follower_count"]),
+            max(p["_arrival_time"] for p in posts),
+        ))  # fmt: skip
+
+    countries = {int(ind): row["country"] for ind, row in _latest_per(geo_rows, "ind").items()}
+    recent = Counter(
+        (countries[int(pin["index"])], pin["category"])
+        for pin in pins
+        if within(pin, trending_minutes) and countries.get(int(pin["index"])) is not None and pin["category"] is not None
+    )
+    trending = [
+        (country, category, n, 1 + sum(1 for (c, _), m in recent.items() if c == country and m > n))
+        for (country, category), n in recent.items()
+    ]
+    return {"profile_popularity": popularity, "trending_categories_by_country": trending}

@@ -24,7 +24,7 @@ from ingestion.api import create_app
 from ingestion.bronze import QUARANTINE, Lake, load_raw_objects
 from ingestion.config import Settings
 from ingestion.emulate import make_source
-from ingestion.post import post_batches
+from ingestion.post import KafkaTopics, post_batches
 from ingestion.services import KafkaBroker
 from ingestion.sink import FlushPolicy, S3Sink, parse_object_key, s3_client
 from ingestion.stack import api_server
@@ -178,7 +178,7 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
     with api_server(stack) as url:
         result: list = []
         poster = threading.Thread(target=lambda: result.append(
-            post_batches(url, make_source("synthetic", 7), posts, batch_size=100, concurrency=2, topics=topics, retries=12)
+            post_batches(url, make_source("synthetic", 7), posts, batch_size=100, concurrency=2, destination=KafkaTopics(topics), retries=12)
         ))  # fmt: skip
         poster.start()
         time.sleep(1.0)

@@ -1,0 +1,238 @@
+"""The streaming path on the real kinesis-mock: API → Kinesis → bronze stream tables → dbt streaming
+models, exactly once across a killed consumer and a split shard."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+import reference
+from helpers import free_port
+from ingestion import transform
+from ingestion.bronze import Lake
+from ingestion.config import Settings
+from ingestion.emulate import make_source
+from ingestion.post import KinesisStreams, post_batches
+from ingestion.schemas import RAW_TABLES
+from ingestion.services import KinesisServer, kinesis_client
+from ingestion.stack import api_server
+from ingestion.stream import StreamConsumer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def kinesis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KinesisServer]:
+    """The real kinesis-mock, started once for the session on a free port."""
+    server = KinesisServer(Settings(state_dir=tmp_path_factory.mktemp("state"), kinesis_port=free_port(), streams=()))
+    server.up()
+    yield server
+    server.down()
+
+
+@pytest.fixture
+def streaming(kinesis_server: KinesisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for one test: streams of its own (2 shards each), lake, warehouse and API port."""
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        state_dir=kinesis_server.settings.state_dir,
+        kinesis_port=kinesis_server.settings.kinesis_port,
+        kinesis_shards=2,
+        streams=tuple(f"test-{run}-{table}" for table in RAW_TABLES),
+        lake=str(tmp_path / "lake"),
+        warehouse=str(tmp_path / "warehouse.duckdb"),
+        api_port=free_port(),
+    )
+    KinesisServer(settings).ensure_streams()
+    return settings
+
+
+def _consume(settings: Settings, **options: object) -> StreamConsumer:
+    consumer = StreamConsumer(settings, Lake.from_settings(settings), kinesis_client(settings), **options)
+    consumer.run(until_caught_up=True)
+    return consumer
+
+
+def _bronze(settings: Settings, table: str) -> list[dict]:
+    delta = Lake.from_settings(settings).delta_table(table)
+    return delta.to_pyarrow_table().to_pylist() if delta is not None else []
+
+
+def _stream_name(settings: Settings, table: str) -> str:
+    return next(stream for stream, carried in settings.stream_tables.items() if carried == table)
+
+
+def _put_directly(settings: Settings, table: str, payloads: list[bytes], keys: list[str]) -> None:
+    """Records straight into Kinesis (not through the API), as any producer could."""
+    client = kinesis_client(settings)
+    for first in range(0, len(payloads), 500):
+        chunk = [{"Data": d, "PartitionKey": k} for d, k in zip(payloads[first : first + 500], keys[first : first + 500], strict=True)]
+        assert client.put_records(StreamName=_stream_name(settings, table), Records=chunk)["FailedRecordCount"] == 0
+
+
+@pytest.mark.parametrize("source", ["aicore", "synthetic"])
+def test_posts_put_through_the_api_reach_bronze_and_the_streaming_models_exactly_once(streaming: Settings, source: str) -> None:
+    posts = 400
+    streams = {table: stream for stream, table in streaming.stream_tables.items()}
+    with api_server(streaming, health="/healthz/streams") as url:
+        post_batches(url, make_source(source, 3), posts, batch_size=150, destination=KinesisStreams(streams))
+    _consume(streaming, flush_records=250)
+    _consume(streaming)  # a second consumer finds everything committed
+
+    expected = {table: [json.loads(json.dumps(v)) for v in make_source(source, 3).batch(0, posts).table(table).to_pylist()]
+                for table in RAW_TABLES}  # fmt: skip
+    for table in RAW_TABLES:
+        rows = _bronze(streaming, f"{table}_stream")
+        assert len(rows) == posts and len({(r["_stream"], r["_offset"]) for r in rows}) == posts
+        assert len({r["_sequence_number"] for r in rows}) == posts
+        key = "index" if table == "pin" else "ind"
+        assert Counter(r[key] for r in rows) == Counter(str(v[key]) for v in expected[table])
+
+    as_of = datetime.now(UTC)
+    dbt_vars = json.dumps({"metrics_as_of": as_of.isoformat(), "popularity_window_minutes": 15, "trending_window_minutes": 60})
+    for _ in range(2):  # the second run is incremental and must take nothing twice
+        transform.run_dbt(streaming, ["build", "--quiet", "--select", "streaming", "--vars", dbt_vars])
+    with transform.duckdb.connect(streaming.warehouse) as connection:
+        for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
+            assert connection.execute(f"select count(*), count(distinct (_stream, _offset)) from streaming.{model}").fetchone() == (posts, posts)
+        metrics = {
+            name: connection.execute(f"select * from streaming.{name}").fetchall()
+            for name in ("profile_popularity", "trending_categories_by_country")
+        }
+    pin_rows, geo_rows = _bronze(streaming, "pin_stream"), _bronze(streaming, "geo_stream")
+    want = reference.streaming_metrics(pin_rows, geo_rows, as_of, 15, 60)
+    for name, rows in metrics.items():
+        got = Counter(tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row) for row in rows)
+        assert got == Counter(want[name]), f"{name}: only in dbt {got - Counter(want[name])}, only in reference {Counter(want[name]) - got}"
+        assert got, f"{name} is empty: the comparison would prove nothing"
+
+
+def test_a_consumer_killed_mid_batch_resumes_without_loss_or_duplicates(streaming: Settings) -> None:
+    records = [json.dumps(v).encode() for v in make_source("synthetic", 5).batch(0, 6_000).table("user").to_pylist()]
+    _put_directly(streaming, "user", records, [str(i) for i in range(len(records))])
+    env = {**os.environ, "PINPIPE_LAKE": streaming.lake, "PINPIPE_KINESIS_PORT": str(streaming.kinesis_port),
+           "PINPIPE_STREAMS": json.dumps(list(streaming.streams))}  # fmt: skip
+    command = [str(Path(sys.executable).parent / "pinpipe"), "stream", "--flush-records", "200", "--flush-seconds", "60"]
+    consumer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lake = Lake.from_settings(streaming)
+    deadline = time.monotonic() + 120
+    while (lake.delta_table("user_stream") is None or lake.delta_table("user_stream").version() < 4) and consumer.poll() is None:
+        assert time.monotonic() < deadline, "the consumer committed nothing"
+        time.sleep(0.02)
+    assert consumer.poll() is None, "the consumer finished before it could be killed"
+    os.kill(consumer.pid, signal.SIGKILL)
+    consumer.wait()
+    assert 0 < len(_bronze(streaming, "user_stream")) < len(records)  # killed mid-stream
+
+    _consume(streaming)  # restarted: resumes after each shard's last committed record
+    rows = _bronze(streaming, "user_stream")
+    assert len(rows) == len(records)
+    assert len({(r["_stream"], r["_offset"]) for r in rows}) == len({r["_sequence_number"] for r in rows}) == len(records)
+    assert Counter(json.dumps({k: r[k] for k in ("ind", "first_name", "last_name", "age", "date_joined")}) for r in rows) == Counter(
+        json.dumps({k: str(v[k]) for k in ("ind", "first_name", "last_name", "age", "date_joined")}) for v in map(json.loads, records)
+    )
+
+
+def test_a_split_shard_keeps_order_per_partition_key_and_loses_nothing(streaming: Settings) -> None:
+    client, stream = kinesis_client(streaming), _stream_name(streaming, "geo")
+    keys = [f"key-{k}" for k in range(20)]
+
+    def put(counter: int) -> None:
+        payloads = [json.dumps({"ind": k, "timestamp": "2020-01-01 00:00:00", "latitude": counter, "longitude": 0.0,
+                                "country": key}).encode() for k, key in enumerate(keys)]  # fmt: skip
+        _put_directly(streaming, "geo", payloads, keys)
+
+    for counter in range(5):
+        put(counter)
+    parent = client.list_shards(StreamName=stream)["Shards"][0]
+    low, high = int(parent["HashKeyRange"]["StartingHashKey"]), int(parent["HashKeyRange"]["EndingHashKey"])
+    client.split_shard(StreamName=stream, ShardToSplit=parent["ShardId"], NewStartingHashKey=str((low + high) // 2))
+    deadline = time.monotonic() + 30
+    while client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for counter in range(5, 10):
+        put(counter)
+    shards = client.list_shards(StreamName=stream)["Shards"]
+    assert any(s.get("ParentShardId") == parent["ShardId"] for s in shards), "the split made no child shards"
+
+    _consume(streaming)  # parent and children all readable at once: the parent must go first
+    rows = _bronze(streaming, "geo_stream")
+    assert len(rows) == 10 * len(keys)
+    by_key = defaultdict(list)
+    for row in sorted(rows, key=lambda r: (r["_ingested_at"], r["_offset"])):
+        by_key[row["country"]].append(float(row["latitude"]))
+    assert by_key == {key: [float(c) for c in range(10)] for key in keys}
+
+
+def test_undecodable_records_are_quarantined_and_invalid_requests_get_their_status(streaming: Settings) -> None:
+    good = {"ind": 1, "first_name": "Ada", "last_name": "Byron", "age": 36, "date_joined": "2016-01-01 00:00:00"}
+    payloads = [
+        json.dumps(good).encode(),
+        base64.b64encode(json.dumps({**good, "ind": 2}).encode()),  # as an API Gateway integration encodes it
+        b"this is neither JSON nor base64!",
+        json.dumps({**good, "ind": None}).encode(),
+        b"[1, 2, 3]",
+    ]
+    _put_directly(streaming, "user", payloads, ["k"] * len(payloads))
+    _consume(streaming)
+    assert sorted(r["ind"] for r in _bronze(streaming, "user_stream")) == ["1", "2"]
+    reasons = sorted(r["reason"] for r in _bronze(streaming, "quarantine"))
+    assert reasons == ["field 'ind' must be an integer key, got null", "neither JSON nor base64-encoded JSON",
+                       "not a JSON object but list"]  # fmt: skip
+
+    secured = streaming.model_copy(update={"api_key": "s3cret"})
+    pin_stream, user_stream = _stream_name(streaming, "pin"), _stream_name(streaming, "user")
+    with api_server(secured, health="/healthz/streams") as url:
+        session = requests.Session()
+        session.headers["X-API-Key"] = "s3cret"
+        assert requests.get(f"{url}/streams", timeout=10).status_code == 401
+        assert user_stream in session.get(f"{url}/streams", timeout=10).json()["StreamNames"]
+
+        def put(stream: str, body: object, path: str = "record") -> requests.Response:
+            return session.put(f"{url}/streams/{stream}/{path}", json=body, timeout=10)
+
+        accepted = put(user_stream, {"StreamName": user_stream, "Data": json.dumps(good), "PartitionKey": "1"})
+        assert accepted.status_code == 200 and set(accepted.json()) >= {"SequenceNumber", "ShardId"}
+        missing = put(user_stream, {"Data": {k: v for k, v in good.items() if k != "age"}})
+        assert missing.status_code == 422 and "record.Data.age: Field required" in missing.json()["message"]
+        wrong_type = put(user_stream, {"Data": {**good, "date_joined": "last week"}})
+        assert wrong_type.status_code == 422 and "record.Data.date_joined" in wrong_type.json()["message"]
+        garbage = put(user_stream, {"Data": "this is neither JSON nor base64!"})
+        assert garbage.status_code == 422 and "record.Data: not a JSON object" in garbage.json()["message"]
+        batch = put(user_stream, {"Records": [{"Data": good}, {"Data": {**good, "ind": "x"}}]}, "records")
+        assert batch.status_code == 422 and "Records[1].Data.ind" in batch.json()["message"]
+        assert put(user_stream, {"Records": [{"Data": good}] * 501}, "records").status_code == 422
+        assert put(user_stream, {"StreamName": pin_stream, "Data": good}).status_code == 422
+        assert put("no-table-here", {"Data": good}).status_code == 404
+        assert put(f"missing-{uuid.uuid4().hex[:6]}-user", {"Data": good}).status_code == 404
+        assert session.put(f"{url}/streams/{user_stream}/record", data="{", timeout=10,
+                           headers={"Content-Type": "application/json"}).status_code == 400  # fmt: skip
+
+        created = f"created-{uuid.uuid4().hex[:6]}-pin"
+        assert session.post(f"{url}/streams/{created}", json={"ShardCount": 1}, timeout=10).status_code == 200
+        assert session.post(f"{url}/streams/{created}", timeout=10).status_code == 400  # exists already
+        described = session.get(f"{url}/streams/{created}", timeout=10).json()["StreamDescription"]
+        assert described["StreamName"] == created
+        deadline = time.monotonic() + 30
+        while described["StreamStatus"] != "ACTIVE":  # Kinesis deletes no stream still being created
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+            described = session.get(f"{url}/streams/{created}", timeout=10).json()["StreamDescription"]
+        assert session.delete(f"{url}/streams/{created}", timeout=10).status_code == 200
+    _consume(streaming)
+    assert sorted(r["ind"] for r in _bronze(streaming, "user_stream")) == ["1", "1", "2"]  # only the accepted put
