@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -228,7 +231,7 @@ def _local_s3(settings: Settings) -> Settings:
 def stream_command(
     until_caught_up: Annotated[bool, typer.Option(help="stop once every record in the streams is in bronze")] = False,
     dbt_every: Annotated[float | None, typer.Option(
-        min=0.0, help="also run the streaming dbt models every this many seconds (dbt kept warm in-process)")] = None,
+        min=0.0, help="also run the streaming dbt models every this many seconds (`pinpipe refresh`, a process of its own)")] = None,
     flush_seconds: Annotated[float, typer.Option(min=0.0, help="commit buffered records at least this often")] = 1.0,
     flush_records: Annotated[int, typer.Option(min=1, help="commit once this many records are buffered")] = 10_000,
     lake: LakeOption = None,
@@ -243,48 +246,56 @@ def stream_command(
         settings, bronze.Lake.from_settings(settings), services.kinesis_client(settings),
         flush_records=flush_records, flush_seconds=flush_seconds,
     )  # fmt: skip
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def consume() -> None:
-        try:
-            consumer.run(until_caught_up=until_caught_up, should_stop=stop.is_set, on_flush=lambda r: progress.advance(records, r.records))
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
-            failure.append(error)
-        finally:
-            stop.set()
-
-    with _progress() as progress:
-        records = progress.add_task("Kinesis → bronze streams (records)", total=None)
-        worker = threading.Thread(target=consume, name="pinpipe-stream", daemon=True)
-        worker.start()
-        try:
-            if dbt_every is None:
-                while worker.is_alive():
-                    worker.join(0.5)
-            else:
-                _refresh_streaming_models(settings, dbt_every, stop, progress)
-        except KeyboardInterrupt:
-            stop.set()
-        worker.join()
-    if failure:
-        raise failure[0]
+    refresher, refresh_log = None, settings.state_dir / "refresh.log"
+    if dbt_every is not None:
+        # dbt in a process of its own: sharing this one's interpreter would slow the consumer down;
+        # a session of its own too, so Ctrl-C reaches it only through this process, after the last flush
+        refresh_log.parent.mkdir(parents=True, exist_ok=True)
+        with refresh_log.open("ab") as log:
+            refresher = subprocess.Popen([
+                sys.executable, "-m", "ingestion", "refresh", "--every", str(dbt_every),
+                "--lake", settings.lake, "--warehouse", settings.warehouse, "--target", settings.target,
+            ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        console.print(f"dbt refreshes the streaming models every {dbt_every:g} s; log: {refresh_log}")
+    try:
+        with _progress() as progress:
+            records = progress.add_task("Kinesis → bronze streams (records)", total=None)
+            consumer.run(until_caught_up=until_caught_up, on_flush=lambda r: progress.advance(records, r.records))
+    except KeyboardInterrupt:
+        consumer.flush()
+    finally:
+        if refresher is not None:
+            refresher.terminate()  # one last refresh, then it stops
+            if refresher.wait():
+                console.print(f"[red]the dbt refreshes failed (exit {refresher.returncode}): see {refresh_log}[/red]")
     console.print(f"bronze stream tables at {settings.lake}/bronze: {consumer.committed:,} records committed")
 
 
-def _refresh_streaming_models(settings: Settings, every: float, stop: threading.Event, progress: Progress) -> None:
-    """``dbt run --select streaming`` every ``every`` seconds until ``stop``, and once more after."""
+@app.command()
+def refresh(
+    every: Annotated[float, typer.Option(min=0.0, help="seconds between the starts of two runs")] = 5.0,
+    select: Annotated[str, typer.Option(help="dbt node selection")] = "streaming",
+    lake: LakeOption = None,
+    warehouse: WarehouseOption = None,
+    target: TargetOption = None,
+) -> None:
+    """`dbt run` of the streaming models every few seconds, dbt kept warm in this process (parsed once)."""
+    settings = _settings(lake, warehouse, target)
     warm = transform.WarmDbt(settings)
-    refreshes = progress.add_task("dbt streaming models (refreshes)", total=None)
-    while True:
-        stopping = stop.is_set()
-        started = time.monotonic()
-        warm.run(["run", "--quiet", "--select", "streaming"])
-        elapsed = time.monotonic() - started
-        progress.update(refreshes, advance=1, description=f"dbt streaming models (refreshes, last {elapsed:.1f} s)")
-        if stopping:
-            return
-        stop.wait(max(0.0, every - elapsed))
+    stop = threading.Event()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop after one more run, never mid-run
+        signal.signal(stop_signal, lambda *_: stop.set())
+    with _progress() as progress:
+        task = progress.add_task(f"dbt {select} (refreshes)", total=None)
+        while True:
+            stopping = stop.is_set()
+            started = time.monotonic()
+            warm.run(["run", "--quiet", "--select", select])
+            elapsed = time.monotonic() - started
+            progress.update(task, advance=1, description=f"dbt {select} (refreshes, last {elapsed:.1f} s)")
+            if stopping:
+                return
+            stop.wait(max(0.0, every - elapsed))
 
 
 @app.command(name="transform")

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from ingestion.bronze import Lake, ensure_tables
 from ingestion.config import Settings
 
 MARTS = (
@@ -89,6 +90,9 @@ def run_dbt(
     if settings.target == "local":
         ensure_duckdb_extensions()
         Path(settings.warehouse).parent.mkdir(parents=True, exist_ok=True)
+    if settings.target != "databricks" and manifest is None:
+        # every source exists from the first run on, empty until its loader writes (warm runs did it once)
+        ensure_tables(Lake.from_settings(settings))
     project = str(settings.project_dir)
     with _dbt_environment(settings):
         result = dbtRunner(manifest=manifest, callbacks=[on_event] if on_event else []).invoke(

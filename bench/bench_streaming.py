@@ -1,0 +1,159 @@
+"""Streaming path benchmark on the real kinesis-mock: latency from PUT to a row in the streaming
+mart at a steady rate, and the consumer's sustained records/s.
+
+Starts kinesis-mock itself (state under a temporary directory). Latency: `pinpipe api` and
+`pinpipe emulate --to kinesis --rate R --forever` run as processes of their own; this process runs
+the stream consumer (a thread) and the dbt refresh loop (dbt warm in-process, `dbt run --select
+streaming` back to back, as `pinpipe stream --dbt-every 0` does). A record's latency is the end
+of the refresh that first shows it in `streaming.stream_pinterest__pins` minus the time Kinesis
+accepted it (its ApproximateArrivalTimestamp, kept as `_arrival_time`; same clock). Throughput:
+a backlog put into the streams first, then timed until the consumer has committed all of it.
+
+    .venv/bin/python bench/bench_streaming.py                   # 500 records/s for 60 s, 30k backlog
+    .venv/bin/python bench/bench_streaming.py --rate 300 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import duckdb  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from ingestion import transform  # noqa: E402
+from ingestion.bronze import Lake  # noqa: E402
+from ingestion.config import Settings  # noqa: E402
+from ingestion.emulate import make_source  # noqa: E402
+from ingestion.services import KinesisServer, kinesis_client  # noqa: E402
+from ingestion.stream import StreamConsumer  # noqa: E402
+
+BIN = Path(sys.executable).parent
+FLUSH_SECONDS = float(os.environ.get("FLUSH", "1"))
+
+
+def _percentile(values: list[float], share: float) -> float:
+    return statistics.quantiles(values, n=100)[int(share * 100) - 1] if len(values) > 1 else values[0]
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "PINPIPE_LAKE": settings.lake, "PINPIPE_KINESIS_PORT": str(settings.kinesis_port),
+            "PINPIPE_API_PORT": str(settings.api_port), "PINPIPE_STREAMS": json.dumps(list(settings.streams))}  # fmt: skip
+
+
+def latency(settings: Settings, rate_records: float, seconds: float) -> dict[str, float]:
+    """Records/s through the API at a steady rate; each record's PUT → visible latency."""
+    warm = transform.WarmDbt(settings)
+    warm.run(["run", "--quiet", "--select", "streaming"])  # parse and create the models before the clock starts
+    env = _environment(settings)
+    consumer = subprocess.Popen([str(BIN / "pinpipe"), "stream", "--flush-seconds", str(FLUSH_SECONDS)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    api = subprocess.Popen([str(BIN / "pinpipe"), "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3)  # the API's start-up
+    posts_per_second = rate_records / 3  # a post is a pin, a geo and a user record
+    emulator = subprocess.Popen(
+        [str(BIN / "pinpipe"), "emulate", "--to", "kinesis", "--forever", "--rate", str(posts_per_second),
+         "--batch-size", "25", "--concurrency", "4", "--seed", str(int(time.time()))],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    seen: set[tuple[str, int]] = set()
+    latencies, to_bronze, refreshes = [], [], []
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            refresh_started = time.monotonic()
+            warm.run(["run", "--quiet", "--select", "streaming"])
+            visible_at = datetime.now(UTC)
+            refreshes.append(time.monotonic() - refresh_started)
+            with duckdb.connect(settings.warehouse) as connection:
+                rows = connection.execute(
+                    "select _stream, _offset, _arrival_time, _ingested_at from streaming.stream_pinterest__pins"
+                ).fetchall()
+            for stream, offset, arrived, ingested in rows:
+                if (stream, offset) not in seen:
+                    seen.add((stream, offset))
+                    latencies.append((visible_at - arrived).total_seconds())
+                    to_bronze.append((ingested - arrived).total_seconds())
+    finally:
+        for process in (emulator, api, consumer):
+            process.terminate()
+            process.wait()
+    elapsed = time.monotonic() - started
+    return {
+        "pins": len(latencies), "put_records_per_s": 3 * len(latencies) / elapsed,
+        "p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95), "max": max(latencies),
+        "bronze_p50": _percentile(to_bronze, 0.5), "bronze_p95": _percentile(to_bronze, 0.95),
+        "refresh_p50": _percentile(refreshes, 0.5), "refresh_p95": _percentile(refreshes, 0.95),
+    }  # fmt: skip
+
+
+def throughput(settings: Settings, backlog_records: int) -> dict[str, float]:
+    """The consumer alone on a backlog already in the streams: records committed per second."""
+    client = kinesis_client(settings)
+    posts = backlog_records // 3
+    batch = make_source("synthetic", 11).batch(0, posts)
+    for stream, table in settings.stream_tables.items():
+        values = batch.table(table).to_pylist()
+        key = "index" if table == "pin" else "ind"
+        for first in range(0, len(values), 500):
+            records = [{"Data": json.dumps(v).encode(), "PartitionKey": str(v[key])} for v in values[first : first + 500]]
+            while records:  # kinesis-mock throttles like Kinesis: put the failed ones again
+                answer = client.put_records(StreamName=stream, Records=records)
+                records = [r for r, result in zip(records, answer["Records"], strict=True) if "ErrorCode" in result]
+    consumer = StreamConsumer(settings, Lake.from_settings(settings), client)
+    started = time.perf_counter()
+    consumer.run(until_caught_up=True)
+    elapsed = time.perf_counter() - started
+    return {"records": consumer.committed, "seconds": elapsed, "records_per_s": consumer.committed / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=500, help="records per second put through the API")
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--backlog", type=int, default=30_000, help="records for the throughput run")
+    parser.add_argument("--shards", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        base = Settings(state_dir=Path(scratch) / "state", kinesis_port=4680, api_port=8680, kinesis_shards=args.shards)
+        server = KinesisServer(base)
+        try:
+            def fresh(name: str) -> Settings:
+                settings = base.model_copy(update={
+                    "streams": tuple(f"{name}-{t}" for t in ("pin", "geo", "user")),
+                    "lake": f"{scratch}/{name}/lake", "warehouse": f"{scratch}/{name}/warehouse.duckdb",
+                })  # fmt: skip
+                KinesisServer(settings).up()
+                return settings
+
+            server.up()
+            steady = latency(fresh("latency"), args.rate, args.seconds)
+            sustained = throughput(fresh("throughput"), args.backlog)
+        finally:
+            server.down()
+    table = Table(title=f"streaming path on kinesis-mock ({args.shards} shards per stream), 2 cores")
+    for column in ("records/s put", "pins seen", "latency p50 s", "p95 s", "max s", "in bronze p50 s", "p95 s",
+                   "dbt refresh p50 s", "p95 s",
+                   "consumer backlog", "consumer records/s"):  # fmt: skip
+        table.add_column(column, justify="right")
+    table.add_row(f"{steady['put_records_per_s']:,.0f}", f"{steady['pins']:,}", f"{steady['p50']:.2f}", f"{steady['p95']:.2f}",
+                  f"{steady['max']:.2f}", f"{steady['bronze_p50']:.2f}", f"{steady['bronze_p95']:.2f}", f"{steady['refresh_p50']:.2f}", f"{steady['refresh_p95']:.2f}",
+                  f"{sustained['records']:,}", f"{sustained['records_per_s']:,.0f}")  # fmt: skip
+    print(json.dumps({"latency": steady, "throughput": sustained}), flush=True)
+    Console(width=200).print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m ingestion`` is the ``pinpipe`` command."""
+
+from ingestion.cli import app
+
+app()
