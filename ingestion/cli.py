@@ -265,9 +265,11 @@ def stream_command(
         consumer.flush()
     finally:
         if refresher is not None:
-            refresher.terminate()  # one last refresh, then it stops
-            if refresher.wait():
+            refresher.terminate()  # it finishes the run under way, if any
+            if refresher.wait() not in (0, -signal.SIGTERM):
                 console.print(f"[red]the dbt refreshes failed (exit {refresher.returncode}): see {refresh_log}[/red]")
+    if refresher is not None:  # the last records committed reach the models too
+        transform.run_dbt(settings, ["run", "--quiet", "--select", "streaming"])
     console.print(f"bronze stream tables at {settings.lake}/bronze: {consumer.committed:,} records committed")
 
 
@@ -283,18 +285,15 @@ def refresh(
     settings = _settings(lake, warehouse, target)
     warm = transform.WarmDbt(settings)
     stop = threading.Event()
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop after one more run, never mid-run
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between runs, never mid-run
         signal.signal(stop_signal, lambda *_: stop.set())
     with _progress() as progress:
         task = progress.add_task(f"dbt {select} (refreshes)", total=None)
-        while True:
-            stopping = stop.is_set()
+        while not stop.is_set():
             started = time.monotonic()
             warm.run(["run", "--quiet", "--select", select])
             elapsed = time.monotonic() - started
             progress.update(task, advance=1, description=f"dbt {select} (refreshes, last {elapsed:.1f} s)")
-            if stopping:
-                return
             stop.wait(max(0.0, every - elapsed))
 
 
