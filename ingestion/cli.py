@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -341,6 +342,34 @@ def marts(
 ) -> None:
     """Print every mart of the local warehouse as a table."""
     _print_marts(_settings(warehouse=warehouse), rows)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL on the warehouse: schemas bronze, staging, intermediate, marts, streaming")],
+    output: Annotated[OutputFormat, typer.Option("--format", help="table for reading, csv or json for tools")] = OutputFormat.table,
+    rows: Annotated[int, typer.Option(help="rows shown as a table")] = 50,
+    warehouse: WarehouseOption = None,
+    target: TargetOption = None,
+) -> None:
+    """Run SQL against the marts of the current target and print the result."""
+    result = transform.query(_settings(warehouse=warehouse, target=target), query)
+    if output is OutputFormat.table:
+        console.print(_as_rich_table(query if len(query) <= 80 else query[:77] + "...", result, rows))
+    elif output is OutputFormat.csv:
+        import pyarrow.csv as pa_csv
+
+        sink = pa.BufferOutputStream()
+        pa_csv.write_csv(result, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    else:
+        sys.stdout.write(json.dumps(result.to_pylist(), default=str, ensure_ascii=False) + "\n")
 
 
 def _print_marts(settings: Settings, rows: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import import_module
@@ -125,6 +126,24 @@ def read_mart(settings: Settings, mart: str) -> pa.Table:
     # instance per file only between connections of the same configuration
     with duckdb.connect(settings.warehouse) as connection:
         return connection.execute(f"select * from marts.{mart} order by all").to_arrow_table()
+
+
+def query(settings: Settings, sql: str, *, limit: int = 10_000, wait_s: float = 30) -> pa.Table:
+    """Run a SQL query on the settings' target. DuckDB is queried directly (read-only, waiting while a
+    dbt run holds the file); other targets through ``dbt show --inline``, at most ``limit`` rows."""
+    if settings.target != "local":
+        result = run_dbt(settings, ["show", "--quiet", "--inline", sql, "--limit", str(limit)])
+        rows = result.results[0].agate_table
+        return pa.Table.from_pylist([dict(zip(rows.column_names, row, strict=True)) for row in rows.rows])
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with duckdb.connect(settings.warehouse, read_only=True) as connection:
+                return connection.execute(sql).to_arrow_table()
+        except duckdb.IOException as error:  # another process is writing (a dbt run): its lock is brief
+            if "lock" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _read_spark_mart(mart: str) -> pa.Table:
