@@ -98,20 +98,29 @@ class SinkStalled(RuntimeError):
     """``until_caught_up`` made no progress for too long: the reason is in the message."""
 
 
-class _FlushRevoked(ConsumerRebalanceListener):
-    """Before partitions move to another member, store and commit what was read from them: the
-    standard place to commit, so the next owner resumes exactly where this one stopped."""
+class _DropRevoked(ConsumerRebalanceListener):
+    """Partitions moving drop what was read from them and not yet stored, and rewind to it: whoever
+    owns a partition next reads again from its committed offset (the start of the dropped buffer)
+    and writes the same object key; the loader trims overlaps by offset. Committing here instead is
+    not possible: kafka-python runs this listener on its network thread, where a blocking commit
+    raises. A partition assigned back to this same member keeps its in-memory position unless it is
+    rewound, which would skip the dropped records."""
 
     def __init__(self, sink: S3Sink) -> None:
         self.sink = sink
+        self.rewind: dict[TopicPartition, int] = {}
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         for partition in revoked:
-            if partition in self.sink.buffers:
-                self.sink._flush(partition, None)
+            buffer = self.sink.buffers.pop(partition, None)
+            if buffer is not None:
+                self.rewind[partition] = buffer.start
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        pass
+        for partition in assigned:
+            if partition in self.rewind:
+                self.sink.consumer.seek(partition, self.rewind[partition])
+        self.rewind.clear()
 
 
 class S3Sink:
@@ -134,8 +143,13 @@ class S3Sink:
             heartbeat_interval_ms=3_000,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
+            # a group leader that joined before it had the topics' metadata assigns nothing, and
+            # only notices the partitions at its next metadata refresh: keep that one short
+            metadata_max_age_ms=5_000,
         )
-        self.consumer.subscribe(topics, listener=_FlushRevoked(self))
+        for topic in topics:  # and fetch the metadata before joining, so the first assignment has it
+            self.consumer.partitions_for_topic(topic)
+        self.consumer.subscribe(topics, listener=_DropRevoked(self))
         self.stats = SinkStats()
 
     @classmethod

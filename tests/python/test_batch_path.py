@@ -83,8 +83,11 @@ def _s3_records(settings: Settings) -> list[tuple[str, int, int]]:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = {f"PINPIPE_{name.upper()}": str(value) for name, value in settings.model_dump().items() if value is not None}
-    env["PINPIPE_TOPICS"] = json.dumps(list(settings.topics))
+    env = {
+        f"PINPIPE_{name.upper()}": json.dumps(list(value)) if isinstance(value, tuple) else str(value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
     return {**os.environ, **env}
 
 
