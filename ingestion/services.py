@@ -230,6 +230,7 @@ class KafkaBroker:
             self.process.start([*java, "kafka.Kafka", str(config)])
             self.process.wait_ready(self._answers, timeout=60)
         self.ensure_topics()
+        self._wait_for_group_coordinator()
 
     def _write_config(self) -> Path:
         template = Template((KAFKA_FILES / "server.properties").read_text())
@@ -259,6 +260,23 @@ class KafkaBroker:
             return False
         admin.close()
         return True
+
+    def _wait_for_group_coordinator(self, timeout: float = 90) -> None:
+        """Kafka creates its offsets topic on the first consumer group and answers NOT_COORDINATOR
+        until it is loaded: a probe group joins once here, so the sink never waits on that."""
+        from kafka import KafkaConsumer
+
+        probe = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id="pinpipe-ready",
+                              metadata_max_age_ms=1_000)  # fmt: skip
+        try:
+            probe.subscribe([self.settings.topics[0]])
+            deadline = time.monotonic() + timeout
+            while not probe.assignment():
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"kafka: no consumer group could join in {timeout:.0f} s; see {self.process.log}")
+                probe.poll(timeout_ms=200)
+        finally:
+            probe.close()
 
     def ensure_topics(self) -> None:
         from kafka.admin import NewTopic
