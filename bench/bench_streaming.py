@@ -2,14 +2,15 @@
 mart at a steady rate, and the consumer's sustained records/s.
 
 Starts kinesis-mock itself (state under a temporary directory). Latency: `pinpipe api` and
-`pinpipe emulate --to kinesis --rate R --forever` run as processes of their own; this process runs
-the stream consumer (a thread) and the dbt refresh loop (dbt warm in-process, `dbt run --select
-streaming` back to back, as `pinpipe stream --dbt-every 0` does). A record's latency is the end
+`pinpipe emulate --to kinesis --rate R --forever` and the consumer `pinpipe stream` run as
+processes of their own; this process runs the dbt refresh loop (dbt warm, `dbt run --select
+streaming` back to back, as the `pinpipe refresh --every 0` that `pinpipe stream --dbt-every 0`
+starts does; here, so the rows it shows can be read between runs). A record's latency is the end
 of the refresh that first shows it in `streaming.stream_pinterest__pins` minus the time Kinesis
 accepted it (its ApproximateArrivalTimestamp, kept as `_arrival_time`; same clock). Throughput:
 a backlog put into the streams first, then timed until the consumer has committed all of it.
 
-    .venv/bin/python bench/bench_streaming.py                   # 500 records/s for 60 s, 30k backlog
+    .venv/bin/python bench/bench_streaming.py                   # 500 records/s for 60 s, 30k backlog, flush 0.5 s
     .venv/bin/python bench/bench_streaming.py --rate 300 --seconds 30
 """
 
@@ -18,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +42,12 @@ from ingestion.services import KinesisServer, kinesis_client  # noqa: E402
 from ingestion.stream import StreamConsumer  # noqa: E402
 
 BIN = Path(sys.executable).parent
-FLUSH_SECONDS = float(os.environ.get("FLUSH", "1"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -53,12 +59,12 @@ def _environment(settings: Settings) -> dict[str, str]:
             "PINPIPE_API_PORT": str(settings.api_port), "PINPIPE_STREAMS": json.dumps(list(settings.streams))}  # fmt: skip
 
 
-def latency(settings: Settings, rate_records: float, seconds: float) -> dict[str, float]:
+def latency(settings: Settings, rate_records: float, seconds: float, flush_seconds: float) -> dict[str, float]:
     """Records/s through the API at a steady rate; each record's PUT → visible latency."""
     warm = transform.WarmDbt(settings)
     warm.run(["run", "--quiet", "--select", "streaming"])  # parse and create the models before the clock starts
     env = _environment(settings)
-    consumer = subprocess.Popen([str(BIN / "pinpipe"), "stream", "--flush-seconds", str(FLUSH_SECONDS)], env=env,
+    consumer = subprocess.Popen([str(BIN / "pinpipe"), "stream", "--flush-seconds", str(flush_seconds)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     api = subprocess.Popen([str(BIN / "pinpipe"), "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(3)  # the API's start-up
@@ -125,9 +131,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--backlog", type=int, default=30_000, help="records for the throughput run")
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--flush-seconds", type=float, default=0.5, help="the consumer's --flush-seconds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        base = Settings(state_dir=Path(scratch) / "state", kinesis_port=4680, api_port=8680, kinesis_shards=args.shards)
+        base = Settings(state_dir=Path(scratch) / "state", kinesis_port=_free_port(), api_port=_free_port(), kinesis_shards=args.shards)
         server = KinesisServer(base)
         try:
             def fresh(name: str) -> Settings:
@@ -139,7 +146,7 @@ def main() -> None:
                 return settings
 
             server.up()
-            steady = latency(fresh("latency"), args.rate, args.seconds)
+            steady = latency(fresh("latency"), args.rate, args.seconds, args.flush_seconds)
             sustained = throughput(fresh("throughput"), args.backlog)
         finally:
             server.down()

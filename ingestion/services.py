@@ -347,7 +347,7 @@ class KinesisServer:
                     "AWS_REGION": self.settings.s3_region,
                     "SHOULD_PERSIST_DATA": "true",
                     "PERSIST_PATH": str(data),
-                    "PERSIST_INTERVAL": "1s",
+                    "PERSIST_INTERVAL": "5s",  # it writes every stream whole: more often costs a core
                     "CREATE_STREAM_DURATION": "100ms",
                     "SPLIT_SHARD_DURATION": "100ms",
                     "MERGE_SHARDS_DURATION": "100ms",

@@ -127,11 +127,13 @@ def test_a_sink_killed_mid_stream_stores_every_record_once(stack: Settings) -> N
     sink = subprocess.Popen(command, env=_env(stack), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = s3_client(stack)
     deadline = time.monotonic() + 60
-    while client.list_objects_v2(Bucket=stack.s3_bucket, Prefix="raw/").get("KeyCount", 0) < 8:
-        assert time.monotonic() < deadline and sink.poll() is None, "the sink stored nothing"
-        time.sleep(0.05)
-    os.kill(sink.pid, signal.SIGKILL)
-    sink.wait()
+    try:
+        while client.list_objects_v2(Bucket=stack.s3_bucket, Prefix="raw/").get("KeyCount", 0) < 8:
+            assert time.monotonic() < deadline and sink.poll() is None, "the sink stored nothing"
+            time.sleep(0.05)
+    finally:
+        os.kill(sink.pid, signal.SIGKILL)
+        sink.wait()
     assert len(_s3_records(stack)) < 12_000  # killed mid-stream
 
     _sink(stack)  # restarted: resumes at the committed offsets
@@ -153,12 +155,15 @@ def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> No
     loader = subprocess.Popen([sys.executable, "-c", script], env=_env(stack))
     lake = Lake.from_settings(stack)
     deadline = time.monotonic() + 60
-    while (lake.delta_table("pin") is None or lake.delta_table("pin").version() < 5) and loader.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    assert loader.poll() is None, "the loader finished before it could be killed"
-    os.kill(loader.pid, signal.SIGKILL)
-    loader.wait()
+    try:
+        while (lake.delta_table("pin") is None or lake.delta_table("pin").version() < 5) and loader.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert loader.poll() is None, "the loader finished before it could be killed"
+    finally:
+        if loader.poll() is None:
+            os.kill(loader.pid, signal.SIGKILL)
+        loader.wait()
     assert len(_bronze_offsets(stack)) < 12_000  # killed mid-load
 
     _load(stack)

@@ -130,12 +130,15 @@ def test_a_consumer_killed_mid_batch_resumes_without_loss_or_duplicates(streamin
     consumer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lake = Lake.from_settings(streaming)
     deadline = time.monotonic() + 120
-    while (lake.delta_table("user_stream") is None or lake.delta_table("user_stream").version() < 4) and consumer.poll() is None:
-        assert time.monotonic() < deadline, "the consumer committed nothing"
-        time.sleep(0.02)
-    assert consumer.poll() is None, "the consumer finished before it could be killed"
-    os.kill(consumer.pid, signal.SIGKILL)
-    consumer.wait()
+    try:
+        while (lake.delta_table("user_stream") is None or lake.delta_table("user_stream").version() < 4) and consumer.poll() is None:
+            assert time.monotonic() < deadline, "the consumer committed nothing"
+            time.sleep(0.02)
+        assert consumer.poll() is None, "the consumer finished before it could be killed"
+    finally:
+        if consumer.poll() is None:
+            os.kill(consumer.pid, signal.SIGKILL)
+        consumer.wait()
     assert 0 < len(_bronze(streaming, "user_stream")) < len(records)  # killed mid-stream
 
     _consume(streaming)  # restarted: resumes after each shard's last committed record
