@@ -4,13 +4,13 @@ mart at a steady rate, and the consumer's sustained records/s.
 Starts kinesis-mock itself (state under a temporary directory). Latency: `pinpipe api` and
 `pinpipe emulate --to kinesis --rate R --forever` and the consumer `pinpipe stream` run as
 processes of their own; this process runs the dbt refresh loop (dbt warm, `dbt run --select
-streaming` back to back, as the `pinpipe refresh --every 0` that `pinpipe stream --dbt-every 0`
+streaming` every `--dbt-every` seconds, as the `pinpipe refresh` that `pinpipe stream --dbt-every`
 starts does; here, so the rows it shows can be read between runs). A record's latency is the end
 of the refresh that first shows it in `streaming.stream_pinterest__pins` minus the time Kinesis
 accepted it (its ApproximateArrivalTimestamp, kept as `_arrival_time`; same clock). Throughput:
 a backlog put into the streams first, then timed until the consumer has committed all of it.
 
-    .venv/bin/python bench/bench_streaming.py                   # 500 records/s for 60 s, 30k backlog, flush 0.5 s
+    .venv/bin/python bench/bench_streaming.py                   # 500 records/s for 60 s, 30k backlog, flush 0.5 s, dbt every 2 s
     .venv/bin/python bench/bench_streaming.py --rate 300 --seconds 30
 """
 
@@ -59,7 +59,7 @@ def _environment(settings: Settings) -> dict[str, str]:
             "PINPIPE_API_PORT": str(settings.api_port), "PINPIPE_STREAMS": json.dumps(list(settings.streams))}  # fmt: skip
 
 
-def latency(settings: Settings, rate_records: float, seconds: float, flush_seconds: float) -> dict[str, float]:
+def latency(settings: Settings, rate_records: float, seconds: float, flush_seconds: float, dbt_every: float) -> dict[str, float]:
     """Records/s through the API at a steady rate; each record's PUT → visible latency."""
     warm = transform.WarmDbt(settings)
     warm.run(["run", "--quiet", "--select", "streaming"])  # parse and create the models before the clock starts
@@ -92,6 +92,7 @@ def latency(settings: Settings, rate_records: float, seconds: float, flush_secon
                     seen.add((stream, offset))
                     latencies.append((visible_at - arrived).total_seconds())
                     to_bronze.append((ingested - arrived).total_seconds())
+            time.sleep(max(0.0, dbt_every - (time.monotonic() - refresh_started)))
     finally:
         for process in (emulator, api, consumer):
             process.terminate()
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=30_000, help="records for the throughput run")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--flush-seconds", type=float, default=0.5, help="the consumer's --flush-seconds")
+    parser.add_argument("--dbt-every", type=float, default=2.0, help="seconds between the starts of two dbt refreshes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         base = Settings(state_dir=Path(scratch) / "state", kinesis_port=_free_port(), api_port=_free_port(), kinesis_shards=args.shards)
@@ -146,7 +148,7 @@ def main() -> None:
                 return settings
 
             server.up()
-            steady = latency(fresh("latency"), args.rate, args.seconds, args.flush_seconds)
+            steady = latency(fresh("latency"), args.rate, args.seconds, args.flush_seconds, args.dbt_every)
             sustained = throughput(fresh("throughput"), args.backlog)
         finally:
             server.down()

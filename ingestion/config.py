@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     kinesis_port: int = Field(default=4568, description="kinesis-mock's plain HTTP port (its TLS port is the next one)")
     kinesis_endpoint_url: str | None = Field(default=None, description="Kinesis endpoint; default the local kinesis-mock")
     kinesis_shards: int = Field(default=4, ge=1, description="shards per stream created by `pinpipe services up`")
+    kinesis_persist: bool = Field(default=False, description="kinesis-mock keeps its streams across restarts (slower)")
     streams: tuple[str, ...] = Field(
         default=("streaming-pin", "streaming-geo", "streaming-user"),
         description="Kinesis streams created on start; a stream carries the raw table its name ends with",
