@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install run test test-fast bench airflow docs clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ test-fast: install
 ## benchmarks (figures go to BENCHMARKS.md)
 bench: install
 	$(BIN)/python bench/bench_embedded.py
+
+## Airflow standalone (SQLite, web UI on :8080 unless AIRFLOW__API__PORT says otherwise) with the DAGs of dags/
+airflow: install
+	AIRFLOW_HOME=$(CURDIR)/.state/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags AIRFLOW__CORE__LOAD_EXAMPLES=false \
+	AIRFLOW__COSMOS__ENABLE_TELEMETRY=false $(BIN)/airflow standalone
+
+## dbt docs: generate and serve the lineage site on :8081
+docs: install
+	$(BIN)/pinpipe docs
 
 clean:
 	rm -rf lake warehouse target logs

@@ -344,6 +344,19 @@ def marts(
     _print_marts(_settings(warehouse=warehouse), rows)
 
 
+@app.command()
+def docs(
+    port: Annotated[int, typer.Option(help="port of the docs site on 127.0.0.1")] = 8081,
+    serve: Annotated[bool, typer.Option(help="serve the site after generating it")] = True,
+    target: TargetOption = None,
+) -> None:
+    """dbt docs: generate the lineage and documentation site (and copy it into <lake>/docs), then serve it."""
+    settings = _settings(target=target)
+    console.print(f"docs site generated and copied to {transform.publish_docs(settings)}")
+    if serve:
+        transform.run_dbt(settings, ["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"])
+
+
 class OutputFormat(str, Enum):
     table = "table"
     csv = "csv"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,6 +117,29 @@ class WarmDbt:
         if self._manifest is None:
             self._manifest = run_dbt(self.settings, ["parse", "--quiet"])
         return run_dbt(self.settings, args, manifest=self._manifest)
+
+
+DOCS_FILES = ("index.html", "manifest.json", "catalog.json")
+
+
+def publish_docs(settings: Settings) -> str:
+    """`dbt docs generate`, then the static site copied to ``<lake>/docs/``; returns where it went."""
+    run_dbt(settings, ["docs", "generate", "--quiet"])
+    target = Path(os.environ.get("DBT_TARGET_PATH") or settings.project_dir / "target")
+    if not target.is_absolute():
+        target = settings.project_dir / target
+    destination = f"{settings.lake.rstrip('/')}/docs"
+    if destination.startswith("s3://"):
+        from ingestion.sink import s3_client
+
+        bucket, _, prefix = destination[5:].partition("/")
+        for name in DOCS_FILES:
+            s3_client(settings).upload_file(str(target / name), bucket, f"{prefix}/{name}")
+    else:
+        Path(destination).mkdir(parents=True, exist_ok=True)
+        for name in DOCS_FILES:
+            shutil.copy2(target / name, Path(destination) / name)
+    return destination
 
 
 def read_mart(settings: Settings, mart: str) -> pa.Table:

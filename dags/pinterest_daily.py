@@ -1,0 +1,158 @@
+"""The batch day: new posts into bronze, freshness, every dbt model as its own task with its tests
+(astronomer-cosmos), and the docs site published into the lake. Daily at 12:00 UTC by default.
+
+Configuration, from Airflow Variables or the environment (Variables win):
+- ``pinpipe_target``: dbt target, ``local`` (DuckDB), ``spark`` or ``databricks``;
+- ``pinpipe_schedule``: a cron expression (``0 12 * * *``); ``pinpipe_retries`` (2, five minutes apart);
+- ``pinpipe_source``: where the day's posts come from: ``services`` (drain Kafka to S3, load),
+  ``emulator`` (emulate ``pinpipe_emulated_posts`` posts straight into bronze), or ``auto`` (the
+  services when Kafka answers, else the emulator);
+- the ``PINPIPE_*`` variables of the project (lake, warehouse, ports) as everywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, Variable, task
+from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import InvocationMode, LoadMode, TestBehavior
+
+from ingestion.config import PROJECT_DIR, Settings
+
+log = logging.getLogger(__name__)
+
+
+def _setting(name: str, default: str) -> str:
+    """An Airflow Variable, else the environment variable of the same name in upper case."""
+    return Variable.get(name, default=None) or os.environ.get(name.upper(), default)
+
+
+TARGET = _setting("pinpipe_target", "local")
+SCHEDULE = _setting("pinpipe_schedule", "0 12 * * *")
+
+
+def report_failure(context: dict) -> None:
+    """Name the failed task (a dbt model, or its tests) and where its log is."""
+    instance = context["task_instance"]
+    log.error(
+        "pinpipe: task %s failed in run %s (try %s): %s; log: %s",
+        instance.task_id, context["run_id"], instance.try_number, context.get("exception"), instance.log_url,
+    )  # fmt: skip
+
+
+DEFAULT_ARGS = {
+    "owner": "pinpipe",
+    "retries": int(_setting("pinpipe_retries", "2")),
+    "retry_delay": timedelta(minutes=5),
+    "on_failure_callback": report_failure,
+}
+
+# one project, one profile: the repository's profiles.yml, target from the Variable
+PROFILE = ProfileConfig(profile_name="pinpipe", target_name=TARGET, profiles_yml_filepath=PROJECT_DIR / "profiles.yml")
+PROJECT = ProjectConfig(dbt_project_path=PROJECT_DIR, install_dbt_deps=False)
+# dbt runs in the workers' own interpreter (dbtRunner), from the same environment as Airflow
+EXECUTION = ExecutionConfig(invocation_mode=InvocationMode.DBT_RUNNER, dbt_executable_path=str(Path(sys.executable).parent / "dbt"))
+
+
+def _settings() -> Settings:
+    return Settings(target=TARGET)
+
+
+def _local_s3(settings: Settings) -> Settings:
+    """Without an explicit endpoint, S3 is the local server of `pinpipe services`."""
+    from ingestion.services import S3Server
+
+    if settings.s3_endpoint_url:
+        return settings
+    return settings.model_copy(update={"s3_endpoint_url": S3Server(settings).endpoint_url})
+
+
+with DAG(
+    dag_id="pinterest_daily",
+    description="posts → bronze → dbt (one task per model, tests after each) → docs",
+    schedule=SCHEDULE,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    default_args=DEFAULT_ARGS,
+    # DuckDB is one file, one writer at a time: models run one by one on the embedded default
+    max_active_tasks=1 if TARGET == "local" else 8,
+    tags=["pinpipe", "batch"],
+) as daily:
+
+    @task.branch
+    def choose_source() -> str:
+        """The services' posts when Kafka is up (or asked for), else emulated ones."""
+        from ingestion.services import KafkaBroker
+
+        source = _setting("pinpipe_source", "auto")
+        if source == "auto":
+            source = "services" if KafkaBroker(_settings()).process.status().running else "emulator"
+        log.info("pinpipe: today's posts come from the %s", source)
+        return "sink_catch_up" if source == "services" else "emulate_posts"
+
+    @task
+    def sink_catch_up() -> int:
+        """Kafka → S3 objects, until every record present at the start is stored."""
+        from ingestion.sink import S3Sink
+
+        return S3Sink.from_settings(_local_s3(_settings())).run(until_caught_up=True).records
+
+    @task
+    def load_bronze() -> int:
+        """New S3 objects → bronze Delta, exactly once."""
+        from ingestion.bronze import Lake, load_raw_objects
+        from ingestion.sink import s3_client
+
+        settings = _local_s3(_settings())
+        results = load_raw_objects(Lake.from_settings(settings), s3_client(settings), settings.s3_bucket, settings.topic_tables)
+        return sum(r.appended for r in results)
+
+    @task
+    def emulate_posts() -> int:
+        """The embedded default: emulated posts straight into bronze (incremental: only new ones)."""
+        from ingestion.bronze import Lake, load_posts
+        from ingestion.emulate import make_source
+
+        posts = int(_setting("pinpipe_emulated_posts", "5000"))
+        results = load_posts(Lake.from_settings(_settings()), make_source("synthetic", 100), posts)
+        return sum(r.appended for r in results)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def source_freshness() -> None:
+        """`dbt source freshness`: warns on a stale source, fails on one past its error threshold."""
+        from ingestion import transform
+
+        transform.run_dbt(_settings(), ["source", "freshness", "--quiet"])
+
+    models = DbtTaskGroup(
+        group_id="dbt",
+        project_config=PROJECT,
+        profile_config=PROFILE,
+        execution_config=EXECUTION,
+        # the batch models; the streaming ones have their own DAG
+        render_config=RenderConfig(
+            load_method=LoadMode.DBT_LS, invocation_mode=InvocationMode.DBT_RUNNER,
+            exclude=["path:models/streaming"], test_behavior=TestBehavior.AFTER_EACH,
+        ),
+        operator_args={"install_deps": False},
+        default_args=DEFAULT_ARGS,
+    )
+
+    @task
+    def publish_docs() -> str:
+        """`dbt docs generate`, and the static site copied into the lake under docs/."""
+        from ingestion import transform
+
+        return transform.publish_docs(_settings())
+
+    branch = choose_source()
+    fresh = source_freshness()
+    branch >> sink_catch_up() >> load_bronze() >> fresh
+    branch >> emulate_posts() >> fresh
+    fresh >> models >> publish_docs()
+
