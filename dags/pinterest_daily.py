@@ -63,15 +63,6 @@ def _settings() -> Settings:
     return Settings(target=TARGET)
 
 
-def _local_s3(settings: Settings) -> Settings:
-    """Without an explicit endpoint, S3 is the local server of `pinpipe services`."""
-    from ingestion.services import S3Server
-
-    if settings.s3_endpoint_url:
-        return settings
-    return settings.model_copy(update={"s3_endpoint_url": S3Server(settings).endpoint_url})
-
-
 with DAG(
     dag_id="pinterest_daily",
     description="posts → bronze → dbt (one task per model, tests after each) → docs",
@@ -98,17 +89,19 @@ with DAG(
     @task
     def sink_catch_up() -> int:
         """Kafka → S3 objects, until every record present at the start is stored."""
+        from ingestion.services import with_local_s3
         from ingestion.sink import S3Sink
 
-        return S3Sink.from_settings(_local_s3(_settings())).run(until_caught_up=True).records
+        return S3Sink.from_settings(with_local_s3(_settings())).run(until_caught_up=True).records
 
     @task
     def load_bronze() -> int:
         """New S3 objects → bronze Delta, exactly once."""
         from ingestion.bronze import Lake, load_raw_objects
+        from ingestion.services import with_local_s3
         from ingestion.sink import s3_client
 
-        settings = _local_s3(_settings())
+        settings = with_local_s3(_settings())
         results = load_raw_objects(Lake.from_settings(settings), s3_client(settings), settings.s3_bucket, settings.topic_tables)
         return sum(r.appended for r in results)
 

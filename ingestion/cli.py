@@ -187,7 +187,7 @@ def sink_command(
     flush_seconds: Annotated[float, typer.Option(min=0.0)] = FlushPolicy.seconds,
 ) -> None:
     """Kafka → S3: JSON-lines objects per topic partition, offsets committed after each object."""
-    settings = _local_s3(_settings())
+    settings = services.with_local_s3(_settings())
     _sink(settings, until_caught_up, FlushPolicy(flush_records, flush_bytes, flush_seconds))
 
 
@@ -202,7 +202,7 @@ def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = Flush
 @app.command(name="load")
 def load_command(lake: LakeOption = None) -> None:
     """S3 raw objects → bronze Delta: every record not yet loaded, exactly once."""
-    _load_objects(_local_s3(_settings(lake=lake)))
+    _load_objects(services.with_local_s3(_settings(lake=lake)))
 
 
 def _load_objects(settings: Settings) -> None:
@@ -219,13 +219,6 @@ def _load_objects(settings: Settings) -> None:
             on_object=advance,
         )  # fmt: skip
     tally.report(settings)
-
-
-def _local_s3(settings: Settings) -> Settings:
-    """Without an explicit endpoint, S3 is the local server of `pinpipe services`."""
-    if settings.s3_endpoint_url:
-        return settings
-    return settings.model_copy(update={"s3_endpoint_url": services.S3Server(settings).endpoint_url})
 
 
 @app.command(name="stream")
@@ -431,7 +424,7 @@ def run(
         settings = _settings(lake, warehouse, "local")
         _load(settings, source, posts, seed, batch_size or 100_000)
     else:
-        settings = _local_s3(_settings(lake, warehouse, "local"))
+        settings = services.with_local_s3(_settings(lake, warehouse, "local"))
         if lake is None:  # the full stack's bronze lives in the local S3 server's bucket
             settings = settings.model_copy(update={"lake": f"s3://{settings.s3_bucket}/lake"})
         services_up()

@@ -186,6 +186,13 @@ class S3Server:
         self.process.stop()
 
 
+def with_local_s3(settings: Settings) -> Settings:
+    """Without an explicit endpoint, S3 is the local server of `pinpipe services`."""
+    if settings.s3_endpoint_url:
+        return settings
+    return settings.model_copy(update={"s3_endpoint_url": S3Server(settings).endpoint_url})
+
+
 KAFKA_FILES = PROJECT_DIR / "services" / "kafka"
 
 
