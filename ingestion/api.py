@@ -257,9 +257,9 @@ def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: Kinesis
         _authorize(request)
         # the body is optional here: no body, no content type needed
         payload = await _json(request, {"application/json"}) if request.headers.get("content-length", "0") != "0" else {}
-        shards = _parsed(CreateStreamRequest, payload, '{"ShardCount"?}').ShardCount
-        await _kinesis(kinesis.create_stream, stream, shards or settings.kinesis_shards)
-        return {"StreamName": stream, "ShardCount": shards or settings.kinesis_shards}
+        shards = _parsed(CreateStreamRequest, payload, '{"ShardCount"?}').ShardCount or settings.kinesis_shards
+        await _kinesis(kinesis.create_stream, stream, shards)
+        return {"StreamName": stream, "ShardCount": shards}
 
     @app.get("/streams/{stream}", summary="Describe a stream (Kinesis DescribeStream)")
     async def describe_stream(stream: str, request: Request) -> JSONResponse:

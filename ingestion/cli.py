@@ -254,7 +254,7 @@ def stream_command(
     try:
         with _progress() as progress:
             records = progress.add_task("Kinesis → bronze streams (records)", total=None)
-            consumer.run(until_caught_up=until_caught_up, on_flush=lambda r: progress.advance(records, r.records))
+            consumer.run(until_caught_up=until_caught_up, on_flush=lambda flushed: progress.advance(records, flushed))
     except KeyboardInterrupt:
         consumer.flush()
     finally:

@@ -19,12 +19,11 @@ import binascii
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import duckdb
 import pyarrow as pa
 
-from ingestion.bronze import STREAM_TABLES, AppendResult, Lake, StreamSlice, Undecodable, append_slices, ensure_tables, parse_lines
+from ingestion.bronze import STREAM_TABLES, Lake, StreamSlice, Undecodable, append_slices, ensure_tables, parse_lines
 from ingestion.config import Settings
 from ingestion.schemas import RawTable
 
@@ -48,11 +47,8 @@ class _Shard:
         return f"kinesis/{self.stream}/{self.shard_id}"
 
 
-@dataclass(frozen=True)
-class FlushReport:
-    results: list[AppendResult]
-    records: int
-    oldest_arrival: datetime | None
+# Kinesis' own ceiling on one GetRecords
+GET_RECORDS_LIMIT = 10_000
 
 
 def _payload(data: bytes) -> bytes | Undecodable:
@@ -78,10 +74,9 @@ class StreamConsumer:
         *,
         flush_records: int = 10_000,
         flush_seconds: float = 1.0,
-        read_limit: int = 10_000,
     ) -> None:
         self.settings, self.lake, self.client = settings, lake, client
-        self.flush_records, self.flush_seconds, self.read_limit = flush_records, flush_seconds, read_limit
+        self.flush_records, self.flush_seconds = flush_records, flush_seconds
         self.shards: dict[tuple[str, str], _Shard] = {}
         self._first_buffered_at: float | None = None
         self.committed = 0  # records appended to bronze or quarantined by this consumer
@@ -127,8 +122,8 @@ class StreamConsumer:
     def _readable(self, shard: _Shard) -> bool:
         if shard.closed:
             return False
-        known = {s.shard_id: s for s in self.shards.values() if s.stream == shard.stream}
-        return all(parent not in known or known[parent].finished for parent in shard.parents)
+        parents = (self.shards.get((shard.stream, parent)) for parent in shard.parents)
+        return all(parent is None or parent.finished for parent in parents)  # an expired parent is gone
 
     def _iterator(self, shard: _Shard) -> str:
         position = (
@@ -151,7 +146,7 @@ class StreamConsumer:
             try:
                 shard.iterator = shard.iterator or self._iterator(shard)
                 # never more than a micro-batch from one call: flush_records bounds a commit's size
-                answer = self.client.get_records(ShardIterator=shard.iterator, Limit=min(self.read_limit, self.flush_records))
+                answer = self.client.get_records(ShardIterator=shard.iterator, Limit=min(GET_RECORDS_LIMIT, self.flush_records))
             except ClientError as error:
                 if error.response["Error"].get("Code") != "ExpiredIteratorException":
                     raise
@@ -181,25 +176,24 @@ class StreamConsumer:
             return False
         return self.buffered() >= self.flush_records or time.monotonic() - self._first_buffered_at >= self.flush_seconds
 
-    def flush(self) -> FlushReport:
-        """Commit every buffered record: one Delta commit per stream table with every shard's offset."""
+    def flush(self) -> int:
+        """Commit every buffered record: one Delta commit per stream table with every shard's offset.
+        Returns how many records were flushed (some may have been committed before a restart)."""
         by_table: dict[RawTable, list[StreamSlice]] = {}
-        oldest = None
         pending = [shard for shard in self.shards.values() if shard.buffered]
         for shard in pending:
             by_table.setdefault(shard.table, []).append(self._slice(shard))
-            first = shard.buffered[0]["ApproximateArrivalTimestamp"]
-            oldest = first if oldest is None else min(oldest, first)
-        results = [append_slices(self.lake, table, slices, target=STREAM_TABLES[table]) for table, slices in by_table.items()]
-        self.committed += sum(result.appended + result.quarantined for result in results)
-        records = 0
+        for table, slices in by_table.items():
+            result = append_slices(self.lake, table, slices, target=STREAM_TABLES[table])
+            self.committed += result.appended + result.quarantined
+        flushed = 0
         for shard in pending:
-            records += len(shard.buffered)
+            flushed += len(shard.buffered)
             shard.buffered = []
         for shard in self.shards.values():
             shard.finished = shard.closed
         self._first_buffered_at = None
-        return FlushReport(results, records, oldest)
+        return flushed
 
     @staticmethod
     def _slice(shard: _Shard) -> StreamSlice:
@@ -219,7 +213,7 @@ class StreamConsumer:
         *,
         until_caught_up: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
-        on_flush: Callable[[FlushReport], None] | None = None,
+        on_flush: Callable[[int], None] | None = None,
         rediscover_seconds: float = 5.0,
     ) -> None:
         """Poll and commit until stopped; with ``until_caught_up``, until a poll of every shard
@@ -230,9 +224,9 @@ class StreamConsumer:
             read = self.poll()
             closed = any(s.closed and not s.finished for s in self.shards.values())
             if self.flush_due() or (until_caught_up and not read):
-                report = self.flush()
-                if on_flush is not None and (report.records or closed):
-                    on_flush(report)
+                flushed = self.flush()
+                if on_flush is not None and flushed:
+                    on_flush(flushed)
             if closed or time.monotonic() - discovered_at >= rediscover_seconds:
                 self.discover()  # children of a split or merge
                 discovered_at = time.monotonic()
