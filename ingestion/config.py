@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,10 +55,16 @@ class Settings(BaseSettings):
     api_key: str | None = Field(default=None, description="when set, requests must send it as X-API-Key")
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, description="larger request bodies get 413")
     topics: tuple[str, ...] = Field(default=("pin", "geo", "user"), description="Kafka topics, one per raw table")
-    kinesis_port: int = Field(default=4568, description="kinesis-mock's plain HTTP port (its TLS port is the next one)")
-    kinesis_endpoint_url: str | None = Field(default=None, description="Kinesis endpoint; default the local kinesis-mock")
+    kinesis_server: Literal["kinesis-mock", "kinesalite"] = Field(
+        default="kinesis-mock",
+        description="the local Kinesis `pinpipe services up` starts: kinesis-mock (maintained, what LocalStack runs) "
+        "or kinesalite (unmaintained since 2020, but its cost per call stays flat as streams fill)",
+    )
+    kinesis_port: int = Field(default=4568, description="the local Kinesis' plain HTTP port (kinesis-mock's TLS port is the next one)")
+    kinesis_endpoint_url: str | None = Field(default=None, description="Kinesis endpoint; default the local Kinesis")
     kinesis_shards: int = Field(default=4, ge=1, description="shards per stream created by `pinpipe services up`")
-    kinesis_persist: bool = Field(default=False, description="kinesis-mock keeps its streams across restarts (slower)")
+    kinesis_persist: bool = Field(default=False, description="kinesis-mock keeps its streams across restarts (slower; "
+                                  "kinesalite keeps them in memory only)")
     streams: tuple[str, ...] = Field(
         default=("streaming-pin", "streaming-geo", "streaming-user"),
         description="Kinesis streams created on start; a stream carries the raw table its name ends with",

@@ -27,6 +27,9 @@ VERSITYGW_VERSION = "v1.8.0"
 # kinesis-mock's Node.js build, the Kinesis LocalStack runs
 KINESIS_MOCK_PACKAGE = "kinesis-local"
 KINESIS_MOCK_VERSION = "0.6.2"
+# the last kinesalite release (2020); in memory, its optional native LevelDB left out
+KINESALITE_PACKAGE = "kinesalite"
+KINESALITE_VERSION = "3.3.3"
 
 
 class ServiceError(RuntimeError):
@@ -308,8 +311,8 @@ def _npm_package(cache_dir: Path, package: str, version: str) -> Path:
         return folder
     if shutil.which("npm") is None or shutil.which("node") is None:
         raise ServiceError(f"installing {package} needs Node.js 18+ and npm on PATH")
-    subprocess.run(["npm", "install", "--no-save", "--prefix", str(prefix), f"{package}@{version}"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(["npm", "install", "--no-save", "--omit=optional", "--prefix", str(prefix), f"{package}@{version}"],
+                   check=True, capture_output=True)  # fmt: skip
     (prefix / ".complete").touch()
     return folder
 
@@ -329,12 +332,17 @@ def kinesis_client(settings: Settings):  # noqa: ANN201 - boto3's client type is
 
 
 class KinesisServer:
-    """kinesis-mock (npm ``kinesis-local``) on plain HTTP, with the configured streams created.
+    """The local Kinesis on plain HTTP, with the configured streams created: kinesis-mock (npm
+    ``kinesis-local``) by default, kinesalite with ``kinesis_server``.
 
-    It keeps the streams in memory: a restart starts them empty, like LocalStack's. With
-    ``kinesis_persist`` it writes them under the service's folder every 5 s and reloads them on
-    start, but each write serializes every stream whole and stalls reads for seconds as they grow
-    (p95 latency 2.7 s → 8.4 s in the streaming benchmark).
+    Both keep the streams in memory: a restart starts them empty, like LocalStack's. With
+    ``kinesis_persist`` kinesis-mock writes them under the service's folder every 5 s and reloads
+    them on start, but each write serializes every stream whole and stalls reads for seconds as they
+    grow (p95 latency 2.7 s → 8.4 s in the streaming benchmark).
+
+    kinesis-mock's cost per call grows with the records a stream holds (its PutRecords hashes every
+    record of the shards it writes to), so on two cores its one Node.js thread saturates within a
+    minute at a few hundred records/s; kinesalite's cost stays flat (BENCHMARKS.md).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -343,27 +351,36 @@ class KinesisServer:
 
     def up(self) -> None:
         if not self.process.status().running:
-            package = _npm_package(self.settings.cache_dir, KINESIS_MOCK_PACKAGE, KINESIS_MOCK_VERSION)
-            data = self.process.home / "data"
-            data.mkdir(parents=True, exist_ok=True)
-            self.process.start(
-                ["node", str(package / "main.js")],
-                env={
-                    "KINESIS_MOCK_CERT_PATH": str(package / "server.json"),
-                    "KINESIS_MOCK_PLAIN_PORT": str(self.settings.kinesis_port),
-                    "KINESIS_MOCK_TLS_PORT": str(self.settings.kinesis_port + 1),
-                    "AWS_REGION": self.settings.s3_region,
-                    "SHOULD_PERSIST_DATA": str(self.settings.kinesis_persist).lower(),
-                    "PERSIST_PATH": str(data),
-                    "PERSIST_INTERVAL": "5s",
-                    "CREATE_STREAM_DURATION": "100ms",
-                    "SPLIT_SHARD_DURATION": "100ms",
-                    "MERGE_SHARDS_DURATION": "100ms",
-                    "LOG_LEVEL": "WARN",
-                },
-            )
+            command, env = self._kinesalite() if self.settings.kinesis_server == "kinesalite" else self._kinesis_mock()
+            self.process.start(command, env=env)
             self.process.wait_ready(self._answers, timeout=60)
         self.ensure_streams()
+
+    def _kinesis_mock(self) -> tuple[list[str], dict[str, str]]:
+        package = _npm_package(self.settings.cache_dir, KINESIS_MOCK_PACKAGE, KINESIS_MOCK_VERSION)
+        data = self.process.home / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        return ["node", str(package / "main.js")], {
+            "KINESIS_MOCK_CERT_PATH": str(package / "server.json"),
+            "KINESIS_MOCK_PLAIN_PORT": str(self.settings.kinesis_port),
+            "KINESIS_MOCK_TLS_PORT": str(self.settings.kinesis_port + 1),
+            "AWS_REGION": self.settings.s3_region,
+            "SHOULD_PERSIST_DATA": str(self.settings.kinesis_persist).lower(),
+            "PERSIST_PATH": str(data),
+            "PERSIST_INTERVAL": "5s",
+            "CREATE_STREAM_DURATION": "100ms",
+            "SPLIT_SHARD_DURATION": "100ms",
+            "MERGE_SHARDS_DURATION": "100ms",
+            "LOG_LEVEL": "WARN",
+        }
+
+    def _kinesalite(self) -> tuple[list[str], dict[str, str]]:
+        if self.settings.kinesis_persist:
+            raise ServiceError("kinesalite keeps its streams in memory only here: unset PINPIPE_KINESIS_PERSIST or use kinesis-mock")
+        package = _npm_package(self.settings.cache_dir, KINESALITE_PACKAGE, KINESALITE_VERSION)
+        # its shard limit counts every open shard of the account: high, as tests create many streams
+        return ["node", str(package / "cli.js"), "--port", str(self.settings.kinesis_port), "--shardLimit", "100000",
+                "--createStreamMs", "100", "--deleteStreamMs", "100", "--updateStreamMs", "100"], {}  # fmt: skip
 
     def _answers(self) -> bool:
         if not _port_open("127.0.0.1", self.settings.kinesis_port):

@@ -1,5 +1,5 @@
-"""The streaming path on the real kinesis-mock: API → Kinesis → bronze stream tables → dbt streaming
-models, exactly once across a killed consumer and a split shard."""
+"""The streaming path on each real local Kinesis (kinesis-mock, kinesalite): API → Kinesis → bronze
+stream tables → dbt streaming models, exactly once across a killed consumer and a split shard."""
 
 from __future__ import annotations
 
@@ -34,10 +34,11 @@ from ingestion.stream import StreamConsumer
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def kinesis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KinesisServer]:
-    """The real kinesis-mock, started once for the session on a free port."""
-    server = KinesisServer(Settings(state_dir=tmp_path_factory.mktemp("state"), kinesis_port=free_port(), streams=()))
+@pytest.fixture(scope="session", params=["kinesis-mock", "kinesalite"])
+def kinesis_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KinesisServer]:
+    """Each real local Kinesis, started once for the session on a free port."""
+    settings = Settings(state_dir=tmp_path_factory.mktemp("state"), kinesis_server=request.param, kinesis_port=free_port(), streams=())
+    server = KinesisServer(settings)
     server.up()
     yield server
     server.down()
@@ -50,6 +51,7 @@ def streaming(kinesis_server: KinesisServer, tmp_path: Path, monkeypatch: pytest
     run = uuid.uuid4().hex[:8]
     settings = Settings(
         state_dir=kinesis_server.settings.state_dir,
+        kinesis_server=kinesis_server.settings.kinesis_server,
         kinesis_port=kinesis_server.settings.kinesis_port,
         kinesis_shards=2,
         streams=tuple(f"test-{run}-{table}" for table in RAW_TABLES),
