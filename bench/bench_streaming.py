@@ -1,7 +1,7 @@
-"""Streaming path benchmark on the real kinesis-mock: latency from PUT to a row in the streaming
-mart at a steady rate, and the consumer's sustained records/s.
+"""Streaming path benchmark on each real local Kinesis (kinesis-mock, kinesalite): latency from PUT
+to a row in the streaming mart at a steady rate, and the consumer's sustained records/s.
 
-Starts kinesis-mock itself (state under a temporary directory). Latency: `pinpipe api` and
+Starts each Kinesis server itself (state under a temporary directory), one after the other. Latency: `pinpipe api` and
 `pinpipe emulate --to kinesis --rate R --forever` and the consumer `pinpipe stream` run as
 processes of their own; this process runs the dbt refresh loop (dbt warm, `dbt run --select
 streaming` every `--dbt-every` seconds, as the `pinpipe refresh` that `pinpipe stream --dbt-every`
@@ -10,8 +10,8 @@ of the refresh that first shows it in `streaming.stream_pinterest__pins` minus t
 accepted it (its ApproximateArrivalTimestamp, kept as `_arrival_time`; same clock). Throughput:
 a backlog put into the streams first, then timed until the consumer has committed all of it.
 
-    .venv/bin/python bench/bench_streaming.py                   # 500 records/s for 60 s, 30k backlog, flush 0.5 s, dbt every 2 s
-    .venv/bin/python bench/bench_streaming.py --rate 300 --seconds 30
+    .venv/bin/python bench/bench_streaming.py                   # both servers, 500 records/s for 60 s, 30k backlog, flush 0.5 s, dbt every 2 s
+    .venv/bin/python bench/bench_streaming.py --server kinesalite --rate 300 --seconds 30
 """
 
 from __future__ import annotations
@@ -126,8 +126,33 @@ def throughput(settings: Settings, backlog_records: int) -> dict[str, float]:
     return {"records": consumer.committed, "seconds": elapsed, "records_per_s": consumer.committed / elapsed}
 
 
+def run_on(server_name: str, scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Both measurements on one Kinesis server, each on streams, lake and warehouse of its own."""
+    base = Settings(state_dir=scratch / server_name / "state", kinesis_server=server_name, kinesis_port=_free_port(),
+                    api_port=_free_port(), kinesis_shards=args.shards)  # fmt: skip
+    server = KinesisServer(base)
+
+    def fresh(name: str) -> Settings:
+        settings = base.model_copy(update={
+            "streams": tuple(f"{name}-{t}" for t in ("pin", "geo", "user")),
+            "lake": f"{scratch}/{server_name}/{name}/lake", "warehouse": f"{scratch}/{server_name}/{name}/warehouse.duckdb",
+        })  # fmt: skip
+        KinesisServer(settings).up()
+        return settings
+
+    try:
+        server.up()
+        steady = latency(fresh("latency"), args.rate, args.seconds, args.flush_seconds, args.dbt_every)
+        sustained = throughput(fresh("throughput"), args.backlog)
+    finally:
+        server.down()
+    return {"latency": steady, "throughput": sustained}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--server", choices=["kinesis-mock", "kinesalite"], action="append",
+                        help="the local Kinesis to measure (repeatable; default both)")  # fmt: skip
     parser.add_argument("--rate", type=float, default=500, help="records per second put through the API")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--backlog", type=int, default=30_000, help="records for the throughput run")
@@ -135,33 +160,20 @@ def main() -> None:
     parser.add_argument("--flush-seconds", type=float, default=0.5, help="the consumer's --flush-seconds")
     parser.add_argument("--dbt-every", type=float, default=2.0, help="seconds between the starts of two dbt refreshes")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        base = Settings(state_dir=Path(scratch) / "state", kinesis_port=_free_port(), api_port=_free_port(), kinesis_shards=args.shards)
-        server = KinesisServer(base)
-        try:
-            def fresh(name: str) -> Settings:
-                settings = base.model_copy(update={
-                    "streams": tuple(f"{name}-{t}" for t in ("pin", "geo", "user")),
-                    "lake": f"{scratch}/{name}/lake", "warehouse": f"{scratch}/{name}/warehouse.duckdb",
-                })  # fmt: skip
-                KinesisServer(settings).up()
-                return settings
-
-            server.up()
-            steady = latency(fresh("latency"), args.rate, args.seconds, args.flush_seconds, args.dbt_every)
-            sustained = throughput(fresh("throughput"), args.backlog)
-        finally:
-            server.down()
-    table = Table(title=f"streaming path on kinesis-mock ({args.shards} shards per stream), 2 cores")
-    for column in ("records/s put", "pins seen", "latency p50 s", "p95 s", "max s", "in bronze p50 s", "p95 s",
-                   "dbt refresh p50 s", "p95 s",
-                   "consumer backlog", "consumer records/s"):  # fmt: skip
+    table = Table(title=f"streaming path at {args.rate:g} records/s asked, {args.shards} shards per stream, 2 cores")
+    for column in ("Kinesis", "records/s put", "pins seen", "latency p50 s", "p95 s", "max s", "in bronze p50 s", "p95 s",
+                   "dbt refresh p50 s", "p95 s", "consumer backlog", "consumer records/s"):  # fmt: skip
         table.add_column(column, justify="right")
-    table.add_row(f"{steady['put_records_per_s']:,.0f}", f"{steady['pins']:,}", f"{steady['p50']:.2f}", f"{steady['p95']:.2f}",
-                  f"{steady['max']:.2f}", f"{steady['bronze_p50']:.2f}", f"{steady['bronze_p95']:.2f}", f"{steady['refresh_p50']:.2f}", f"{steady['refresh_p95']:.2f}",
-                  f"{sustained['records']:,}", f"{sustained['records_per_s']:,.0f}")  # fmt: skip
-    print(json.dumps({"latency": steady, "throughput": sustained}), flush=True)
-    Console(width=200).print(table)
+    with tempfile.TemporaryDirectory() as scratch:
+        for server_name in args.server or ["kinesis-mock", "kinesalite"]:
+            measured = run_on(server_name, Path(scratch), args)
+            print(json.dumps({"server": server_name, **measured}), flush=True)
+            steady, sustained = measured["latency"], measured["throughput"]
+            table.add_row(server_name, f"{steady['put_records_per_s']:,.0f}", f"{steady['pins']:,}", f"{steady['p50']:.2f}",
+                          f"{steady['p95']:.2f}", f"{steady['max']:.2f}", f"{steady['bronze_p50']:.2f}", f"{steady['bronze_p95']:.2f}",
+                          f"{steady['refresh_p50']:.2f}", f"{steady['refresh_p95']:.2f}",
+                          f"{sustained['records']:,}", f"{sustained['records_per_s']:,.0f}")  # fmt: skip
+    Console(width=220).print(table)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ KINESIS_MOCK_VERSION = "0.6.2"
 # the last kinesalite release (2020); in memory, its optional native LevelDB left out
 KINESALITE_PACKAGE = "kinesalite"
 KINESALITE_VERSION = "3.3.3"
+# open shards allowed across all streams (AWS' default is 500 or 200 by region, the local servers' 50
+# or 10): high, since tests and benchmarks create many streams on one server
+SHARD_LIMIT = 100_000
 
 
 class ServiceError(RuntimeError):
@@ -371,6 +374,7 @@ class KinesisServer:
             "CREATE_STREAM_DURATION": "100ms",
             "SPLIT_SHARD_DURATION": "100ms",
             "MERGE_SHARDS_DURATION": "100ms",
+            "SHARD_LIMIT": str(SHARD_LIMIT),
             "LOG_LEVEL": "WARN",
         }
 
@@ -378,8 +382,7 @@ class KinesisServer:
         if self.settings.kinesis_persist:
             raise ServiceError("kinesalite keeps its streams in memory only here: unset PINPIPE_KINESIS_PERSIST or use kinesis-mock")
         package = _npm_package(self.settings.cache_dir, KINESALITE_PACKAGE, KINESALITE_VERSION)
-        # its shard limit counts every open shard of the account: high, as tests create many streams
-        return ["node", str(package / "cli.js"), "--port", str(self.settings.kinesis_port), "--shardLimit", "100000",
+        return ["node", str(package / "cli.js"), "--port", str(self.settings.kinesis_port), "--shardLimit", str(SHARD_LIMIT),
                 "--createStreamMs", "100", "--deleteStreamMs", "100", "--updateStreamMs", "100"], {}  # fmt: skip
 
     def _answers(self) -> bool:

@@ -37,6 +37,8 @@ class _Shard:
     next_ordinal: int  # ordinal of the next record read from the shard
     last_sequence: str | None  # sequence number of the last record read (None: read from the start)
     iterator: str | None = None
+    due_at: float = 0.0  # monotonic time from which the next GetRecords may be sent
+    caught_up: bool = False  # the last GetRecords found no record
     closed: bool = False  # the shard ended (split or merged) and every record of it was read
     finished: bool = False  # closed, and everything read is committed: children may start
     buffered: list[dict] = field(default_factory=list)
@@ -49,6 +51,9 @@ class _Shard:
 
 # Kinesis' own ceiling on one GetRecords
 GET_RECORDS_LIMIT = 10_000
+# Kinesis serves 5 GetRecords per shard per second; a shard over it (or over 2 MB/s) is throttled
+GET_RECORDS_INTERVAL = 0.2
+THROTTLED_BACKOFF = 1.0
 
 
 def _payload(data: bytes) -> bytes | Undecodable:
@@ -136,23 +141,35 @@ class StreamConsumer:
     # --- reading and committing -----------------------------------------------------------------------
 
     def poll(self) -> int:
-        """One GetRecords per readable shard; returns how many records were read."""
+        """One GetRecords per readable shard that is due (waiting for the first to be due, Kinesis'
+        rate per shard kept); returns how many records were read."""
         from botocore.exceptions import ClientError
 
+        readable = [shard for shard in self.shards.values() if self._readable(shard)]
+        if not readable:
+            time.sleep(0.05)
+            return 0
+        time.sleep(max(0.0, min(shard.due_at for shard in readable) - time.monotonic()))
         read = 0
-        for shard in list(self.shards.values()):
-            if not self._readable(shard):
+        for shard in readable:
+            if shard.due_at > time.monotonic():
                 continue
+            shard.due_at = time.monotonic() + GET_RECORDS_INTERVAL
             try:
                 shard.iterator = shard.iterator or self._iterator(shard)
                 # never more than a micro-batch from one call: flush_records bounds a commit's size
                 answer = self.client.get_records(ShardIterator=shard.iterator, Limit=min(GET_RECORDS_LIMIT, self.flush_records))
             except ClientError as error:
-                if error.response["Error"].get("Code") != "ExpiredIteratorException":
+                code = error.response["Error"].get("Code")
+                if code == "ProvisionedThroughputExceededException":
+                    shard.due_at = time.monotonic() + THROTTLED_BACKOFF
+                elif code == "ExpiredIteratorException":
+                    shard.iterator = None  # reopened after the last record read, next poll
+                else:
                     raise
-                shard.iterator = None  # reopened after the last record read, next poll
                 continue
             records = answer["Records"]
+            shard.caught_up = not records
             if records:
                 if not shard.buffered:
                     shard.buffer_start = shard.next_ordinal
@@ -165,6 +182,10 @@ class StreamConsumer:
             if shard.iterator is None:  # a parent of a split or merge, read to its end
                 shard.closed = True
         return read
+
+    def caught_up(self) -> bool:
+        """Every readable shard's last GetRecords found nothing more."""
+        return all(shard.caught_up for shard in self.shards.values() if self._readable(shard))
 
     def buffered(self) -> int:
         return sum(len(shard.buffered) for shard in self.shards.values())
@@ -216,22 +237,21 @@ class StreamConsumer:
         on_flush: Callable[[int], None] | None = None,
         rediscover_seconds: float = 5.0,
     ) -> None:
-        """Poll and commit until stopped; with ``until_caught_up``, until a poll of every shard
-        finds nothing new and everything read is committed."""
+        """Poll and commit until stopped; with ``until_caught_up``, until every shard's last
+        GetRecords found nothing new and everything read is committed."""
         self.discover()
         discovered_at = time.monotonic()
         while not should_stop():
-            read = self.poll()
+            self.poll()
             closed = any(s.closed and not s.finished for s in self.shards.values())
-            if self.flush_due() or (until_caught_up and not read):
+            caught_up = until_caught_up and self.caught_up()
+            if self.flush_due() or caught_up:
                 flushed = self.flush()
                 if on_flush is not None and flushed:
                     on_flush(flushed)
             if closed or time.monotonic() - discovered_at >= rediscover_seconds:
                 self.discover()  # children of a split or merge
                 discovered_at = time.monotonic()
-            if not read:
-                if until_caught_up and not self.buffered() and not closed:
-                    return
-                time.sleep(0.05)
+            if caught_up and not closed and self.caught_up():  # no child or new shard found meanwhile
+                return
         self.flush()

@@ -1,0 +1,65 @@
+"""The stream consumer against a stub Kinesis client: how it paces and what it does when throttled.
+The behaviour on the real servers is in test_streaming.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from ingestion.bronze import Lake
+from ingestion.config import Settings
+from ingestion.stream import GET_RECORDS_INTERVAL, StreamConsumer
+
+
+class ThrottlingKinesis:
+    """Two shards of user records; every third GetRecords is refused as over the shard's rate."""
+
+    def __init__(self, records_per_shard: int) -> None:
+        self.shards = {
+            f"shardId-{n}": [
+                json.dumps({"ind": n * 1000 + i, "first_name": "A", "last_name": "B", "age": 30,
+                            "date_joined": "2020-01-01 00:00:00"}).encode()  # fmt: skip
+                for i in range(records_per_shard)
+            ]
+            for n in range(2)
+        }
+        self.calls: dict[str, list[float]] = defaultdict(list)
+        self.throttled = 0
+
+    def list_shards(self, **_: object) -> dict:
+        return {"Shards": [{"ShardId": shard} for shard in self.shards]}
+
+    def get_shard_iterator(self, ShardId: str, **position: str) -> dict:  # noqa: N803 - boto3's names
+        after = int(position.get("StartingSequenceNumber", -1))
+        return {"ShardIterator": f"{ShardId}:{after + 1}"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict:  # noqa: N803
+        shard, start = ShardIterator.split(":")
+        self.calls[shard].append(time.monotonic())
+        if len(self.calls[shard]) % 3 == 0:
+            self.throttled += 1
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}}, "GetRecords")
+        first = int(start)
+        batch = self.shards[shard][first : first + min(Limit, 7)]
+        records = [{"Data": data, "SequenceNumber": str(first + i), "PartitionKey": "k",
+                    "ApproximateArrivalTimestamp": datetime.now(UTC)} for i, data in enumerate(batch)]  # fmt: skip
+        return {"Records": records, "NextShardIterator": f"{shard}:{first + len(batch)}", "MillisBehindLatest": 0}
+
+
+def test_throttled_reads_are_retried_without_loss_and_each_shard_is_read_at_most_five_times_a_second(tmp_path: Path) -> None:
+    settings = Settings(streams=("unit-user",), lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "w.duckdb"))
+    kinesis = ThrottlingKinesis(records_per_shard=30)
+    consumer = StreamConsumer(settings, Lake.from_settings(settings), kinesis, flush_records=10)
+    consumer.run(until_caught_up=True)
+
+    rows = Lake.from_settings(settings).delta_table("user_stream").to_pyarrow_table().to_pylist()
+    assert kinesis.throttled > 0, "the stub never throttled: the test would prove nothing"
+    assert sorted(int(r["ind"]) for r in rows) == [n * 1000 + i for n in range(2) for i in range(30)]
+    for shard, calls in kinesis.calls.items():
+        gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+        assert min(gaps) >= GET_RECORDS_INTERVAL * 0.99, f"{shard} was read {min(gaps):.3f} s after its last read"
