@@ -190,6 +190,37 @@ def _commit(lake: Lake, target: DeltaTable | str, rows: pa.Table, offsets: list[
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Compaction:
+    table: str
+    files_before: int
+    files_after: int
+    files_deleted: int  # replaced files older than the retention, deleted from storage
+
+
+def compact(lake: Lake, table: str, *, retention_hours: int) -> Compaction:
+    """Rewrite ``bronze/<table>``'s small files into few, delete replaced files and log entries older
+    than ``retention_hours`` (the time travel kept), and checkpoint.
+
+    A stream committing every second adds a file and a log entry each time; without this, every
+    read scans thousands of tiny files and every commit lists thousands of log entries. Rows and
+    offsets (``txn``) are unchanged. Run it from the table's only writer, between its commits.
+    """
+    delta = lake.delta_table(table)
+    if delta is None:
+        return Compaction(table, 0, 0, 0)
+    retention = f"interval {retention_hours} hours"
+    wanted = {"delta.logRetentionDuration": retention, "delta.deletedFileRetentionDuration": retention}
+    if any(delta.metadata().configuration.get(key) != value for key, value in wanted.items()):
+        delta.alter.set_table_properties(wanted)
+    files_before = len(delta.file_uris())
+    delta.optimize.compact()
+    deleted = delta.vacuum(retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False)
+    delta.create_checkpoint()
+    delta.cleanup_metadata()  # log entries older than the retention, now covered by the checkpoint
+    return Compaction(table, files_before, len(delta.file_uris()), len(deleted))
+
+
 def _with_metadata(rows: pa.Table, metadata: dict[str, object], schema: pa.Schema) -> pa.Table:
     columns = []
     for field in schema:

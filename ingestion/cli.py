@@ -267,6 +267,31 @@ def stream_command(
     console.print(f"bronze stream tables at {settings.lake}/bronze: {consumer.committed:,} records committed")
 
 
+@app.command(name="compact")
+def compact_command(
+    table: Annotated[list[str] | None, typer.Option(help="bronze table (repeatable); default the stream tables")] = None,
+    retention_hours: Annotated[int | None, typer.Option(
+        min=0, help="time travel kept [env: PINPIPE_STREAM_RETENTION_HOURS, default 1]")] = None,
+    lake: LakeOption = None,
+) -> None:
+    """Compact bronze tables: few files, old files and log entries deleted, a checkpoint.
+
+    `pinpipe stream` compacts its tables itself every PINPIPE_STREAM_COMPACT_SECONDS; run this on
+    tables no process is writing.
+    """
+    settings = _settings(lake)
+    known = [*bronze.RAW_TABLES, *bronze.STREAM_TABLES.values(), bronze.QUARANTINE]
+    if unknown := sorted(set(table or []) - set(known)):
+        raise typer.BadParameter(f"no bronze table {', '.join(unknown)}; the tables are {', '.join(known)}", param_hint="--table")
+    bronze_lake = bronze.Lake.from_settings(settings)
+    hours = settings.stream_retention_hours if retention_hours is None else retention_hours
+    report = Table("table", "files before", "files after", "files deleted", title=f"bronze compacted (time travel kept: {hours} h)")
+    for name in table or list(bronze.STREAM_TABLES.values()):
+        done = bronze.compact(bronze_lake, name, retention_hours=hours)
+        report.add_row(name, f"{done.files_before:,}", f"{done.files_after:,}", f"{done.files_deleted:,}")
+    console.print(report)
+
+
 @app.command()
 def refresh(
     every: Annotated[float, typer.Option(min=0.0, help="seconds between the starts of two runs")] = 5.0,

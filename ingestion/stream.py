@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +87,7 @@ class StreamConsumer:
         self.flush_records, self.flush_seconds = flush_records, flush_seconds
         self.shards: dict[tuple[str, str], _Shard] = {}
         self._first_buffered_at: float | None = None
+        self._compacted_at = time.monotonic()
         self.committed = 0  # records appended to bronze or quarantined by this consumer
         ensure_tables(lake)
 
@@ -119,8 +123,8 @@ class StreamConsumer:
         rows = delta.to_pyarrow_dataset()  # noqa: F841 - read by DuckDB's replacement scan
         found = duckdb.sql(
             "select _stream, max(_offset) + 1, arg_max(_sequence_number, _offset) from rows "
-            "where _stream like ? group by _stream",
-            params=[f"kinesis/{stream}/%"],
+            "where starts_with(_stream, ?) group by _stream",
+            params=[f"kinesis/{stream}/"],
         ).fetchall()
         return {shard_stream: (ordinal, sequence) for shard_stream, ordinal, sequence in found}
 
@@ -216,6 +220,22 @@ class StreamConsumer:
         self._first_buffered_at = None
         return flushed
 
+    def compact(self) -> None:
+        """Compact the stream tables this consumer writes (``pinpipe compact``), between its commits:
+        it is their only writer.
+
+        In a process of its own: delta-rs' optimize and pyarrow's dataset scans in one process make
+        it abort at exit ("terminate called without an active exception").
+        """
+        self._compacted_at = time.monotonic()
+        tables = sorted({STREAM_TABLES[table] for table in self.settings.stream_tables.values()})
+        subprocess.run([sys.executable, "-m", "ingestion", "compact", *(f"--table={t}" for t in tables)],
+                       env={**os.environ, **self.settings.environment()}, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+
+    def _compaction_due(self) -> bool:
+        every = self.settings.stream_compact_seconds
+        return every > 0 and time.monotonic() - self._compacted_at >= every
+
     @staticmethod
     def _slice(shard: _Shard) -> StreamSlice:
         payloads = [_payload(record["Data"]) for record in shard.buffered]
@@ -249,6 +269,8 @@ class StreamConsumer:
                 flushed = self.flush()
                 if on_flush is not None and flushed:
                     on_flush(flushed)
+                if self._compaction_due():
+                    self.compact()
             if closed or time.monotonic() - discovered_at >= rediscover_seconds:
                 self.discover()  # children of a split or merge
                 discovered_at = time.monotonic()

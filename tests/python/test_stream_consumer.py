@@ -63,3 +63,20 @@ def test_throttled_reads_are_retried_without_loss_and_each_shard_is_read_at_most
     for shard, calls in kinesis.calls.items():
         gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
         assert min(gaps) >= GET_RECORDS_INTERVAL * 0.99, f"{shard} was read {min(gaps):.3f} s after its last read"
+
+
+def test_compaction_between_commits_keeps_every_record_once_and_a_restart_resumes_after_it(tmp_path: Path) -> None:
+    settings = Settings(streams=("unit-user",), lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "w.duckdb"),
+                        stream_compact_seconds=0.5, stream_retention_hours=0)  # fmt: skip
+    lake = Lake.from_settings(settings)
+    StreamConsumer(settings, lake, ThrottlingKinesis(records_per_shard=40), flush_records=5).run(until_caught_up=True)
+    table = lake.delta_table("user_stream")
+    commits = len([entry for entry in (tmp_path / "lake/bronze/user_stream/_delta_log").iterdir() if entry.suffix == ".json"])
+    assert len(table.file_uris()) < 8, "the stream table was not compacted"
+    assert commits < table.version(), "old log entries were not cleaned up"
+
+    # more records arrive; a new consumer resumes after each shard's last committed record
+    StreamConsumer(settings, lake, ThrottlingKinesis(records_per_shard=60), flush_records=5).run(until_caught_up=True)
+    rows = lake.delta_table("user_stream").to_pyarrow_table().to_pylist()
+    assert sorted(int(r["ind"]) for r in rows) == [n * 1000 + i for n in range(2) for i in range(60)]
+    assert sorted((r["_stream"], r["_offset"]) for r in rows) == [(f"kinesis/unit-user/shardId-{n}", i) for n in range(2) for i in range(60)]

@@ -243,7 +243,7 @@ def test_undecodable_records_are_quarantined_and_invalid_requests_get_their_stat
     assert sorted(r["ind"] for r in _bronze(streaming, "user_stream")) == ["1", "1", "2"]  # only the accepted put
 
 
-def test_the_stream_command_with_dbt_refreshes_fills_the_streaming_models(streaming: Settings, tmp_path: Path) -> None:
+def test_the_stream_command_with_dbt_refreshes_and_compaction_fills_the_streaming_models(streaming: Settings, tmp_path: Path) -> None:
     posts = 300
     batch = make_source("synthetic", 9).batch(0, posts)
     for table in RAW_TABLES:
@@ -251,12 +251,14 @@ def test_the_stream_command_with_dbt_refreshes_fills_the_streaming_models(stream
         key = "index" if table == "pin" else "ind"
         _put_directly(streaming, table, [json.dumps(v).encode() for v in values], [str(v[key]) for v in values])
     env = {**os.environ, "PINPIPE_KINESIS_PORT": str(streaming.kinesis_port), "PINPIPE_STREAMS": json.dumps(list(streaming.streams)),
-           "PINPIPE_STATE_DIR": str(tmp_path / "state"), "COLUMNS": "250"}  # fmt: skip
-    command = [str(Path(sys.executable).parent / "pinpipe"), "stream", "--until-caught-up", "--dbt-every", "1",
+           "PINPIPE_STATE_DIR": str(tmp_path / "state"), "PINPIPE_STREAM_COMPACT_SECONDS": "0.01", "COLUMNS": "250"}  # fmt: skip
+    command = [str(Path(sys.executable).parent / "pinpipe"), "stream", "--until-caught-up", "--dbt-every", "1", "--flush-records", "100",
                "--lake", streaming.lake, "--warehouse", streaming.warehouse]  # fmt: skip
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert f"{3 * posts:,} records committed" in finished.stdout
+    history = Lake.from_settings(streaming).delta_table("pin_stream").history()
+    assert any(commit["operation"] == "OPTIMIZE" for commit in history), "the consumer never compacted"
     with transform.duckdb.connect(streaming.warehouse) as connection:
         for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
             assert connection.execute(f"select count(*) from streaming.{model}").fetchone() == (posts,)
