@@ -9,7 +9,8 @@ by ordinal, so a crash anywhere neither loses nor duplicates a record.
 
 Shards created by a split or a merge are read only once their parents are drained and committed, so
 records of one partition key stay in order. A record that is neither JSON nor base64 of JSON goes
-to quarantine with the reason.
+to quarantine with the reason. A shard is read at most five times a second, Kinesis' limit, and a
+throttled one a second later. Every few minutes the consumer compacts its tables between commits.
 """
 
 from __future__ import annotations
