@@ -285,7 +285,9 @@ def compact_command(
         raise typer.BadParameter(f"no bronze table {', '.join(unknown)}; the tables are {', '.join(known)}", param_hint="--table")
     bronze_lake = bronze.Lake.from_settings(settings)
     hours = settings.stream_retention_hours if retention_hours is None else retention_hours
-    report = Table("table", "files before", "files after", "files deleted", title=f"bronze compacted (time travel kept: {hours} h)")
+    report = Table("table", title=f"bronze compacted (time travel kept: {hours} h)")
+    for column in ("files before", "files after", "files deleted"):
+        report.add_column(column, justify="right")
     for name in table or list(bronze.STREAM_TABLES.values()):
         done = bronze.compact(bronze_lake, name, retention_hours=hours)
         report.add_row(name, f"{done.files_before:,}", f"{done.files_after:,}", f"{done.files_deleted:,}")
