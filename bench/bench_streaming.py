@@ -99,7 +99,7 @@ def latency(settings: Settings, rate_records: float, seconds: float, flush_secon
             process.wait()
     elapsed = time.monotonic() - started
     return {
-        "pins": len(latencies), "put_records_per_s": 3 * len(latencies) / elapsed,
+        "pins": len(latencies), "seen_records_per_s": 3 * len(latencies) / elapsed,
         "p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95), "max": max(latencies),
         "bronze_p50": _percentile(to_bronze, 0.5), "bronze_p95": _percentile(to_bronze, 0.95),
         "refresh_p50": _percentile(refreshes, 0.5), "refresh_p95": _percentile(refreshes, 0.95),
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--dbt-every", type=float, default=2.0, help="seconds between the starts of two dbt refreshes")
     args = parser.parse_args()
     table = Table(title=f"streaming path at {args.rate:g} records/s asked, {args.shards} shards per stream, 2 cores")
-    for column in ("Kinesis", "records/s put", "pins seen", "latency p50 s", "p95 s", "max s", "in bronze p50 s", "p95 s",
+    for column in ("Kinesis", "records/s seen", "pins seen", "latency p50 s", "p95 s", "max s", "in bronze p50 s", "p95 s",
                    "dbt refresh p50 s", "p95 s", "consumer backlog", "consumer records/s"):  # fmt: skip
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as scratch:
@@ -169,7 +169,7 @@ def main() -> None:
             measured = run_on(server_name, Path(scratch), args)
             print(json.dumps({"server": server_name, **measured}), flush=True)
             steady, sustained = measured["latency"], measured["throughput"]
-            table.add_row(server_name, f"{steady['put_records_per_s']:,.0f}", f"{steady['pins']:,}", f"{steady['p50']:.2f}",
+            table.add_row(server_name, f"{steady['seen_records_per_s']:,.0f}", f"{steady['pins']:,}", f"{steady['p50']:.2f}",
                           f"{steady['p95']:.2f}", f"{steady['max']:.2f}", f"{steady['bronze_p50']:.2f}", f"{steady['bronze_p95']:.2f}",
                           f"{steady['refresh_p50']:.2f}", f"{steady['refresh_p95']:.2f}",
                           f"{sustained['records']:,}", f"{sustained['records_per_s']:,.0f}")  # fmt: skip
