@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import subprocess
 import sys
@@ -52,6 +53,8 @@ class _Shard:
     def stream_id(self) -> str:
         return f"kinesis/{self.stream}/{self.shard_id}"
 
+
+_log = logging.getLogger(__name__)
 
 # Kinesis' own ceiling on one GetRecords
 GET_RECORDS_LIMIT = 10_000
@@ -230,8 +233,10 @@ class StreamConsumer:
         """
         self._compacted_at = time.monotonic()
         tables = sorted({STREAM_TABLES[table] for table in self.settings.stream_tables.values()})
-        subprocess.run([sys.executable, "-m", "ingestion", "compact", *(f"--table={t}" for t in tables)],
-                       env={**os.environ, **self.settings.environment()}, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "ingestion", "compact", *(f"--table={t}" for t in tables)],
+                              env={**os.environ, **self.settings.environment()}, capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:  # only a speed-up: the next one tries again, the records are safe
+            _log.warning("compacting %s failed (exit %s): %s", ", ".join(tables), done.returncode, done.stderr.strip()[-500:])
 
     def _compaction_due(self) -> bool:
         every = self.settings.stream_compact_seconds

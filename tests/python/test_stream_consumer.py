@@ -4,13 +4,16 @@ The behaviour on the real servers is in test_streaming.py."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from botocore.exceptions import ClientError
 
+from ingestion import stream
 from ingestion.bronze import Lake
 from ingestion.config import Settings
 from ingestion.stream import GET_RECORDS_INTERVAL, StreamConsumer
@@ -80,3 +83,16 @@ def test_compaction_between_commits_keeps_every_record_once_and_a_restart_resume
     rows = lake.delta_table("user_stream").to_pyarrow_table().to_pylist()
     assert sorted(int(r["ind"]) for r in rows) == [n * 1000 + i for n in range(2) for i in range(60)]
     assert sorted((r["_stream"], r["_offset"]) for r in rows) == [(f"kinesis/unit-user/shardId-{n}", i) for n in range(2) for i in range(60)]
+
+
+def test_a_failed_compaction_is_logged_and_the_consumer_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(streams=("unit-user",), lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "w.duckdb"),
+                        stream_compact_seconds=0.01)  # fmt: skip
+    failed = subprocess.CompletedProcess([], returncode=1, stdout="", stderr="CommitFailedError: a concurrent writer won")
+    monkeypatch.setattr(stream.subprocess, "run", lambda *args, **kwargs: failed)
+    StreamConsumer(settings, Lake.from_settings(settings), ThrottlingKinesis(records_per_shard=20), flush_records=5).run(until_caught_up=True)
+    rows = Lake.from_settings(settings).delta_table("user_stream").to_pyarrow_table().to_pylist()
+    assert len(rows) == 40
+    assert "compacting user_stream failed (exit 1): CommitFailedError: a concurrent writer won" in caplog.text
