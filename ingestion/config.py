@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         description="the local Kinesis `pinpipe services up` starts: kinesis-mock (maintained, what LocalStack runs) "
         "or kinesalite (unmaintained since 2020, but its cost per call stays flat as streams fill)",
     )
-    kinesis_port: int = Field(default=4568, description="the local Kinesis' plain HTTP port (kinesis-mock's TLS port is the next one)")
+    kinesis_port: int = Field(default=4568, description="the local Kinesis' plain HTTP port")
     kinesis_endpoint_url: str | None = Field(default=None, description="Kinesis endpoint; default the local Kinesis")
     kinesis_shards: int = Field(default=4, ge=1, description="shards per stream created by `pinpipe services up`")
     kinesis_persist: bool = Field(default=False, description="kinesis-mock keeps its streams across restarts (slower; "

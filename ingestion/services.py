@@ -54,6 +54,12 @@ def _port_open(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         # a service started by this very process must be reaped, or it lingers as a zombie
@@ -366,7 +372,8 @@ class KinesisServer:
         return ["node", str(package / "main.js")], {
             "KINESIS_MOCK_CERT_PATH": str(package / "server.json"),
             "KINESIS_MOCK_PLAIN_PORT": str(self.settings.kinesis_port),
-            "KINESIS_MOCK_TLS_PORT": str(self.settings.kinesis_port + 1),
+            # it always listens on TLS too; unused here, so any free port rather than a fixed one that may be taken
+            "KINESIS_MOCK_TLS_PORT": str(_unused_port()),
             "AWS_REGION": self.settings.s3_region,
             "SHOULD_PERSIST_DATA": str(self.settings.kinesis_persist).lower(),
             "PERSIST_PATH": str(data),
@@ -386,9 +393,14 @@ class KinesisServer:
                 "--createStreamMs", "100", "--deleteStreamMs", "100", "--updateStreamMs", "100"], {}  # fmt: skip
 
     def _answers(self) -> bool:
+        from botocore.exceptions import EndpointConnectionError
+
         if not _port_open("127.0.0.1", self.settings.kinesis_port):
             return False
-        kinesis_client(self.settings).list_streams()
+        try:
+            kinesis_client(self.settings).list_streams()
+        except EndpointConnectionError:  # a server that failed start-up can close the port again
+            return False
         return True
 
     def ensure_streams(self, timeout: float = 30) -> None:
