@@ -23,13 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
-from bench_streaming import _free_port  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from ingestion.config import Settings  # noqa: E402
 from ingestion.emulate import make_source  # noqa: E402
-from ingestion.services import KinesisServer, kinesis_client  # noqa: E402
+from ingestion.services import KinesisServer, free_port, kinesis_client  # noqa: E402
 
 WINDOW = 10.0
 
@@ -111,7 +110,7 @@ def main() -> None:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.server or ["kinesis-mock", "kinesalite"]:
-            settings = Settings(state_dir=Path(scratch) / name, kinesis_server=name, kinesis_port=_free_port(),
+            settings = Settings(state_dir=Path(scratch) / name, kinesis_server=name, kinesis_port=free_port(),
                                 kinesis_shards=args.shards, streams=("bench-pin", "bench-geo", "bench-user"))  # fmt: skip
             server = KinesisServer(settings)
             try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,32 +37,21 @@ from ingestion import transform  # noqa: E402
 from ingestion.bronze import Lake  # noqa: E402
 from ingestion.config import Settings  # noqa: E402
 from ingestion.emulate import make_source  # noqa: E402
-from ingestion.services import KinesisServer, kinesis_client  # noqa: E402
+from ingestion.services import KinesisServer, free_port, kinesis_client  # noqa: E402
 from ingestion.stream import StreamConsumer  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100)[int(share * 100) - 1] if len(values) > 1 else values[0]
 
 
-def _environment(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "PINPIPE_LAKE": settings.lake, "PINPIPE_KINESIS_PORT": str(settings.kinesis_port),
-            "PINPIPE_API_PORT": str(settings.api_port), "PINPIPE_STREAMS": json.dumps(list(settings.streams))}  # fmt: skip
-
-
 def latency(settings: Settings, rate_records: float, seconds: float, flush_seconds: float, dbt_every: float) -> dict[str, float]:
     """Records/s through the API at a steady rate; each record's PUT → visible latency."""
     warm = transform.WarmDbt(settings)
     warm.run(["run", "--quiet", "--select", "streaming"])  # parse and create the models before the clock starts
-    env = _environment(settings)
+    env = {**os.environ, **settings.environment()}
     consumer = subprocess.Popen([str(BIN / "pinpipe"), "stream", "--flush-seconds", str(flush_seconds)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     api = subprocess.Popen([str(BIN / "pinpipe"), "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -128,8 +116,8 @@ def throughput(settings: Settings, backlog_records: int) -> dict[str, float]:
 
 def run_on(server_name: str, scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Both measurements on one Kinesis server, each on streams, lake and warehouse of its own."""
-    base = Settings(state_dir=scratch / server_name / "state", kinesis_server=server_name, kinesis_port=_free_port(),
-                    api_port=_free_port(), kinesis_shards=args.shards)  # fmt: skip
+    base = Settings(state_dir=scratch / server_name / "state", kinesis_server=server_name, kinesis_port=free_port(),
+                    api_port=free_port(), kinesis_shards=args.shards)  # fmt: skip
     server = KinesisServer(base)
 
     def fresh(name: str) -> Settings:

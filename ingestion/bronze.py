@@ -41,6 +41,7 @@ from ingestion.sink import RawObject, parse_object_key
 QUARANTINE = "quarantine"
 # the Kinesis path's bronze tables, beside the batch path's: bronze/pin_stream, ...
 STREAM_TABLES: dict[RawTable, str] = {table: f"{table}_stream" for table in RAW_TABLES}
+BRONZE_TABLES = (*RAW_TABLES, *STREAM_TABLES.values(), QUARANTINE)
 
 
 def table_schema(name: str) -> pa.Schema:
@@ -87,7 +88,7 @@ def committed_offset(lake: Lake, table: str, stream: str) -> int:
 
 def ensure_tables(lake: Lake) -> None:
     """Create any missing bronze table empty, so readers (dbt) find every table before data arrives."""
-    for table in [*RAW_TABLES, *STREAM_TABLES.values(), QUARANTINE]:
+    for table in BRONZE_TABLES:
         if lake.delta_table(table) is None:
             write_deltalake(lake.uri(table), table_schema(table).empty_table(), mode="append",
                             storage_options=lake.storage_options)  # fmt: skip

@@ -280,9 +280,9 @@ def compact_command(
     tables no process is writing.
     """
     settings = _settings(lake)
-    known = [*bronze.RAW_TABLES, *bronze.STREAM_TABLES.values(), bronze.QUARANTINE]
-    if unknown := sorted(set(table or []) - set(known)):
-        raise typer.BadParameter(f"no bronze table {', '.join(unknown)}; the tables are {', '.join(known)}", param_hint="--table")
+    if unknown := sorted(set(table or []) - set(bronze.BRONZE_TABLES)):
+        raise typer.BadParameter(f"no bronze table {', '.join(unknown)}; the tables are {', '.join(bronze.BRONZE_TABLES)}",
+                                 param_hint="--table")  # fmt: skip
     bronze_lake = bronze.Lake.from_settings(settings)
     hours = settings.stream_retention_hours if retention_hours is None else retention_hours
     report = Table("table", title=f"bronze compacted (time travel kept: {hours} h)")

@@ -54,7 +54,8 @@ def _port_open(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-def _unused_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now (on any interface)."""
     with socket.socket() as probe:
         probe.bind(("", 0))
         return probe.getsockname()[1]
@@ -373,7 +374,7 @@ class KinesisServer:
             "KINESIS_MOCK_CERT_PATH": str(package / "server.json"),
             "KINESIS_MOCK_PLAIN_PORT": str(self.settings.kinesis_port),
             # it always listens on TLS too; unused here, so any free port rather than a fixed one that may be taken
-            "KINESIS_MOCK_TLS_PORT": str(_unused_port()),
+            "KINESIS_MOCK_TLS_PORT": str(free_port()),
             "AWS_REGION": self.settings.s3_region,
             "SHOULD_PERSIST_DATA": str(self.settings.kinesis_persist).lower(),
             "PERSIST_PATH": str(data),

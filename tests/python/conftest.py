@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
 
 from ingestion.bronze import Lake
 from ingestion.config import Settings
-from ingestion.services import KafkaBroker, S3Server
+from ingestion.services import KafkaBroker, S3Server, free_port
 
 
 @pytest.fixture

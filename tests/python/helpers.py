@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import socket
+import os
+import signal
+import subprocess
+import time
 from collections import Counter
 
 import reference
 from ingestion import transform
+from ingestion.bronze import Lake
 from ingestion.config import Settings
 
 
@@ -26,8 +30,16 @@ def assert_marts_equal_reference(settings: Settings, records: list[dict]) -> Non
         assert got, f"{mart} is empty: the comparison would prove nothing"
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now, for a service of the test's own."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def kill_once_committed(process: subprocess.Popen, lake: Lake, table: str, version: int, timeout: float) -> None:
+    """SIGKILL ``process`` as soon as ``bronze/<table>`` reaches Delta ``version``, while it still
+    runs: a process that finished first would prove nothing."""
+    deadline = time.monotonic() + timeout
+    try:
+        while (lake.delta_table(table) is None or lake.delta_table(table).version() < version) and process.poll() is None:
+            assert time.monotonic() < deadline, f"{table} did not reach version {version} in {timeout:.0f} s"
+            time.sleep(0.02)
+        assert process.poll() is None, "the process finished before it could be killed"
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()

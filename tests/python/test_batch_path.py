@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from helpers import free_port
 from fastapi.testclient import TestClient
+from helpers import kill_once_committed
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ingestion.api import create_app
@@ -25,7 +25,7 @@ from ingestion.bronze import QUARANTINE, Lake, load_raw_objects
 from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.post import KafkaTopics, post_batches
-from ingestion.services import KafkaBroker
+from ingestion.services import KafkaBroker, free_port
 from ingestion.sink import FlushPolicy, S3Sink, parse_object_key, s3_client
 from ingestion.stack import api_server
 
@@ -153,17 +153,7 @@ def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> No
         "load_raw_objects(Lake.from_settings(s), s3_client(s), s.s3_bucket, s.topic_tables)"
     )
     loader = subprocess.Popen([sys.executable, "-c", script], env=_env(stack))
-    lake = Lake.from_settings(stack)
-    deadline = time.monotonic() + 60
-    try:
-        while (lake.delta_table("pin") is None or lake.delta_table("pin").version() < 5) and loader.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        assert loader.poll() is None, "the loader finished before it could be killed"
-    finally:
-        if loader.poll() is None:
-            os.kill(loader.pid, signal.SIGKILL)
-        loader.wait()
+    kill_once_committed(loader, Lake.from_settings(stack), "pin", version=5, timeout=60)
     assert len(_bronze_offsets(stack)) < 12_000  # killed mid-load
 
     _load(stack)

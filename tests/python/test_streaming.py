@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,14 +19,14 @@ import pytest
 import requests
 
 import reference
-from helpers import free_port
+from helpers import kill_once_committed
 from ingestion import transform
 from ingestion.bronze import Lake
 from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.post import KinesisStreams, post_batches
 from ingestion.schemas import RAW_TABLES
-from ingestion.services import KinesisServer, kinesis_client
+from ingestion.services import KinesisServer, free_port, kinesis_client
 from ingestion.stack import api_server
 from ingestion.stream import StreamConsumer
 
@@ -130,17 +129,7 @@ def test_a_consumer_killed_mid_batch_resumes_without_loss_or_duplicates(streamin
            "PINPIPE_STREAMS": json.dumps(list(streaming.streams))}  # fmt: skip
     command = [str(Path(sys.executable).parent / "pinpipe"), "stream", "--flush-records", "200", "--flush-seconds", "60"]
     consumer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lake = Lake.from_settings(streaming)
-    deadline = time.monotonic() + 120
-    try:
-        while (lake.delta_table("user_stream") is None or lake.delta_table("user_stream").version() < 4) and consumer.poll() is None:
-            assert time.monotonic() < deadline, "the consumer committed nothing"
-            time.sleep(0.02)
-        assert consumer.poll() is None, "the consumer finished before it could be killed"
-    finally:
-        if consumer.poll() is None:
-            os.kill(consumer.pid, signal.SIGKILL)
-        consumer.wait()
+    kill_once_committed(consumer, Lake.from_settings(streaming), "user_stream", version=4, timeout=120)
     assert 0 < len(_bronze(streaming, "user_stream")) < len(records)  # killed mid-stream
 
     _consume(streaming)  # restarted: resumes after each shard's last committed record
