@@ -6,12 +6,16 @@ BIN := $(VENV)/bin
 .PHONY: install run test test-fast bench airflow docs clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
+	@echo "==> creating the virtualenv $(VENV) ($(PYTHON))"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> installing the pinned dependencies from PyPI (a few minutes the first time)"
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	@echo "==> installing DuckDB's delta and httpfs extensions into .cache/duckdb-extensions"
 	$(BIN)/pinpipe setup
-	touch $@
+	@touch $@
+	@echo "==> set up: $(VENV) is ready"
 
 install: $(BIN)/.installed
 

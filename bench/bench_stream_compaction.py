@@ -30,7 +30,8 @@ from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from ingestion.bronze import Lake, StreamSlice, append_slices, ensure_tables  # noqa: E402
-from ingestion.transform import ensure_duckdb_extensions  # noqa: E402
+from ingestion.config import Settings  # noqa: E402
+from ingestion.transform import duckdb_config, ensure_duckdb_extensions  # noqa: E402
 
 TABLE = "user_stream"
 
@@ -49,9 +50,10 @@ def _slice(commit: int, size: int) -> StreamSlice:
 
 def _measure(lake: Lake, commits: int, append_seconds: list[float]) -> dict[str, float]:
     location = lake.uri(TABLE)
-    duckdb.sql(f"select count(*) from delta_scan('{location}')").fetchone()  # the extension's load, not measured
+    connection = duckdb.connect(config=duckdb_config(Settings().duckdb_extension_directory))
+    connection.sql(f"select count(*) from delta_scan('{location}')").fetchone()  # the extension's load, not measured
     started = time.perf_counter()
-    rows = duckdb.sql(f"select count(*) from delta_scan('{location}')").fetchone()[0]
+    rows = connection.sql(f"select count(*) from delta_scan('{location}')").fetchone()[0]
     scan = time.perf_counter() - started
     log = [entry for entry in os.listdir(f"{location}/_delta_log") if entry.endswith(".json")]
     return {"commits": commits, "rows": rows, "append_ms": statistics.median(append_seconds[-20:]) * 1000,
@@ -64,7 +66,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100, help="records per commit")
     parser.add_argument("--every", type=int, default=900, help="measure every this many commits")
     args = parser.parse_args()
-    ensure_duckdb_extensions()
+    ensure_duckdb_extensions(Settings().duckdb_extension_directory)
     results, appended = [], []
     with tempfile.TemporaryDirectory() as scratch:
         lake = Lake(f"{scratch}/lake")

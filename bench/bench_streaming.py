@@ -29,7 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import duckdb  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -71,7 +70,7 @@ def latency(settings: Settings, rate_records: float, seconds: float, flush_secon
             warm.run(["run", "--quiet", "--select", "streaming"])
             visible_at = datetime.now(UTC)
             refreshes.append(time.monotonic() - refresh_started)
-            with duckdb.connect(settings.warehouse) as connection:
+            with transform.connect_warehouse(settings) as connection:
                 rows = connection.execute(
                     "select _stream, _offset, _arrival_time, _ingested_at from streaming.stream_pinterest__pins"
                 ).fetchall()

@@ -132,7 +132,8 @@ with DAG(
             load_method=LoadMode.DBT_LS, invocation_mode=InvocationMode.DBT_RUNNER,
             exclude=["path:models/streaming"], test_behavior=TestBehavior.AFTER_EACH,
         ),
-        operator_args={"install_deps": False},
+        # cosmos runs dbt in a copy of the project: the settings' absolute paths, not the profile's relative defaults
+        operator_args={"install_deps": False, "env": _settings().environment()},
         default_args=DEFAULT_ARGS,
     )
 

@@ -87,8 +87,10 @@ def services_status() -> None:
 @app.command()
 def setup() -> None:
     """Install the DuckDB extensions the warehouse uses (delta, httpfs) from their PyPI wheels."""
-    transform.ensure_duckdb_extensions()
-    console.print("DuckDB extensions delta and httpfs are installed.")
+    directory = _settings().duckdb_extension_directory
+    installed = transform.ensure_duckdb_extensions(directory)
+    done = f"installed {', '.join(installed)}" if installed else "already installed"
+    console.print(f"DuckDB extensions delta and httpfs: {done} in {directory}")
 
 
 class Destination(str, Enum):

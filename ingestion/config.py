@@ -40,7 +40,16 @@ class Settings(BaseSettings):
     )
     project_dir: Path = Field(default=PROJECT_DIR, description="the dbt project (repository root)")
     state_dir: Path = Field(default=PROJECT_DIR / ".state", description="services' data, logs and pid files")
-    cache_dir: Path = Field(default=Path.home() / ".cache" / "pinpipe", description="downloads and builds, reused")
+    # inside the project, not the user's home: a fresh clone is the whole state, and nothing a
+    # machine happens to hold elsewhere (~/.cache, ~/.m2, ~/.duckdb) can hide a broken install step
+    cache_dir: Path = Field(
+        default=PROJECT_DIR / ".cache", description="downloads and builds, reused: DuckDB extensions, jars, binaries"
+    )
+    duckdb_extension_directory: Path = Field(
+        default_factory=lambda given: Path(given["cache_dir"]) / "duckdb-extensions",
+        description="where DuckDB finds the delta and httpfs extensions (default <cache dir>/duckdb-extensions); "
+        "every DuckDB the project opens is told: dbt's profile, the CLI, the DAG; never ~/.duckdb",
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint for an s3:// lake")
     s3_region: str = "us-east-1"
     # defaults are the local S3 server's (pinpipe services); set real credentials for a real bucket
@@ -80,6 +89,8 @@ class Settings(BaseSettings):
             self.lake = str(Path(self.lake).resolve())
         self.warehouse = str(Path(self.warehouse).resolve())
         self.spark_warehouse = str(Path(self.spark_warehouse).resolve())
+        self.cache_dir = self.cache_dir.resolve()
+        self.duckdb_extension_directory = self.duckdb_extension_directory.resolve()
 
     def environment(self) -> dict[str, str]:
         """These settings as the ``PINPIPE_*`` variables that rebuild them in a child process."""

@@ -152,7 +152,10 @@ def _go_binary(cache_dir: Path, module: str, version: str) -> Path:
     if shutil.which("go") is None:
         raise ServiceError(f"building {name} needs Go (https://go.dev/dl) on PATH")
     build_dir = cache_dir / "go" / f"build-{name}-{version}"
-    subprocess.run(["go", "install", f"{module}@{version}"], check=True, env={**os.environ, "GOBIN": str(build_dir)})
+    # the module and build caches live in the project's cache too, never in ~/go or ~/.cache/go-build
+    go_env = {"GOBIN": str(build_dir), "GOPATH": str(cache_dir / "go" / "path"), "GOCACHE": str(cache_dir / "go" / "build-cache"),
+              "GOFLAGS": "-modcacherw"}  # fmt: skip
+    subprocess.run(["go", "install", f"{module}@{version}"], check=True, env={**os.environ, **go_env})
     (build_dir / name).rename(binary)
     shutil.rmtree(build_dir, ignore_errors=True)
     return binary
@@ -218,7 +221,7 @@ def _maven_classpath(cache_dir: Path, pom: Path) -> Path:
     if shutil.which("mvn") is None:
         raise ServiceError("resolving the Kafka broker's jars needs Maven (mvn) and Java 17+ on PATH")
     subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-Dmaven.repo.local={cache_dir / 'm2'}",
          f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
         check=True,
     )  # fmt: skip
@@ -321,7 +324,8 @@ def _npm_package(cache_dir: Path, package: str, version: str) -> Path:
         return folder
     if shutil.which("npm") is None or shutil.which("node") is None:
         raise ServiceError(f"installing {package} needs Node.js 18+ and npm on PATH")
-    subprocess.run(["npm", "install", "--no-save", "--omit=optional", "--prefix", str(prefix), f"{package}@{version}"],
+    subprocess.run(["npm", "install", "--no-save", "--omit=optional", "--cache", str(cache_dir / "npm" / "_cache"),
+                    "--prefix", str(prefix), f"{package}@{version}"],
                    check=True, capture_output=True)  # fmt: skip
     (prefix / ".complete").touch()
     return folder

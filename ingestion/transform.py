@@ -33,39 +33,46 @@ MARTS = (
 _EXTENSION_WHEELS = {"delta": "duckdb_extension_delta", "httpfs": "duckdb_extension_httpfs"}
 
 
-def ensure_duckdb_extensions() -> None:
-    """Install the delta and httpfs extensions into DuckDB's extension directory, once.
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
-    Once installed, any DuckDB process of this version autoloads them: dbt, the CLI, and an analyst's
-    own ``duckdb`` session on the warehouse file.
+
+def duckdb_config(extension_directory: Path) -> dict[str, str]:
+    """The configuration every DuckDB connection of the project opens with (dbt's profile too)."""
+    return {"extension_directory": str(extension_directory)}
+
+
+def ensure_duckdb_extensions(extension_directory: Path) -> list[str]:
+    """Install the delta and httpfs extensions into ``extension_directory`` from their wheels, once;
+    returns the ones installed now.
+
+    A DuckDB of this version opened with that ``extension_directory`` autoloads them: dbt (the
+    profile sets it), the CLI, and an analyst's own session (README).
     """
-    connection = duckdb.connect()
-    installed = {
-        name
-        for (name,) in connection.execute("select extension_name from duckdb_extensions() where installed").fetchall()
-    }
-    for extension, package in _EXTENSION_WHEELS.items():
-        if extension in installed:
-            continue
-        folder = Path(import_module(package).__file__).parent / "extensions" / f"v{duckdb.__version__}"
-        connection.execute("install ?", [str(folder / f"{extension}.duckdb_extension")])
-    connection.close()
+    with duckdb.connect(config=duckdb_config(extension_directory)) as connection:
+        installed = {
+            name
+            for (name,) in connection.execute("select extension_name from duckdb_extensions() where installed").fetchall()
+        }
+        missing = [extension for extension in _EXTENSION_WHEELS if extension not in installed]
+        for extension in missing:
+            wheel = Path(import_module(_EXTENSION_WHEELS[extension]).__file__).parent
+            binary = wheel / "extensions" / f"v{duckdb.__version__}" / f"{extension}.duckdb_extension"
+            # INSTALL takes no prepared parameter: the path is a quoted literal
+            connection.execute(f"install {_sql_string(str(binary))}")
+    return missing
+
+
+def connect_warehouse(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """The DuckDB warehouse file, opened the way dbt opens it (the same extension directory)."""
+    return duckdb.connect(settings.warehouse, read_only=read_only, config=duckdb_config(settings.duckdb_extension_directory))
 
 
 @contextmanager
 def _dbt_environment(settings: Settings) -> Iterator[None]:
-    """dbt reads the profile's paths from the environment: set them for the invocation only."""
-    wanted = {
-        "PINPIPE_LAKE": settings.lake,
-        "PINPIPE_WAREHOUSE": settings.warehouse,
-        "PINPIPE_TARGET": settings.target,
-        "PINPIPE_SPARK_WAREHOUSE": settings.spark_warehouse,
-        "PINPIPE_CACHE_DIR": str(settings.cache_dir),
-        "PINPIPE_S3_REGION": settings.s3_region,
-        "PINPIPE_S3_ACCESS_KEY_ID": settings.s3_access_key_id,
-        "PINPIPE_S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
-        "PINPIPE_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-    }
+    """dbt reads the profile's paths from the environment: the settings' variables, set for the
+    invocation only (an unset setting as empty, so the caller's environment cannot leak in)."""
+    wanted = {f"PINPIPE_{name.upper()}": "" for name in Settings.model_fields} | settings.environment()
     saved = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     try:
@@ -90,7 +97,7 @@ def run_dbt(
     from dbt.cli.main import dbtRunner  # imported late: dbt's import alone costs about a second
 
     if settings.target == "local":
-        ensure_duckdb_extensions()
+        ensure_duckdb_extensions(settings.duckdb_extension_directory)
         Path(settings.warehouse).parent.mkdir(parents=True, exist_ok=True)
     if settings.target != "databricks" and manifest is None:
         # every source exists from the first run on, empty until its loader writes (warm runs did it once)
@@ -148,7 +155,7 @@ def read_mart(settings: Settings, mart: str) -> pa.Table:
         return _read_spark_mart(mart)
     # not read_only: dbt run in this process may still hold the file, and DuckDB shares one
     # instance per file only between connections of the same configuration
-    with duckdb.connect(settings.warehouse) as connection:
+    with connect_warehouse(settings) as connection:
         return connection.execute(f"select * from marts.{mart} order by all").to_arrow_table()
 
 
@@ -162,7 +169,7 @@ def query(settings: Settings, sql: str, *, limit: int = 10_000, wait_s: float = 
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            with duckdb.connect(settings.warehouse, read_only=True) as connection:
+            with connect_warehouse(settings, read_only=True) as connection:
                 return connection.execute(sql).to_arrow_table()
         except duckdb.IOException as error:  # another process is writing (a dbt run): its lock is brief
             if "lock" not in str(error) or time.monotonic() > deadline:

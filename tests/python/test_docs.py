@@ -3,7 +3,6 @@ exposure of the project has a description (what `dbt docs` shows analysts)."""
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from ingestion import transform
@@ -22,7 +21,7 @@ def test_every_model_column_source_and_exposure_is_described(settings: Settings)
     manifest = transform.run_dbt(settings, ["parse", "--quiet"])
 
     missing = []
-    with duckdb.connect(settings.warehouse) as connection:
+    with transform.connect_warehouse(settings) as connection:
         for node in manifest.nodes.values():
             if node.resource_type != "model" or not node.original_file_path.startswith(DOCUMENTED_FOLDERS):
                 continue

@@ -3,7 +3,6 @@ an independent computation in plain Python (tests/python/reference.py)."""
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 from helpers import assert_marts_equal_reference
 
@@ -33,7 +32,7 @@ def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Se
     load_posts(lake, source, 3_000)  # a longer run: only posts 2,000 .. 2,999 are new
     transform.run_dbt(settings, ["build"])
 
-    with duckdb.connect(settings.warehouse) as connection:
+    with transform.connect_warehouse(settings) as connection:
         counts = connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone()
     assert counts == (3_000, 3_000)
     assert_marts_equal_reference(settings, [r for b in batches(source, 3_000) for r in b.records()])
@@ -51,7 +50,7 @@ def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_los
 
     transform.run_dbt(settings, ["build"])  # the flag tests warn; nothing fails
 
-    with duckdb.connect(settings.warehouse) as connection:
+    with transform.connect_warehouse(settings) as connection:
         def one(sql: str) -> tuple:
             return connection.execute(sql).fetchone()
 

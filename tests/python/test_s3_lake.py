@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import duckdb
 import pytest
 from helpers import assert_marts_equal_reference
 
@@ -38,6 +37,6 @@ def test_bronze_and_dbt_work_on_an_s3_lake(
     assert any(k.startswith("pinpipe/bronze/pin/_delta_log/") for k in keys)
 
     transform.run_dbt(settings, ["build"])
-    with duckdb.connect(settings.warehouse) as connection:
+    with transform.connect_warehouse(settings) as connection:
         assert connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone() == (3_000, 3_000)
     assert_marts_equal_reference(settings, [r for b in batches(source, 3_000) for r in b.records()])

@@ -107,7 +107,7 @@ def test_posts_put_through_the_api_reach_bronze_and_the_streaming_models_exactly
     dbt_vars = json.dumps({"metrics_as_of": as_of.isoformat(), "popularity_window_minutes": 15, "trending_window_minutes": 60})
     for _ in range(2):  # the second run is incremental and must take nothing twice
         transform.run_dbt(streaming, ["build", "--quiet", "--select", "streaming", "--vars", dbt_vars])
-    with transform.duckdb.connect(streaming.warehouse) as connection:
+    with transform.connect_warehouse(streaming) as connection:
         for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
             assert connection.execute(f"select count(*), count(distinct (_stream, _offset)) from streaming.{model}").fetchone() == (posts, posts)
         metrics = {
@@ -248,7 +248,7 @@ def test_the_stream_command_with_dbt_refreshes_and_compaction_fills_the_streamin
     assert f"{3 * posts:,} records committed" in finished.stdout
     history = Lake.from_settings(streaming).delta_table("pin_stream").history()
     assert any(commit["operation"] == "OPTIMIZE" for commit in history), "the consumer never compacted"
-    with transform.duckdb.connect(streaming.warehouse) as connection:
+    with transform.connect_warehouse(streaming) as connection:
         for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
             assert connection.execute(f"select count(*) from streaming.{model}").fetchone() == (posts,)
         assert connection.execute("select sum(posts_all_time) from streaming.profile_popularity").fetchone()[0] > 0
