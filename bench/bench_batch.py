@@ -14,26 +14,25 @@ from __future__ import annotations
 import argparse
 import io
 import platform
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pyarrow.json as pa_json  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
 
-from ingestion.bronze import Lake, load_raw_objects  # noqa: E402
-from ingestion.config import Settings  # noqa: E402
-from ingestion.emulate import make_source  # noqa: E402
-from ingestion.post import KafkaTopics, post_batches  # noqa: E402
-from ingestion.services import KafkaBroker, S3Server  # noqa: E402
-from ingestion.sink import S3Sink, s3_client  # noqa: E402
-from ingestion.stack import api_server  # noqa: E402
+from ingestion.clients import s3_client
+from ingestion.config import Settings
+from ingestion.emulate import make_source
+from ingestion.post import KafkaTopics, post_batches
+from ingestion.services import KafkaBroker, S3Server
+from ingestion.load import load_raw_objects
+from ingestion.sink import S3Sink
+from ingestion.stack import api_server
 
 
 def _timed(work) -> tuple[float, object]:  # noqa: ANN001
@@ -60,7 +59,7 @@ def run_size(base: Settings, records: int, batch_size: int, concurrency: int) ->
     client = s3_client(settings)
     sink = S3Sink.from_settings(settings)
     sink_s, _ = _timed(lambda: sink.run(until_caught_up=True))
-    load_s, _ = _timed(lambda: load_raw_objects(Lake.from_settings(settings), client, settings.s3_bucket, settings.topic_tables))
+    load_s, _ = _timed(lambda: load_raw_objects(settings))
 
     # the ceiling: the same raw JSON lines straight to Parquet with pyarrow, no services
     objects = [o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix="raw/")

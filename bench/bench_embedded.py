@@ -16,15 +16,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 
 def _child_load(lake: str, posts: int, batch_size: int) -> dict:
-    from ingestion.bronze import Lake, ensure_tables, load_posts
+    from ingestion.bronze import Lake, ensure_tables
+    from ingestion.config import Settings
     from ingestion.emulate import batches, make_source
+    from ingestion.load import load_posts
 
     source = make_source("synthetic", 100)
     started = time.perf_counter()
@@ -39,7 +40,7 @@ def _child_load(lake: str, posts: int, batch_size: int) -> dict:
 
     ensure_tables(Lake(lake))
     started = time.perf_counter()
-    load_posts(Lake(lake), Pregenerated(), posts, batch_size=batch_size)
+    load_posts(Settings(lake=lake), Pregenerated(), posts, batch_size=batch_size)
     load_seconds = time.perf_counter() - started
     return {"generate_s": generate_seconds, "load_s": load_seconds}
 
@@ -111,5 +112,4 @@ def _cores() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()

@@ -21,17 +21,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import duckdb  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import duckdb
+from rich.console import Console
+from rich.table import Table
 
-from ingestion import transform  # noqa: E402
-from ingestion.bronze import Lake, load_posts  # noqa: E402
-from ingestion.config import Settings  # noqa: E402
-from ingestion.emulate import batches, make_source  # noqa: E402
-from ingestion.schemas import RAW_TABLES  # noqa: E402
+from ingestion import transform
+from ingestion.load import load_posts
+from ingestion.config import Settings
+from ingestion.emulate import batches, make_source
+from ingestion.schemas import RAW_TABLES
 
 BIN = Path(sys.executable).parent
 BASELINE = Path(__file__).resolve().parent / "baselines" / "pyspark_seeds.py"
@@ -83,7 +82,7 @@ def _normalised(rows: list[dict]) -> Counter:
 def run_size(posts: int, scratch: Path) -> dict[str, float]:
     settings = Settings(lake=str(scratch / "lake"), warehouse=str(scratch / "w.duckdb"),
                         spark_warehouse=str(scratch / "spark"))  # fmt: skip
-    load_posts(Lake.from_settings(settings), make_source("synthetic", 100), posts)
+    load_posts(settings, make_source("synthetic", 100), posts)
     _write_raw_json(posts, scratch / "raw")
     env = {**os.environ, "PINPIPE_LAKE": settings.lake, "PINPIPE_WAREHOUSE": settings.warehouse,
            "PINPIPE_SPARK_WAREHOUSE": settings.spark_warehouse, "DBT_TARGET_PATH": str(scratch / "target")}  # fmt: skip
@@ -98,7 +97,7 @@ def run_size(posts: int, scratch: Path) -> dict[str, float]:
     result["baseline_s"], result["baseline_mb"] = _measured([str(BIN / "python"), str(BASELINE), str(scratch / "raw"), "--out", str(out)], env)
 
     baseline = json.loads(out.read_text())
-    for mart in transform.MARTS:
+    for mart in transform.marts(settings):
         duck = transform.read_mart(settings, mart).to_pylist()
         # the baseline's JSON has no types: compare values as the JSON round trip leaves them
         assert _normalised(json.loads(json.dumps(duck, default=str))) == _normalised(baseline[mart]), mart

@@ -14,21 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import psutil
+from rich.console import Console
+from rich.table import Table
 
-from ingestion.config import Settings  # noqa: E402
-from ingestion.emulate import make_source  # noqa: E402
-from ingestion.services import KinesisServer, free_port, kinesis_client  # noqa: E402
+from ingestion.config import Settings
+from ingestion.emulate import make_source
+from ingestion.clients import kinesis_client
+from ingestion.services import KinesisServer, free_port
 
 WINDOW = 10.0
 

@@ -19,19 +19,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import duckdb  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import track  # noqa: E402
-from rich.table import Table  # noqa: E402
+import duckdb
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
 
-from ingestion.bronze import Lake, StreamSlice, append_slices, ensure_tables  # noqa: E402
-from ingestion.config import Settings  # noqa: E402
-from ingestion.transform import duckdb_config, ensure_duckdb_extensions  # noqa: E402
+from ingestion.bronze import Lake, StreamSlice, append_slices, ensure_tables
+from ingestion.config import Settings
+from ingestion.transform import duckdb_config, ensure_duckdb_extensions
 
 TABLE = "user_stream"
 
@@ -78,7 +76,7 @@ def main() -> None:
             if (commit + 1) % args.every == 0:
                 results.append({"when": "before", **_measure(lake, commit + 1, appended)})
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ingestion", "compact", "--lake", lake.root, "--retention-hours", "0"],
+        subprocess.run([sys.executable, "-m", "ingestion", "--lake", lake.root, "compact", "--retention-hours", "0"],
                        check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         compaction = time.perf_counter() - started
         for commit in range(args.commits, args.commits + 20):

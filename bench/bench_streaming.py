@@ -27,17 +27,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from ingestion import transform  # noqa: E402
-from ingestion.bronze import Lake  # noqa: E402
-from ingestion.config import Settings  # noqa: E402
-from ingestion.emulate import make_source  # noqa: E402
-from ingestion.services import KinesisServer, free_port, kinesis_client  # noqa: E402
-from ingestion.stream import StreamConsumer  # noqa: E402
+from ingestion import transform
+from ingestion.config import Settings
+from ingestion.emulate import make_source
+from ingestion.clients import kinesis_client
+from ingestion.services import KinesisServer, free_port
+from ingestion.stream import StreamConsumer
 
 BIN = Path(sys.executable).parent
 
@@ -106,7 +105,7 @@ def throughput(settings: Settings, backlog_records: int) -> dict[str, float]:
             while records:  # kinesis-mock throttles like Kinesis: put the failed ones again
                 answer = client.put_records(StreamName=stream, Records=records)
                 records = [r for r, result in zip(records, answer["Records"], strict=True) if "ErrorCode" in result]
-    consumer = StreamConsumer(settings, Lake.from_settings(settings), client)
+    consumer = StreamConsumer.from_settings(settings)
     started = time.perf_counter()
     consumer.run(until_caught_up=True)
     elapsed = time.perf_counter() - started

@@ -1,13 +1,17 @@
 """The batch day: new posts into bronze, freshness, every dbt model as its own task with its tests
 (astronomer-cosmos), and the docs site published into the lake. Daily at 12:00 UTC by default.
 
-Configuration, from Airflow Variables or the environment (Variables win):
-- ``pinpipe_target``: dbt target, ``local`` (DuckDB), ``spark`` or ``databricks``;
-- ``pinpipe_schedule``: a cron expression (``0 12 * * *``); ``pinpipe_retries`` (2, five minutes apart);
+What shapes the DAG is read when the file is parsed, from the environment only (Airflow parses DAG
+files often: no Variable lookups then):
+- ``PINPIPE_TARGET``: dbt target, ``local`` (DuckDB), ``spark`` or ``databricks``;
+- ``PINPIPE_SCHEDULE``: a cron expression (``0 12 * * *``); ``PINPIPE_RETRIES`` (2, five minutes apart);
+- the ``PINPIPE_*`` variables of the project (lake, warehouse, ports) as everywhere else.
+
+What a run does is read by its tasks, from an Airflow Variable or else the environment variable of
+the same name in upper case:
 - ``pinpipe_source``: where the day's posts come from: ``services`` (drain Kafka to S3, load),
   ``emulator`` (emulate ``pinpipe_emulated_posts`` posts straight into bronze), or ``auto`` (the
-  services when Kafka answers, else the emulator);
-- the ``PINPIPE_*`` variables of the project (lake, warehouse, ports) as everywhere else.
+  services when Kafka answers, else the emulator).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import DAG, Variable, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -26,17 +31,16 @@ from ingestion.config import PROJECT_DIR, Settings
 
 log = logging.getLogger(__name__)
 
+SETTINGS = Settings()  # the PINPIPE_* environment: lake, warehouse, target
+SCHEDULE = os.environ.get("PINPIPE_SCHEDULE", "0 12 * * *")
 
-def _setting(name: str, default: str) -> str:
-    """An Airflow Variable, else the environment variable of the same name in upper case."""
+
+def _variable(name: str, default: str) -> str:
+    """An Airflow Variable, else the environment variable of the same name in upper case: for tasks only."""
     return Variable.get(name, default=None) or os.environ.get(name.upper(), default)
 
 
-TARGET = _setting("pinpipe_target", "local")
-SCHEDULE = _setting("pinpipe_schedule", "0 12 * * *")
-
-
-def report_failure(context: dict) -> None:
+def report_failure(context: dict[str, Any]) -> None:
     """Name the failed task (a dbt model, or its tests) and where its log is."""
     instance = context["task_instance"]
     log.error(
@@ -47,20 +51,16 @@ def report_failure(context: dict) -> None:
 
 DEFAULT_ARGS = {
     "owner": "pinpipe",
-    "retries": int(_setting("pinpipe_retries", "2")),
+    "retries": int(os.environ.get("PINPIPE_RETRIES", "2")),
     "retry_delay": timedelta(minutes=5),
     "on_failure_callback": report_failure,
 }
 
-# one project, one profile: the repository's profiles.yml, target from the Variable
-PROFILE = ProfileConfig(profile_name="pinpipe", target_name=TARGET, profiles_yml_filepath=PROJECT_DIR / "profiles.yml")
+# one project, one profile: the repository's profiles.yml, target from the settings
+PROFILE = ProfileConfig(profile_name="pinpipe", target_name=SETTINGS.target, profiles_yml_filepath=PROJECT_DIR / "profiles.yml")
 PROJECT = ProjectConfig(dbt_project_path=PROJECT_DIR, install_dbt_deps=False)
 # dbt runs in the workers' own interpreter (dbtRunner), from the same environment as Airflow
 EXECUTION = ExecutionConfig(invocation_mode=InvocationMode.DBT_RUNNER, dbt_executable_path=str(Path(sys.executable).parent / "dbt"))
-
-
-def _settings() -> Settings:
-    return Settings(target=TARGET)
 
 
 with DAG(
@@ -71,7 +71,7 @@ with DAG(
     catchup=False,
     default_args=DEFAULT_ARGS,
     # DuckDB is one file, one writer at a time: models run one by one on the embedded default
-    max_active_tasks=1 if TARGET == "local" else 8,
+    max_active_tasks=1 if SETTINGS.target == "local" else 8,
     tags=["pinpipe", "batch"],
 ) as daily:
 
@@ -80,60 +80,56 @@ with DAG(
         """The services' posts when Kafka is up (or asked for), else emulated ones."""
         from ingestion.services import KafkaBroker
 
-        source = _setting("pinpipe_source", "auto")
+        source = _variable("pinpipe_source", "auto")
         if source == "auto":
-            source = "services" if KafkaBroker(_settings()).process.status().running else "emulator"
+            source = "services" if KafkaBroker(SETTINGS).process.status().running else "emulator"
         log.info("pinpipe: today's posts come from the %s", source)
         return "sink_catch_up" if source == "services" else "emulate_posts"
 
     @task
     def sink_catch_up() -> int:
         """Kafka → S3 objects, until every record present at the start is stored."""
-        from ingestion.services import with_local_s3
         from ingestion.sink import S3Sink
 
-        return S3Sink.from_settings(with_local_s3(_settings())).run(until_caught_up=True).records
+        return S3Sink.from_settings(SETTINGS.with_local_s3()).run(until_caught_up=True).records
 
     @task
     def load_bronze() -> int:
         """New S3 objects → bronze Delta, exactly once."""
-        from ingestion.bronze import Lake, load_raw_objects
-        from ingestion.services import with_local_s3
-        from ingestion.sink import s3_client
+        from ingestion.load import load_raw_objects
 
-        settings = with_local_s3(_settings())
-        results = load_raw_objects(Lake.from_settings(settings), s3_client(settings), settings.s3_bucket, settings.topic_tables)
-        return sum(r.appended for r in results)
+        return sum(r.appended for r in load_raw_objects(SETTINGS.with_local_s3()))
 
     @task
     def emulate_posts() -> int:
         """The embedded default: emulated posts straight into bronze (incremental: only new ones)."""
-        from ingestion.bronze import Lake, load_posts
         from ingestion.emulate import make_source
+        from ingestion.load import load_posts
 
-        posts = int(_setting("pinpipe_emulated_posts", "5000"))
-        results = load_posts(Lake.from_settings(_settings()), make_source("synthetic", 100), posts)
-        return sum(r.appended for r in results)
+        posts = int(_variable("pinpipe_emulated_posts", "5000"))
+        return sum(r.appended for r in load_posts(SETTINGS, make_source("synthetic", 100), posts))
 
     @task(trigger_rule="none_failed_min_one_success")
     def source_freshness() -> None:
         """`dbt source freshness`: warns on a stale source, fails on one past its error threshold."""
         from ingestion import transform
 
-        transform.run_dbt(_settings(), ["source", "freshness", "--quiet"])
+        transform.run_dbt(SETTINGS, ["source", "freshness", "--quiet"])
 
     models = DbtTaskGroup(
         group_id="dbt",
         project_config=PROJECT,
         profile_config=PROFILE,
         execution_config=EXECUTION,
-        # the batch models; the streaming ones have their own DAG
+        # the batch models; the streaming ones are kept fresh every few seconds by `pinpipe refresh`
         render_config=RenderConfig(
             load_method=LoadMode.DBT_LS, invocation_mode=InvocationMode.DBT_RUNNER,
             exclude=["path:models/streaming"], test_behavior=TestBehavior.AFTER_EACH,
+            # a test of two nodes (a model against a seed) runs once both are built, as a task of its own
+            should_detach_multiple_parents_tests=True,
         ),
         # cosmos runs dbt in a copy of the project: the settings' absolute paths, not the profile's relative defaults
-        operator_args={"install_deps": False, "env": _settings().environment()},
+        operator_args={"install_deps": False, "env": SETTINGS.environment()},
         default_args=DEFAULT_ARGS,
     )
 
@@ -142,7 +138,7 @@ with DAG(
         """`dbt docs generate`, and the static site copied into the lake under docs/."""
         from ingestion import transform
 
-        return transform.publish_docs(_settings())
+        return transform.publish_docs(SETTINGS)
 
     branch = choose_source()
     fresh = source_freshness()

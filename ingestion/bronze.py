@@ -14,42 +14,65 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Sequence
+import multiprocessing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+import yaml
 from deltalake.exceptions import TableNotFoundError
 
-from ingestion.config import Settings
-from ingestion.emulate import PostBatch, PostSource, batches
+from ingestion.config import PROJECT_DIR, Settings
 from ingestion.schemas import (
     KEY_FIELD,
     QUARANTINE_SCHEMA,
     RAW_ARROW_SCHEMAS,
-    RAW_TABLES,
     RawTable,
     bronze_schema,
     payload_fields,
     stream_bronze_schema,
 )
-from ingestion.sink import RawObject, parse_object_key
 
-QUARANTINE = "quarantine"
+# The bronze tables are listed once, in the dbt sources (dbt registers them from there too); each
+# table's meta says which path writes it and which raw record it carries.
+SOURCES_FILE = PROJECT_DIR / "models" / "staging" / "pinterest" / "_pinterest__sources.yml"
+
+
+@dataclass(frozen=True)
+class BronzeTable:
+    name: str
+    kind: Literal["batch", "stream", "quarantine"]
+    carries: RawTable | None  # the raw record its rows hold (none for the quarantine)
+
+
+def _bronze_tables() -> dict[str, BronzeTable]:
+    (source,) = [s for s in yaml.safe_load(SOURCES_FILE.read_text())["sources"] if s["name"] == "bronze"]
+    tables = {}
+    for table in source["tables"]:
+        meta = table["config"]["meta"]
+        tables[table["name"]] = BronzeTable(table["name"], meta["kind"], meta.get("carries"))
+    return tables
+
+
+TABLES = _bronze_tables()
+BRONZE_TABLES = tuple(TABLES)
+(QUARANTINE,) = [t.name for t in TABLES.values() if t.kind == "quarantine"]
 # the Kinesis path's bronze tables, beside the batch path's: bronze/pin_stream, ...
-STREAM_TABLES: dict[RawTable, str] = {table: f"{table}_stream" for table in RAW_TABLES}
-BRONZE_TABLES = (*RAW_TABLES, *STREAM_TABLES.values(), QUARANTINE)
+STREAM_TABLES: dict[RawTable, str] = {t.carries: t.name for t in TABLES.values() if t.kind == "stream" and t.carries}
 
 
 def table_schema(name: str) -> pa.Schema:
     """The schema of bronze table ``name``: a raw table, its stream table, or the quarantine."""
-    if name == QUARANTINE:
+    table = TABLES[name]
+    if table.carries is None:
         return QUARANTINE_SCHEMA
-    streams = {stream: table for table, stream in STREAM_TABLES.items()}
-    return stream_bronze_schema(streams[name]) if name in streams else bronze_schema(name)  # type: ignore[arg-type]
+    return stream_bronze_schema(table.carries) if table.kind == "stream" else bronze_schema(table.carries)
 
 
 @dataclass(frozen=True)
@@ -222,13 +245,37 @@ def compact(lake: Lake, table: str, *, retention_hours: int) -> Compaction:
     return Compaction(table, files_before, len(delta.file_uris()), len(deleted))
 
 
+def compact_in_child(lake: Lake, tables: Sequence[str], *, retention_hours: int) -> list[Compaction]:
+    """``compact`` each table in a child process, for a process that also scans Delta tables with
+    pyarrow (the stream consumer): delta-rs' optimize and pyarrow's dataset scans in one process
+    make it abort at exit ("terminate called without an active exception")."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.map(partial(compact, lake, retention_hours=retention_hours), tables)
+
+
+def stream_positions(lake: Lake, table: str, stream_prefix: str) -> dict[str, tuple[int, str]]:
+    """Per stream of ``bronze/<table>`` whose id starts with ``stream_prefix``: the offset after its
+    last row, and that row's ``_sequence_number`` (a Kinesis shard's resume point)."""
+    delta = lake.delta_table(table)
+    if delta is None:
+        return {}
+    rows = delta.to_pyarrow_table(columns=["_stream", "_offset", "_sequence_number"])
+    rows = rows.filter(pc.starts_with(rows["_stream"], stream_prefix))
+    last = rows.group_by("_stream").aggregate([("_offset", "max")]).rename_columns(["_stream", "_offset"])
+    found = rows.join(last, keys=["_stream", "_offset"], join_type="inner")
+    return {
+        stream: (offset + 1, sequence)
+        for stream, offset, sequence in zip(*(found[c].to_pylist() for c in ("_stream", "_offset", "_sequence_number")))
+    }
+
+
 def _with_metadata(rows: pa.Table, metadata: dict[str, object], schema: pa.Schema) -> pa.Table:
     columns = []
-    for field in schema:
-        if field.name in rows.column_names:
-            columns.append(rows[field.name].cast(field.type))
+    for column in schema:
+        if column.name in rows.column_names:
+            columns.append(rows[column.name].cast(column.type))
         else:
-            columns.append(pa.array([metadata.get(field.name)] * rows.num_rows, field.type))
+            columns.append(pa.array([metadata.get(column.name)] * rows.num_rows, column.type))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -341,44 +388,6 @@ def _empty_quarantine() -> pa.Table:
     return _quarantine_payload_schema().empty_table()
 
 
-# --- the embedded path: emulator straight into bronze -------------------------------------------------
-
-
-def load_posts(
-    lake: Lake,
-    source: PostSource,
-    count: int,
-    *,
-    batch_size: int = 100_000,
-    on_batch: Callable[[PostBatch, list[AppendResult]], None] | None = None,
-) -> list[AppendResult]:
-    """Load posts ``0 .. count - 1`` of ``source`` into bronze pin, geo and user, resuming where it stopped.
-
-    The stream id names the source and its seed, so re-running is incremental: posts already loaded
-    are skipped and only the new ones are generated and appended.
-    """
-    ensure_tables(lake)
-    stream = f"emulator/{source.name}"
-    resume = min(committed_offset(lake, table, stream) for table in RAW_TABLES)
-    results = []
-    for batch in batches(source, count, start=resume, batch_size=batch_size):
-        batch_results = [
-            append(lake, table, batch.table(table), stream=stream, start=batch.start, source=f"emulator:{source.name}")
-            for table in RAW_TABLES
-        ]
-        results.extend(batch_results)
-        if on_batch is not None:
-            on_batch(batch, batch_results)
-    return results
-
-
-# --- the batch path: raw JSON-lines objects written by the S3 sink ------------------------------------
-
-
-class GapError(RuntimeError):
-    """Offsets are missing between what bronze holds and the next object: never skipped silently."""
-
-
 def parse_lines(table: RawTable, data: bytes) -> pa.Table | list[bytes]:
     """An object's lines as an Arrow table when every line is a well-formed record of ``table`` (fast,
     vectorised), else as the raw lines, for the per-record path that quarantines the bad ones."""
@@ -391,49 +400,3 @@ def parse_lines(table: RawTable, data: bytes) -> pa.Table | list[bytes]:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return lines
     return parsed if parsed.num_rows == len(lines) and _arrow_rows_are_keyed(table, parsed) else lines
-
-
-def load_raw_objects(
-    lake: Lake,
-    s3_client: object,
-    bucket: str,
-    topic_tables: dict[str, RawTable],
-    *,
-    prefix: str = "raw",
-    on_object: Callable[[RawObject, AppendResult], None] | None = None,
-) -> list[AppendResult]:
-    """Append every raw record not yet in bronze, partition by partition in offset order.
-
-    Each Kafka partition is a stream (``kafka/<topic>/<partition>``) whose next offset is committed in
-    the Delta log with the rows; an object's lines below it are skipped, so a rerun, a crash mid-load,
-    or overlapping objects from a restarted sink never load a record twice.
-    """
-    ensure_tables(lake)
-    results = []
-    for topic, table in topic_tables.items():
-        for partition, objects in _objects_by_partition(s3_client, bucket, f"{prefix}/topics/{topic}/").items():
-            stream = f"kafka/{topic}/{partition}"
-            done = committed_offset(lake, table, stream)
-            # the last object starting at or before `done` may hold records from `done` on
-            first = max((i for i, o in enumerate(objects) if o.start <= done), default=0)
-            for raw in objects[first:]:
-                if raw.start > done:
-                    raise GapError(f"{stream}: bronze holds offsets below {done}, the next object {raw.key} starts at {raw.start}")
-                data = s3_client.get_object(Bucket=bucket, Key=raw.key)["Body"].read()
-                records = parse_lines(table, data)  # one row or line per offset
-                result = append(lake, table, records, stream=stream, start=raw.start, source=f"s3://{bucket}/{raw.key}")
-                done = max(done, raw.start + len(records))
-                results.append(result)
-                if on_object is not None:
-                    on_object(raw, result)
-    return results
-
-
-def _objects_by_partition(s3_client: object, bucket: str, prefix: str) -> dict[int, list[RawObject]]:
-    by_partition: dict[int, list[RawObject]] = {}
-    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            raw = parse_object_key(item["Key"])
-            if raw is not None:
-                by_partition.setdefault(raw.partition, []).append(raw)
-    return {partition: sorted(objects, key=lambda o: o.start) for partition, objects in by_partition.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import pyarrow as pa
 import typer
@@ -18,27 +19,37 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ingestion import bronze, post, services, sink, transform
+from ingestion import bronze, load, post, services, sink, transform
 from ingestion import stack as stack_api
 from ingestion.config import Settings
-from ingestion.emulate import SourceName, make_source
+from ingestion.emulate import PostBatch, SourceName, make_source
 from ingestion.sink import FlushPolicy
 
 app = typer.Typer(help="pinpipe: Pinterest-style posts → bronze Delta → dbt marts.", no_args_is_help=True)
 console = Console()
 
-LakeOption = Annotated[str | None, typer.Option(help="lake root, a path or s3:// URI [env: PINPIPE_LAKE]")]
-WarehouseOption = Annotated[str | None, typer.Option(help="DuckDB warehouse file [env: PINPIPE_WAREHOUSE]")]
-TargetOption = Annotated[str | None, typer.Option(help="dbt target: local, spark, databricks [env: PINPIPE_TARGET]")]
 SourceOption = Annotated[SourceName, typer.Option(help="aicore replays the real rows; synthetic generates posts")]
 PostsOption = Annotated[int, typer.Option(min=1, help="number of posts to emulate")]
 SeedOption = Annotated[int, typer.Option(help="emulator seed: same seed, same posts")]
 BatchOption = Annotated[int, typer.Option(min=1, help="posts per bronze commit")]
 
 
-def _settings(lake: str | None = None, warehouse: str | None = None, target: str | None = None) -> Settings:
+@app.callback()
+def main(
+    context: typer.Context,
+    lake: Annotated[str | None, typer.Option(envvar="PINPIPE_LAKE", help="lake root, a path or s3:// URI")] = None,
+    warehouse: Annotated[str | None, typer.Option(envvar="PINPIPE_WAREHOUSE", help="DuckDB warehouse file")] = None,
+    target: Annotated[str | None, typer.Option(envvar="PINPIPE_TARGET", help="dbt target: local, spark, databricks")] = None,
+) -> None:
+    """pinpipe: Pinterest-style posts → bronze Delta → dbt marts. Every setting is also a PINPIPE_*
+    variable (the options here win)."""
     given = {"lake": lake, "warehouse": warehouse, "target": target}
-    return Settings(**{name: value for name, value in given.items() if value is not None})
+    context.obj = Settings(**{name: value for name, value in given.items() if value is not None})
+
+
+def _settings(context: typer.Context) -> Settings:
+    settings: Settings = context.find_root().obj
+    return settings
 
 
 def _progress() -> Progress:
@@ -57,27 +68,36 @@ def _servers(settings: Settings) -> list[services.S3Server | services.KafkaBroke
 
 
 @services_app.command("up")
-def services_up() -> None:
+def services_up(context: typer.Context) -> None:
     """Fetch (once, cached), start and wait for every service; idempotent."""
-    for server in _servers(_settings()):
+    _services_up(_settings(context))
+
+
+def _services_up(settings: Settings) -> None:
+    for server in _servers(settings):
         with console.status(f"starting {server.process.name}"):
             server.up()
-    services_status()
+    _services_status(settings)
 
 
 @services_app.command("down")
-def services_down() -> None:
+def services_down(context: typer.Context) -> None:
     """Stop every service this project started."""
-    for server in _servers(_settings()):
+    settings = _settings(context)
+    for server in _servers(settings):
         server.down()
-    services_status()
+    _services_status(settings)
 
 
 @services_app.command("status")
-def services_status() -> None:
+def services_status(context: typer.Context) -> None:
     """Show each service: address, pid, log."""
+    _services_status(_settings(context))
+
+
+def _services_status(settings: Settings) -> None:
     table = Table("service", "state", "address", "pid", "log")
-    for server in _servers(_settings()):
+    for server in _servers(settings):
         status = server.process.status()
         state = "[green]up[/green]" if status.running else "[red]down[/red]"
         table.add_row(status.name, state, status.address, str(status.pid or ""), str(status.log))
@@ -85,9 +105,9 @@ def services_status() -> None:
 
 
 @app.command()
-def setup() -> None:
+def setup(context: typer.Context) -> None:
     """Install the DuckDB extensions the warehouse uses (delta, httpfs) from their PyPI wheels."""
-    directory = _settings().duckdb_extension_directory
+    directory = _settings(context).duckdb_extension_directory
     installed = transform.ensure_duckdb_extensions(directory)
     done = f"installed {', '.join(installed)}" if installed else "already installed"
     console.print(f"DuckDB extensions delta and httpfs: {done} in {directory}")
@@ -101,6 +121,7 @@ class Destination(str, Enum):
 
 @app.command()
 def emulate(
+    context: typer.Context,
     source: SourceOption = "synthetic",
     posts: PostsOption = 5_000,
     forever: Annotated[bool, typer.Option(help="with --to api or kinesis: keep posting until interrupted")] = False,
@@ -111,10 +132,9 @@ def emulate(
     api_url: Annotated[str | None, typer.Option(help="ingest API base URL [default: the local API]")] = None,
     rate: Annotated[float | None, typer.Option(min=0.001, help="posts per second (default: as fast as accepted)")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="requests in flight")] = 4,
-    lake: LakeOption = None,
 ) -> None:
     """Emulate posts: straight into bronze (embedded path), or through the ingest API (full stack)."""
-    settings = _settings(lake=lake)
+    settings = _settings(context)
     if to is Destination.lake:
         _load(settings, source, posts, seed, batch_size or 100_000)
         return
@@ -159,38 +179,41 @@ def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_s
     with _progress() as progress:
         task = progress.add_task(f"bronze ← {source}", total=posts)
 
-        def advance(batch: object, results: list[bronze.AppendResult]) -> None:
+        def advance(batch: PostBatch, results: list[bronze.AppendResult]) -> None:
             for result in results:
                 tally.add(result)
             progress.update(task, completed=batch.start + len(batch))
 
-        lake = bronze.Lake.from_settings(settings)
-        bronze.load_posts(lake, make_source(source, seed), posts, batch_size=batch_size, on_batch=advance)
+        load.load_posts(settings, make_source(source, seed), posts, batch_size=batch_size, on_batch=advance)
         progress.update(task, completed=posts)
     tally.report(settings)
 
 
 @app.command(name="api")
-def api_command(port: Annotated[int | None, typer.Option(help="port on 127.0.0.1 [env: PINPIPE_API_PORT]")] = None) -> None:
+def api_command(
+    context: typer.Context,
+    port: Annotated[int | None, typer.Option(envvar="PINPIPE_API_PORT", help="port on 127.0.0.1")] = None,
+) -> None:
     """Serve the ingest API (Kafka REST Proxy v2 compatible; OpenAPI at /docs)."""
     import uvicorn
 
     from ingestion.api import create_app
 
-    settings = _settings() if port is None else _settings().model_copy(update={"api_port": port})
+    settings = _settings(context)
+    settings = settings if port is None else settings.model_copy(update={"api_port": port})
     uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.api_port)
 
 
 @app.command(name="sink")
 def sink_command(
+    context: typer.Context,
     until_caught_up: Annotated[bool, typer.Option(help="stop once every record present at start is stored")] = False,
     flush_records: Annotated[int, typer.Option(min=1)] = FlushPolicy.records,
     flush_bytes: Annotated[int, typer.Option(min=1)] = FlushPolicy.bytes,
     flush_seconds: Annotated[float, typer.Option(min=0.0)] = FlushPolicy.seconds,
 ) -> None:
     """Kafka → S3: JSON-lines objects per topic partition, offsets committed after each object."""
-    settings = services.with_local_s3(_settings())
-    _sink(settings, until_caught_up, FlushPolicy(flush_records, flush_bytes, flush_seconds))
+    _sink(_settings(context).with_local_s3(), until_caught_up, FlushPolicy(flush_records, flush_bytes, flush_seconds))
 
 
 def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = FlushPolicy()) -> None:
@@ -202,9 +225,9 @@ def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = Flush
 
 
 @app.command(name="load")
-def load_command(lake: LakeOption = None) -> None:
+def load_command(context: typer.Context) -> None:
     """S3 raw objects → bronze Delta: every record not yet loaded, exactly once."""
-    _load_objects(services.with_local_s3(_settings(lake=lake)))
+    _load_objects(_settings(context).with_local_s3())
 
 
 def _load_objects(settings: Settings) -> None:
@@ -212,46 +235,38 @@ def _load_objects(settings: Settings) -> None:
     with _progress() as progress:
         task = progress.add_task("S3 objects → bronze", total=None)
 
-        def advance(raw: object, result: bronze.AppendResult) -> None:
+        def advance(raw: sink.RawObject, result: bronze.AppendResult) -> None:
             tally.add(result)
             progress.advance(task)
 
-        bronze.load_raw_objects(
-            bronze.Lake.from_settings(settings), sink.s3_client(settings), settings.s3_bucket, settings.topic_tables,
-            on_object=advance,
-        )  # fmt: skip
+        load.load_raw_objects(settings, on_object=advance)
     tally.report(settings)
 
 
 @app.command(name="stream")
 def stream_command(
+    context: typer.Context,
     until_caught_up: Annotated[bool, typer.Option(help="stop once every record in the streams is in bronze")] = False,
     dbt_every: Annotated[float | None, typer.Option(
         min=0.0, help="also run the streaming dbt models every this many seconds (`pinpipe refresh`, a process of its own)")] = None,
     flush_seconds: Annotated[float, typer.Option(min=0.0, help="commit buffered records at least this often")] = 1.0,
     flush_records: Annotated[int, typer.Option(min=1, help="commit once this many records are buffered")] = 10_000,
-    lake: LakeOption = None,
-    warehouse: WarehouseOption = None,
-    target: TargetOption = None,
 ) -> None:
     """Kinesis → bronze stream tables, exactly once; with --dbt-every, the streaming models too."""
     from ingestion.stream import StreamConsumer
 
-    settings = _settings(lake, warehouse, target)
-    consumer = StreamConsumer(
-        settings, bronze.Lake.from_settings(settings), services.kinesis_client(settings),
-        flush_records=flush_records, flush_seconds=flush_seconds,
-    )  # fmt: skip
+    settings = _settings(context)
+    consumer = StreamConsumer.from_settings(settings, flush_records=flush_records, flush_seconds=flush_seconds)
     refresher, refresh_log = None, settings.state_dir / "refresh.log"
     if dbt_every is not None:
         # dbt in a process of its own: sharing this one's interpreter would slow the consumer down;
         # a session of its own too, so Ctrl-C reaches it only through this process, after the last flush
         refresh_log.parent.mkdir(parents=True, exist_ok=True)
         with refresh_log.open("ab") as log:
-            refresher = subprocess.Popen([
-                sys.executable, "-m", "ingestion", "refresh", "--every", str(dbt_every),
-                "--lake", settings.lake, "--warehouse", settings.warehouse, "--target", settings.target,
-            ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            refresher = subprocess.Popen(
+                [sys.executable, "-m", "ingestion", "refresh", "--every", str(dbt_every)],
+                env={**os.environ, **settings.environment()}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         console.print(f"dbt refreshes the streaming models every {dbt_every:g} s; log: {refresh_log}")
     try:
         with _progress() as progress:
@@ -271,17 +286,17 @@ def stream_command(
 
 @app.command(name="compact")
 def compact_command(
+    context: typer.Context,
     table: Annotated[list[str] | None, typer.Option(help="bronze table (repeatable); default the stream tables")] = None,
     retention_hours: Annotated[int | None, typer.Option(
-        min=0, help="time travel kept [env: PINPIPE_STREAM_RETENTION_HOURS, default 1]")] = None,
-    lake: LakeOption = None,
+        min=0, envvar="PINPIPE_STREAM_RETENTION_HOURS", help="time travel kept [default: 1]")] = None,
 ) -> None:
     """Compact bronze tables: few files, old files and log entries deleted, a checkpoint.
 
     `pinpipe stream` compacts its tables itself every PINPIPE_STREAM_COMPACT_SECONDS; run this on
     tables no process is writing.
     """
-    settings = _settings(lake)
+    settings = _settings(context)
     if unknown := sorted(set(table or []) - set(bronze.BRONZE_TABLES)):
         raise typer.BadParameter(f"no bronze table {', '.join(unknown)}; the tables are {', '.join(bronze.BRONZE_TABLES)}",
                                  param_hint="--table")  # fmt: skip
@@ -298,15 +313,12 @@ def compact_command(
 
 @app.command()
 def refresh(
+    context: typer.Context,
     every: Annotated[float, typer.Option(min=0.0, help="seconds between the starts of two runs")] = 5.0,
     select: Annotated[str, typer.Option(help="dbt node selection")] = "streaming",
-    lake: LakeOption = None,
-    warehouse: WarehouseOption = None,
-    target: TargetOption = None,
 ) -> None:
     """`dbt run` of the streaming models every few seconds, dbt kept warm in this process (parsed once)."""
-    settings = _settings(lake, warehouse, target)
-    warm = transform.WarmDbt(settings)
+    warm = transform.WarmDbt(_settings(context))
     stop = threading.Event()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between runs, never mid-run
         signal.signal(stop_signal, lambda *_: stop.set())
@@ -322,13 +334,11 @@ def refresh(
 
 @app.command(name="transform")
 def transform_command(
+    context: typer.Context,
     select: Annotated[str | None, typer.Option(help="dbt node selection")] = None,
-    lake: LakeOption = None,
-    warehouse: WarehouseOption = None,
-    target: TargetOption = None,
 ) -> None:
     """dbt build: staging, intermediate and marts with every data and unit test."""
-    _build(_settings(lake, warehouse, target), select)
+    _build(_settings(context), select)
 
 
 def _build(settings: Settings, select: str | None = None) -> None:
@@ -336,7 +346,7 @@ def _build(settings: Settings, select: str | None = None) -> None:
     with _progress() as progress:
         task = progress.add_task(f"dbt build ({settings.target})", total=None)
 
-        def on_event(event: object) -> None:
+        def on_event(event: Any) -> None:
             name, data = event.info.name, event.data
             if name == "LogStartLine":
                 progress.update(task, total=data.total, completed=data.index - 1, description=f"dbt {data.description[:50]}")
@@ -344,12 +354,12 @@ def _build(settings: Settings, select: str | None = None) -> None:
                 statuses[data.node_info.node_status] += 1
 
         args = ["build", "--quiet", *(["--select", select] if select else [])]
+        failed: transform.DbtFailed | None = None
         try:
             transform.run_dbt(settings, args, on_event)
         except transform.DbtFailed as failure:
             failed = failure
         else:
-            failed = None
             progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
     console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
     if failed is not None:
@@ -359,21 +369,21 @@ def _build(settings: Settings, select: str | None = None) -> None:
 
 @app.command()
 def marts(
+    context: typer.Context,
     rows: Annotated[int, typer.Option(help="rows shown per mart")] = 15,
-    warehouse: WarehouseOption = None,
 ) -> None:
     """Print every mart of the local warehouse as a table."""
-    _print_marts(_settings(warehouse=warehouse), rows)
+    _print_marts(_settings(context), rows)
 
 
 @app.command()
 def docs(
+    context: typer.Context,
     port: Annotated[int, typer.Option(help="port of the docs site on 127.0.0.1")] = 8081,
     serve: Annotated[bool, typer.Option(help="serve the site after generating it")] = True,
-    target: TargetOption = None,
 ) -> None:
     """dbt docs: generate the lineage and documentation site (and copy it into <lake>/docs), then serve it."""
-    settings = _settings(target=target)
+    settings = _settings(context)
     console.print(f"docs site generated and copied to {transform.publish_docs(settings)}")
     if serve:
         transform.run_dbt(settings, ["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"])
@@ -387,28 +397,27 @@ class OutputFormat(str, Enum):
 
 @app.command()
 def sql(
+    context: typer.Context,
     query: Annotated[str, typer.Argument(help="SQL on the warehouse: schemas bronze, staging, intermediate, marts, streaming")],
     output: Annotated[OutputFormat, typer.Option("--format", help="table for reading, csv or json for tools")] = OutputFormat.table,
     rows: Annotated[int, typer.Option(help="rows shown as a table")] = 50,
-    warehouse: WarehouseOption = None,
-    target: TargetOption = None,
 ) -> None:
     """Run SQL against the marts of the current target and print the result."""
-    result = transform.query(_settings(warehouse=warehouse, target=target), query)
+    result = transform.query(_settings(context), query)
     if output is OutputFormat.table:
         console.print(_as_rich_table(query if len(query) <= 80 else query[:77] + "...", result, rows))
     elif output is OutputFormat.csv:
         import pyarrow.csv as pa_csv
 
-        sink = pa.BufferOutputStream()
-        pa_csv.write_csv(result, sink)
-        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+        buffer = pa.BufferOutputStream()
+        pa_csv.write_csv(result, buffer)
+        sys.stdout.write(buffer.getvalue().to_pybytes().decode())
     else:
         sys.stdout.write(json.dumps(result.to_pylist(), default=str, ensure_ascii=False) + "\n")
 
 
 def _print_marts(settings: Settings, rows: int) -> None:
-    for number, mart in enumerate(transform.MARTS, start=1):
+    for number, mart in enumerate(transform.marts(settings), start=1):
         console.print(_as_rich_table(f"{number}. {mart}", transform.read_mart(settings, mart), rows))
 
 
@@ -439,24 +448,24 @@ class Stack(str, Enum):
 
 @app.command()
 def run(
+    context: typer.Context,
     source: SourceOption = "synthetic",
     posts: PostsOption = 5_000,
     seed: SeedOption = 100,
     stack: Annotated[Stack, typer.Option(help="embedded: emulator → bronze; full: API → Kafka → S3 → bronze")] = Stack.embedded,
     batch_size: Annotated[int | None, typer.Option(min=1, help="posts per bronze commit or per request")] = None,
     rows: Annotated[int, typer.Option(help="rows shown per mart")] = 15,
-    lake: LakeOption = None,
-    warehouse: WarehouseOption = None,
 ) -> None:
     """The main job: posts → bronze → dbt build → the marts, on the embedded default or the full stack."""
+    settings = _settings(context).model_copy(update={"target": "local"})
     if stack is Stack.embedded:
-        settings = _settings(lake, warehouse, "local")
         _load(settings, source, posts, seed, batch_size or 100_000)
     else:
-        settings = services.with_local_s3(_settings(lake, warehouse, "local"))
-        if lake is None:  # the full stack's bronze lives in the local S3 server's bucket
+        settings = settings.with_local_s3()
+        if context.find_root().params["lake"] is None:
+            # the full stack's bronze lives in the local S3 server's bucket
             settings = settings.model_copy(update={"lake": f"s3://{settings.s3_bucket}/lake"})
-        services_up()
+        _services_up(settings)
         with stack_api.api_server(settings) as url:
             topics = post.KafkaTopics({table: topic for topic, table in settings.topic_tables.items()})
             _post(settings, url, topics, source, posts, seed, batch_size or 500, None, 4)

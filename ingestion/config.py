@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         return {f"PINPIPE_{name.upper()}": value if isinstance(value, str) else json.dumps(value) for name, value in values.items()}
 
     @property
+    def local_s3_endpoint_url(self) -> str:
+        """The S3 server `pinpipe services` runs."""
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def with_local_s3(self) -> Settings:
+        """These settings, with S3 at the local server of `pinpipe services` unless an endpoint is set."""
+        return self if self.s3_endpoint_url else self.model_copy(update={"s3_endpoint_url": self.local_s3_endpoint_url})
+
+    @property
     def kafka_bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 

@@ -154,10 +154,6 @@ class AicoreSource:
 
 # --- synthetic posts ----------------------------------------------------------------------------------
 
-_CATEGORIES = [
-    "art", "beauty", "christmas", "diy-and-crafts", "education", "event-planning", "finance",
-    "home-decor", "mens-fashion", "quotes", "tattoos", "travel", "vehicles",
-]  # fmt: skip
 _FIRST_KEY_SPACE = 11_001  # the original emulator's randint(0, 11000)
 _POSTS_PER_PERSON = 2.1  # 11,154 user rows hold 5,307 people
 _POST_WINDOW = (np.datetime64("2017-10-19T00:00:00"), np.datetime64("2022-10-19T00:00:00"))
@@ -191,7 +187,7 @@ def _vocabulary() -> dict[str, pa.Array]:
         "first_name": pa.array(sorted(set(real["user"].column("first_name").to_pylist()))),
         "last_name": pa.array(sorted(set(real["user"].column("last_name").to_pylist()))),
         "country": pa.array(sorted(set(real["geo"].column("country").to_pylist()))),
-        "category": pa.array(_CATEGORIES),
+        "category": pa.array(sorted(set(real["pin"].column("category").to_pylist()))),
     }
 
 

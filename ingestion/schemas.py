@@ -76,44 +76,18 @@ RAW_MODELS: dict[RawTable, type[RawRecord]] = {"pin": RawPin, "geo": RawGeo, "us
 KEY_FIELD: dict[RawTable, str] = {"pin": "index", "geo": "ind", "user": "ind"}
 
 
+# How each raw field type travels as an Arrow column: timestamps stay the text they were sent as
+# (either serialization; staging parses them).
+_ARROW_TYPES: dict[type, pa.DataType] = {int: pa.int64(), float: pa.float64(), str: pa.string(), datetime: pa.string()}
+
+
+def _arrow_schema(model: type[RawRecord]) -> pa.Schema:
+    return pa.schema([(name, _ARROW_TYPES[field.annotation]) for name, field in model.model_fields.items()])  # type: ignore[index]
+
+
 # The raw records as Arrow columns, typed as clients send them (the emulator's output, and the
-# schema the loader parses raw JSON lines with).
-RAW_ARROW_SCHEMAS: dict[RawTable, pa.Schema] = {
-    "pin": pa.schema(
-        [
-            ("index", pa.int64()),
-            ("unique_id", pa.string()),
-            ("title", pa.string()),
-            ("description", pa.string()),
-            ("poster_name", pa.string()),
-            ("follower_count", pa.string()),
-            ("tag_list", pa.string()),
-            ("is_image_or_video", pa.string()),
-            ("image_src", pa.string()),
-            ("downloaded", pa.int64()),
-            ("save_location", pa.string()),
-            ("category", pa.string()),
-        ]
-    ),
-    "geo": pa.schema(
-        [
-            ("ind", pa.int64()),
-            ("timestamp", pa.string()),
-            ("latitude", pa.float64()),
-            ("longitude", pa.float64()),
-            ("country", pa.string()),
-        ]
-    ),
-    "user": pa.schema(
-        [
-            ("ind", pa.int64()),
-            ("first_name", pa.string()),
-            ("last_name", pa.string()),
-            ("age", pa.int64()),
-            ("date_joined", pa.string()),
-        ]
-    ),
-}
+# schema the loader parses raw JSON lines with): derived from the models above.
+RAW_ARROW_SCHEMAS: dict[RawTable, pa.Schema] = {table: _arrow_schema(model) for table, model in RAW_MODELS.items()}
 
 
 def payload_fields(table: RawTable) -> list[str]:

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 
+from ingestion.clients import kafka_admin, kinesis_client, s3_client
 from ingestion.config import PROJECT_DIR, Settings
-from ingestion.sink import s3_client
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -170,9 +171,9 @@ class S3Server:
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.s3_port}"
+        return self.settings.local_s3_endpoint_url
 
-    def client(self):  # noqa: ANN201 - boto3's client type is generated at run time
+    def client(self) -> Any:
         return s3_client(self.settings.model_copy(update={"s3_endpoint_url": self.endpoint_url}))
 
     def up(self) -> None:
@@ -200,13 +201,6 @@ class S3Server:
 
     def down(self) -> None:
         self.process.stop()
-
-
-def with_local_s3(settings: Settings) -> Settings:
-    """Without an explicit endpoint, S3 is the local server of `pinpipe services`."""
-    if settings.s3_endpoint_url:
-        return settings
-    return settings.model_copy(update={"s3_endpoint_url": S3Server(settings).endpoint_url})
 
 
 KAFKA_FILES = PROJECT_DIR / "services" / "kafka"
@@ -269,16 +263,11 @@ class KafkaBroker:
         )
         return config
 
-    def _admin(self):  # noqa: ANN202
-        from kafka import KafkaAdminClient
-
-        return KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers, request_timeout_ms=5_000)
-
     def _answers(self) -> bool:
         if not _port_open("127.0.0.1", self.settings.kafka_port):
             return False
         try:
-            admin = self._admin()
+            admin = kafka_admin(self.settings)
         except Exception:  # noqa: BLE001 - the broker accepts connections before it serves metadata
             return False
         admin.close()
@@ -304,7 +293,7 @@ class KafkaBroker:
     def ensure_topics(self) -> None:
         from kafka.admin import NewTopic
 
-        admin = self._admin()
+        admin = kafka_admin(self.settings)
         try:
             missing = set(self.settings.topics) - set(admin.list_topics())
             if missing:
@@ -329,20 +318,6 @@ def _npm_package(cache_dir: Path, package: str, version: str) -> Path:
                    check=True, capture_output=True)  # fmt: skip
     (prefix / ".complete").touch()
     return folder
-
-
-def kinesis_client(settings: Settings):  # noqa: ANN201 - boto3's client type is generated at run time
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "kinesis",
-        endpoint_url=settings.kinesis_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
-    )
 
 
 class KinesisServer:

@@ -21,19 +21,10 @@ from dataclasses import dataclass, field
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from ingestion import clients
 from ingestion.config import Settings
 
 OBJECT_KEY = re.compile(r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$")
-
-
-def s3_client(settings: Settings):  # noqa: ANN201 - boto3's client type is generated at run time
-    """A boto3 S3 client for the configured endpoint (the local server, or AWS when none is set)."""
-    import boto3
-
-    return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id, aws_secret_access_key=settings.s3_secret_access_key,
-    )  # fmt: skip
 
 
 def object_key(prefix: str, topic: str, partition: int, start: int) -> str:
@@ -156,7 +147,7 @@ class S3Sink:
     def from_settings(cls, settings: Settings, policy: FlushPolicy = FlushPolicy()) -> S3Sink:
         """The sink of ``settings``: its broker, topics, bucket and consumer group."""
         return cls(
-            settings.kafka_bootstrap_servers, list(settings.topics), s3_client(settings), settings.s3_bucket,
+            settings.kafka_bootstrap_servers, list(settings.topics), clients.s3_client(settings), settings.s3_bucket,
             group_id=settings.sink_group, policy=policy,
         )  # fmt: skip
 

@@ -18,17 +18,25 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import duckdb
 import pyarrow as pa
 
-from ingestion.bronze import STREAM_TABLES, Lake, StreamSlice, Undecodable, append_slices, ensure_tables, parse_lines
+from ingestion import clients
+from ingestion.bronze import (
+    STREAM_TABLES,
+    Lake,
+    StreamSlice,
+    Undecodable,
+    append_slices,
+    compact_in_child,
+    ensure_tables,
+    parse_lines,
+    stream_positions,
+)
 from ingestion.config import Settings
 from ingestion.schemas import RawTable
 
@@ -82,7 +90,7 @@ class StreamConsumer:
         self,
         settings: Settings,
         lake: Lake,
-        client: object,
+        client: Any,
         *,
         flush_records: int = 10_000,
         flush_seconds: float = 1.0,
@@ -94,6 +102,12 @@ class StreamConsumer:
         self._compacted_at = time.monotonic()
         self.committed = 0  # records appended to bronze or quarantined by this consumer
         ensure_tables(lake)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, flush_records: int = 10_000, flush_seconds: float = 1.0) -> StreamConsumer:
+        """The consumer of ``settings``: its streams, its lake, its Kinesis endpoint."""
+        return cls(settings, Lake.from_settings(settings), clients.kinesis_client(settings),
+                   flush_records=flush_records, flush_seconds=flush_seconds)  # fmt: skip
 
     # --- shards and where each resumes ----------------------------------------------------------------
 
@@ -111,26 +125,13 @@ class StreamConsumer:
             new = [s for s in listed if (stream, s["ShardId"]) not in self.shards]
             if not new:
                 continue
-            resume = self._committed_positions(table, stream)
+            # records after a shard's last row that went to quarantine are read again and skipped by
+            # ordinal: the commit recorded the shard's next ordinal past them
+            resume = stream_positions(self.lake, STREAM_TABLES[table], f"kinesis/{stream}/")
             for shard in new:
                 parents = tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
                 ordinal, sequence = resume.get(f"kinesis/{stream}/{shard['ShardId']}", (0, None))
                 self.shards[(stream, shard["ShardId"])] = _Shard(stream, table, shard["ShardId"], parents, ordinal, sequence)
-
-    def _committed_positions(self, table: RawTable, stream: str) -> dict[str, tuple[int, str]]:
-        """Per shard of ``stream``: the ordinal after its last row in bronze, and that row's
-        sequence number. Records after it that went to quarantine are read again and skipped by
-        ordinal, since the commit recorded the shard's next ordinal past them."""
-        delta = self.lake.delta_table(STREAM_TABLES[table])
-        if delta is None:
-            return {}
-        rows = delta.to_pyarrow_dataset()  # noqa: F841 - read by DuckDB's replacement scan
-        found = duckdb.sql(
-            "select _stream, max(_offset) + 1, arg_max(_sequence_number, _offset) from rows "
-            "where starts_with(_stream, ?) group by _stream",
-            params=[f"kinesis/{stream}/"],
-        ).fetchall()
-        return {shard_stream: (ordinal, sequence) for shard_stream, ordinal, sequence in found}
 
     def _readable(self, shard: _Shard) -> bool:
         if shard.closed:
@@ -225,18 +226,13 @@ class StreamConsumer:
         return flushed
 
     def compact(self) -> None:
-        """Compact the stream tables this consumer writes (``pinpipe compact``), between its commits:
-        it is their only writer.
-
-        In a process of its own: delta-rs' optimize and pyarrow's dataset scans in one process make
-        it abort at exit ("terminate called without an active exception").
-        """
+        """Compact the stream tables this consumer writes, between its commits: it is their only writer."""
         self._compacted_at = time.monotonic()
         tables = sorted({STREAM_TABLES[table] for table in self.settings.stream_tables.values()})
-        done = subprocess.run([sys.executable, "-m", "ingestion", "compact", *(f"--table={t}" for t in tables)],
-                              env={**os.environ, **self.settings.environment()}, capture_output=True, text=True)  # fmt: skip
-        if done.returncode != 0:  # only a speed-up: the next one tries again, the records are safe
-            _log.warning("compacting %s failed (exit %s): %s", ", ".join(tables), done.returncode, done.stderr.strip()[-500:])
+        try:
+            compact_in_child(self.lake, tables, retention_hours=self.settings.stream_retention_hours)
+        except Exception as error:  # noqa: BLE001 - only a speed-up: the next one tries again, the records are safe
+            _log.warning("compacting %s failed: %s: %s", ", ".join(tables), type(error).__name__, error)
 
     def _compaction_due(self) -> bool:
         every = self.settings.stream_compact_seconds

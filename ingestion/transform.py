@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -13,20 +14,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
 from ingestion.config import Settings
 
-MARTS = (
-    "most_popular_category_by_country",
-    "posts_per_category_by_year",
-    "most_followed_user_by_country",
-    "country_with_most_followed_user",
-    "most_popular_category_by_age_group",
-    "median_follower_count_by_age_group",
-    "users_joined_by_year",
-    "median_follower_count_by_join_year",
-    "median_follower_count_by_age_group_and_join_year",
-)
+# the exposure naming the marts analysts read, in the order of the business questions
+INSIGHTS_EXPOSURE = "exposure.pinpipe.pinterest_insights"
+
 
 # DuckDB extensions shipped as PyPI wheels: installing them from the wheel's file means no download
 # from DuckDB's extension site, which this project must not depend on.
@@ -126,22 +120,34 @@ class WarmDbt:
         return run_dbt(self.settings, args, manifest=self._manifest)
 
 
+def target_path(settings: Settings) -> Path:
+    """dbt's target directory (artifacts: manifest, run results, docs)."""
+    target = Path(os.environ.get("DBT_TARGET_PATH") or "target")
+    return target if target.is_absolute() else settings.project_dir / target
+
+
+def marts(settings: Settings) -> list[str]:
+    """The marts, in the order of the business questions: the models the insights exposure depends
+    on, read from dbt's manifest (the project is parsed first if there is none yet)."""
+    manifest = target_path(settings) / "manifest.json"
+    if not manifest.exists():
+        run_dbt(settings, ["parse", "--quiet"])
+    nodes = json.loads(manifest.read_text())["exposures"][INSIGHTS_EXPOSURE]["depends_on"]["nodes"]
+    return [node.rsplit(".", 1)[-1] for node in nodes]
+
+
 DOCS_FILES = ("index.html", "manifest.json", "catalog.json")
 
 
 def publish_docs(settings: Settings) -> str:
     """`dbt docs generate`, then the static site copied to ``<lake>/docs/``; returns where it went."""
     run_dbt(settings, ["docs", "generate", "--quiet"])
-    target = Path(os.environ.get("DBT_TARGET_PATH") or settings.project_dir / "target")
-    if not target.is_absolute():
-        target = settings.project_dir / target
+    target = target_path(settings)
     destination = f"{settings.lake.rstrip('/')}/docs"
     if destination.startswith("s3://"):
-        from ingestion.sink import s3_client
-
         bucket, _, prefix = destination[5:].partition("/")
         for name in DOCS_FILES:
-            s3_client(settings).upload_file(str(target / name), bucket, f"{prefix}/{name}")
+            clients.s3_client(settings).upload_file(str(target / name), bucket, f"{prefix}/{name}")
     else:
         Path(destination).mkdir(parents=True, exist_ok=True)
         for name in DOCS_FILES:

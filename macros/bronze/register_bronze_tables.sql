@@ -9,8 +9,14 @@
     {{ return(env_var('PINPIPE_LAKE', 'lake') ~ '/bronze/' ~ table) }}
 {%- endmacro %}
 
+{#- The tables of the `bronze` source (models/staging/pinterest/_pinterest__sources.yml), the one list
+    the Python loaders read too. -#}
 {% macro bronze_tables() -%}
-    {{ return(['pin', 'geo', 'user', 'pin_stream', 'geo_stream', 'user_stream', 'quarantine']) }}
+    {%- set tables = [] -%}
+    {%- for source in graph.get('sources', {}).values() if source.source_name == 'bronze' -%}
+        {%- do tables.append(source.name) -%}
+    {%- endfor -%}
+    {{ return(tables | sort) }}
 {%- endmacro %}
 
 {% macro duckdb__register_bronze_tables() -%}

@@ -13,6 +13,15 @@ users as (
     from {{ ref('stg_pinterest__users') }}
 ),
 
+age_groups as (
+    -- a group runs up to the next group's youngest age; the last one is open-ended
+    select
+        age_group,
+        min_age,
+        lead(min_age) over (order by min_age) as next_min_age
+    from {{ ref('age_groups') }}
+),
+
 joined as (
     select
         pins.ind,
@@ -24,12 +33,15 @@ joined as (
         cast(extract(year from geo.posted_at) as integer) as post_year,
         users.user_name,
         users.age,
-        {{ age_group('users.age') }} as age_group,
+        age_groups.age_group,
         users.date_joined,
         cast(extract(year from users.date_joined) as integer) as join_year
     from pins
     inner join geo on pins.ind = geo.ind
     inner join users on pins.ind = users.ind
+    left join age_groups
+        on users.age >= age_groups.min_age
+        and (age_groups.next_min_age is null or users.age < age_groups.next_min_age)
 )
 
 select * from joined

@@ -82,9 +82,9 @@ def test_a_daily_run_builds_and_tests_every_mart_and_publishes_the_docs(settings
 
 
 def test_a_failing_dbt_test_fails_the_run_and_the_log_names_it(settings: Settings, tmp_path: Path) -> None:
-    # a pin whose category is none of the 13: stg_pinterest__pins' accepted_values test fails
-    append(Lake.from_settings(settings), "pin", [{"index": 99_999, "category": "not-a-category"}], stream="test",
-           start=0, source="test")  # fmt: skip
+    # a pin whose media type is none of the three: stg_pinterest__pins' accepted_values test fails
+    append(Lake.from_settings(settings), "pin", [{"index": 99_999, "category": "art", "is_image_or_video": "hologram"}],
+           stream="test", start=0, source="test")  # fmt: skip
     result, output = _airflow(settings, tmp_path, "run")
     assert result["state"] == "failed"
     assert result["task_states"]["dbt.stg_pinterest__pins.test"] == "failed"

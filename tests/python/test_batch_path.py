@@ -21,12 +21,14 @@ from helpers import kill_once_committed
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ingestion.api import create_app
-from ingestion.bronze import QUARANTINE, Lake, load_raw_objects
+from ingestion.bronze import QUARANTINE, Lake
+from ingestion.clients import s3_client
 from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.post import KafkaTopics, post_batches
 from ingestion.services import KafkaBroker, free_port
-from ingestion.sink import FlushPolicy, S3Sink, parse_object_key, s3_client
+from ingestion.load import load_raw_objects
+from ingestion.sink import FlushPolicy, S3Sink, parse_object_key
 from ingestion.stack import api_server
 
 pytestmark = pytest.mark.slow
@@ -55,7 +57,7 @@ def _sink(settings: Settings, policy: FlushPolicy = FlushPolicy()) -> None:
 
 
 def _load(settings: Settings) -> None:
-    load_raw_objects(Lake.from_settings(settings), s3_client(settings), settings.s3_bucket, settings.topic_tables)
+    load_raw_objects(settings)
 
 
 def _bronze(settings: Settings, table: str) -> list[dict]:
@@ -148,9 +150,8 @@ def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> No
         acknowledged = _post(url, stack, 0, 4_000)
     _sink(stack, FlushPolicy(records=150))
     script = (
-        "from ingestion.bronze import Lake, load_raw_objects; from ingestion.config import Settings;"
-        "from ingestion.sink import s3_client; s = Settings();"
-        "load_raw_objects(Lake.from_settings(s), s3_client(s), s.s3_bucket, s.topic_tables)"
+        "from ingestion.config import Settings; from ingestion.load import load_raw_objects;"
+        "load_raw_objects(Settings())"
     )
     loader = subprocess.Popen([sys.executable, "-c", script], env=_env(stack))
     kill_once_committed(loader, Lake.from_settings(stack), "pin", version=5, timeout=60)

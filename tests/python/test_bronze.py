@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ingestion.bronze import QUARANTINE, Lake, append, committed_offset, load_posts
+from ingestion.bronze import QUARANTINE, Lake, append, committed_offset
+from ingestion.config import Settings
+from ingestion.load import load_posts
 from ingestion.emulate import make_source
 from ingestion.schemas import RAW_TABLES
 
@@ -20,8 +22,8 @@ def _rows(lake: Lake, table: str) -> list[dict]:
     return delta.to_pyarrow_table().to_pylist() if delta is not None else []
 
 
-def test_posts_land_once_per_table_with_raw_values_as_text(lake: Lake) -> None:
-    load_posts(lake, make_source("aicore", 1), 2_500, batch_size=1_000)
+def test_posts_land_once_per_table_with_raw_values_as_text(settings: Settings, lake: Lake) -> None:
+    load_posts(settings, make_source("aicore", 1), 2_500, batch_size=1_000)
     expected = [r for b in [make_source("aicore", 1).batch(0, 2_500)] for r in b.records()]
     for table in RAW_TABLES:
         rows = sorted(_rows(lake, table), key=lambda r: r["_offset"])
@@ -33,26 +35,26 @@ def test_posts_land_once_per_table_with_raw_values_as_text(lake: Lake) -> None:
             assert {k: row[k] if isinstance(v, str) else json.loads(row[k]) for k, v in post[table].items()} == post[table]
 
 
-def test_loading_the_same_posts_twice_does_not_duplicate_them(lake: Lake) -> None:
+def test_loading_the_same_posts_twice_does_not_duplicate_them(settings: Settings, lake: Lake) -> None:
     source = make_source("synthetic", 5)
-    load_posts(lake, source, 3_000, batch_size=1_000)
-    again = load_posts(lake, source, 3_000, batch_size=1_000)
+    load_posts(settings, source, 3_000, batch_size=1_000)
+    again = load_posts(settings, source, 3_000, batch_size=1_000)
     assert again == []  # resumed at offset 3,000: nothing left to generate or append
     for table in RAW_TABLES:
         assert len(_rows(lake, table)) == 3_000
 
 
-def test_a_longer_run_appends_only_the_new_posts(lake: Lake) -> None:
+def test_a_longer_run_appends_only_the_new_posts(settings: Settings, lake: Lake) -> None:
     source = make_source("synthetic", 5)
-    load_posts(lake, source, 1_234, batch_size=500)
-    load_posts(lake, source, 3_000, batch_size=700)
-    fresh = Lake(lake.root + "-fresh")
+    load_posts(settings, source, 1_234, batch_size=500)
+    load_posts(settings, source, 3_000, batch_size=700)
+    fresh = settings.model_copy(update={"lake": lake.root + "-fresh"})
     load_posts(fresh, source, 3_000, batch_size=1_000)
     for table in RAW_TABLES:
         def content(rows: list[dict]) -> list[tuple]:
             return sorted((r["_offset"], r["index" if table == "pin" else "ind"]) for r in rows)
 
-        assert content(_rows(lake, table)) == content(_rows(fresh, table))
+        assert content(_rows(lake, table)) == content(_rows(Lake.from_settings(fresh), table))
         assert len(_rows(lake, table)) == 3_000
 
 
@@ -117,8 +119,8 @@ def test_arrow_input_with_a_null_key_takes_the_per_record_path(lake: Lake) -> No
 def test_a_loader_killed_mid_load_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
     script = (
-        "import sys; from ingestion.bronze import Lake, load_posts; from ingestion.emulate import make_source;"
-        f"load_posts(Lake({lake.root!r}), make_source('synthetic', 9), 400_000, batch_size=10_000)"
+        "from ingestion.config import Settings; from ingestion.emulate import make_source; from ingestion.load import load_posts;"
+        f"load_posts(Settings(lake={lake.root!r}), make_source('synthetic', 9), 400_000, batch_size=10_000)"
     )
     process = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 60
@@ -129,7 +131,7 @@ def test_a_loader_killed_mid_load_resumes_without_losing_or_duplicating(tmp_path
     partial = {table: committed_offset(lake, table, "emulator/synthetic/seed=9") for table in RAW_TABLES}
     assert 0 < min(partial.values()) < 400_000, partial
 
-    load_posts(lake, make_source("synthetic", 9), 400_000, batch_size=10_000)
+    load_posts(Settings(lake=lake.root), make_source("synthetic", 9), 400_000, batch_size=10_000)
     for table in RAW_TABLES:
         offsets = Lake(lake.root).delta_table(table).to_pyarrow_table(columns=["_offset"])["_offset"].to_pylist()
         assert len(offsets) == 400_000 and len(set(offsets)) == 400_000, table

@@ -7,7 +7,8 @@ import pytest
 from helpers import assert_marts_equal_reference
 
 from ingestion import transform
-from ingestion.bronze import Lake, append, load_posts
+from ingestion.bronze import Lake, append
+from ingestion.load import load_posts
 from ingestion.config import Settings
 from ingestion.emulate import batches, make_source
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize(("source_name", "posts"), [("aicore", 6_000), ("synthetic", 30_000)])
 def test_every_mart_equals_the_independent_computation(settings: Settings, source_name: str, posts: int) -> None:
     source = make_source(source_name, 100)
-    load_posts(Lake.from_settings(settings), source, posts, batch_size=2_500)
+    load_posts(settings, source, posts, batch_size=2_500)
     transform.run_dbt(settings, ["build"])  # raises unless every model, data test and unit test passes
 
     records = [record for batch in batches(source, posts) for record in batch.records()]
@@ -25,11 +26,11 @@ def test_every_mart_equals_the_independent_computation(settings: Settings, sourc
 
 
 def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Settings) -> None:
-    lake, source = Lake.from_settings(settings), make_source("aicore", 11)
-    load_posts(lake, source, 2_000)
+    source = make_source("aicore", 11)
+    load_posts(settings, source, 2_000)
     transform.run_dbt(settings, ["build"])
-    load_posts(lake, source, 2_000)  # the same run again: nothing new
-    load_posts(lake, source, 3_000)  # a longer run: only posts 2,000 .. 2,999 are new
+    load_posts(settings, source, 2_000)  # the same run again: nothing new
+    load_posts(settings, source, 3_000)  # a longer run: only posts 2,000 .. 2,999 are new
     transform.run_dbt(settings, ["build"])
 
     with transform.connect_warehouse(settings) as connection:
@@ -40,7 +41,7 @@ def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Se
 
 def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_lost(settings: Settings) -> None:
     lake = Lake.from_settings(settings)
-    load_posts(lake, make_source("aicore", 1), 1_000)
+    load_posts(settings, make_source("aicore", 1), 1_000)
     good_user = {"first_name": "Ada", "last_name": "Byron", "age": 36, "date_joined": "2016-01-01T10:00:00"}
     append(lake, "pin", [{"index": 90_001, "category": "art", "follower_count": "12.5k"}, "not json"],
            stream="test", start=0, source="test")  # fmt: skip

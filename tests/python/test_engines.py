@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ingestion import transform
-from ingestion.bronze import Lake, load_posts
+from ingestion.load import load_posts
 from ingestion.config import Settings
 from ingestion.emulate import make_source
 
@@ -30,15 +30,14 @@ def _rows(settings: Settings, mart: str) -> Counter:
 def test_every_mart_is_equal_on_duckdb_and_on_spark(settings: Settings, tmp_path: Path) -> None:
     """Real AiCore rows and synthetic posts in one bronze; keys shared by both are deduplicated by
     the same rule on both engines."""
-    lake = Lake.from_settings(settings)
-    load_posts(lake, make_source("aicore", 3), 2_000)
-    load_posts(lake, make_source("synthetic", 3), 2_000)
+    load_posts(settings, make_source("aicore", 3), 2_000)
+    load_posts(settings, make_source("synthetic", 3), 2_000)
 
     transform.run_dbt(settings, ["build"])
     spark = settings.model_copy(update={"target": "spark", "spark_warehouse": str(tmp_path / "spark")})
     transform.run_dbt(spark, ["build"])  # every model, data test and unit test, on Spark
 
-    for mart in transform.MARTS:
+    for mart in transform.marts(settings):
         on_duckdb, on_spark = _rows(settings, mart), _rows(spark, mart)
         assert on_duckdb == on_spark, f"{mart}: only on duckdb {on_duckdb - on_spark}, only on spark {on_spark - on_duckdb}"
         assert on_duckdb

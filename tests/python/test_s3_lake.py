@@ -9,7 +9,7 @@ import pytest
 from helpers import assert_marts_equal_reference
 
 from ingestion import transform
-from ingestion.bronze import Lake, load_posts
+from ingestion.load import load_posts
 from ingestion.config import Settings
 from ingestion.emulate import batches, make_source
 from ingestion.services import S3Server
@@ -29,9 +29,9 @@ def test_bronze_and_dbt_work_on_an_s3_lake(
         s3_endpoint_url=s3_server.endpoint_url,
         s3_port=s3_server.settings.s3_port,
     )
-    lake, source = Lake.from_settings(settings), make_source("aicore", 21)
-    load_posts(lake, source, 3_000, batch_size=1_000)
-    load_posts(lake, source, 3_000, batch_size=1_000)  # a rerun appends nothing
+    source = make_source("aicore", 21)
+    load_posts(settings, source, 3_000, batch_size=1_000)
+    load_posts(settings, source, 3_000, batch_size=1_000)  # a rerun appends nothing
 
     keys = {o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]}
     assert any(k.startswith("pinpipe/bronze/pin/_delta_log/") for k in keys)

@@ -26,7 +26,8 @@ from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.post import KinesisStreams, post_batches
 from ingestion.schemas import RAW_TABLES
-from ingestion.services import KinesisServer, free_port, kinesis_client
+from ingestion.clients import kinesis_client
+from ingestion.services import KinesisServer, free_port
 from ingestion.stack import api_server
 from ingestion.stream import StreamConsumer
 
@@ -63,7 +64,7 @@ def streaming(kinesis_server: KinesisServer, tmp_path: Path, monkeypatch: pytest
 
 
 def _consume(settings: Settings, **options: object) -> StreamConsumer:
-    consumer = StreamConsumer(settings, Lake.from_settings(settings), kinesis_client(settings), **options)
+    consumer = StreamConsumer.from_settings(settings, **options)
     consumer.run(until_caught_up=True)
     return consumer
 
@@ -241,8 +242,8 @@ def test_the_stream_command_with_dbt_refreshes_and_compaction_fills_the_streamin
         _put_directly(streaming, table, [json.dumps(v).encode() for v in values], [str(v[key]) for v in values])
     env = {**os.environ, "PINPIPE_KINESIS_PORT": str(streaming.kinesis_port), "PINPIPE_STREAMS": json.dumps(list(streaming.streams)),
            "PINPIPE_STATE_DIR": str(tmp_path / "state"), "PINPIPE_STREAM_COMPACT_SECONDS": "0.01", "COLUMNS": "250"}  # fmt: skip
-    command = [str(Path(sys.executable).parent / "pinpipe"), "stream", "--until-caught-up", "--dbt-every", "1", "--flush-records", "100",
-               "--lake", streaming.lake, "--warehouse", streaming.warehouse]  # fmt: skip
+    command = [str(Path(sys.executable).parent / "pinpipe"), "--lake", streaming.lake, "--warehouse", streaming.warehouse,
+               "stream", "--until-caught-up", "--dbt-every", "1", "--flush-records", "100"]  # fmt: skip
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert f"{3 * posts:,} records committed" in finished.stdout

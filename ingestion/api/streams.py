@@ -1,0 +1,151 @@
+"""The seeds' API Gateway proxy to Kinesis: ``/streams/...``, every record validated before it is put."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from ingestion.api.common import ApiError, Requests, field_errors, invalid_records, parsed
+from ingestion.bus import BusError, KinesisBus, NoSuchStream, StreamRejected
+from ingestion.config import stream_table
+from ingestion.schemas import KEY_FIELD, RAW_MODELS, RawTable
+
+
+class PutRecordRequest(BaseModel):
+    StreamName: str | None = None
+    Data: dict[str, Any] | str = Field(description="the record: a JSON object, a JSON string of one, or base64 of one")
+    PartitionKey: str | None = Field(default=None, description="default: the record's key (index or ind)")
+
+
+class PutRecordsEntry(BaseModel):
+    Data: dict[str, Any] | str
+    PartitionKey: str | None = None
+
+
+class PutRecordsRequest(BaseModel):
+    StreamName: str | None = None
+    Records: list[PutRecordsEntry] = Field(min_length=1, max_length=500)
+
+
+class CreateStreamRequest(BaseModel):
+    ShardCount: int | None = Field(default=None, ge=1, le=50)
+
+
+def _stream_payload(data: dict[str, Any] | str) -> dict[str, Any]:
+    """A Kinesis record's Data as the raw record: an object as is; a string parsed as JSON, or
+    decoded from base64 first (what Kinesis clients send)."""
+    if isinstance(data, dict):
+        return data
+    try:
+        value = json.loads(data)
+    except ValueError:
+        try:
+            value = json.loads(base64.b64decode(data, validate=True))
+        except (ValueError, binascii.Error):
+            raise ValueError("not a JSON object, nor a JSON string or base64 of one") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _stream_record(table: RawTable, where: str, data: dict[str, Any] | str, key: str | None) -> tuple[bytes, str] | str:
+    """The record's bytes and partition key, or what is wrong with it."""
+    try:
+        payload = _stream_payload(data)
+    except ValueError as error:
+        return f"{where}.Data: {error}"
+    try:
+        RAW_MODELS[table].model_validate(payload)
+    except ValidationError as error:
+        return field_errors(f"{where}.Data", error)
+    return json.dumps(payload, ensure_ascii=False).encode(), key or str(payload[KEY_FIELD[table]])
+
+
+def _writable(stream: str, body_stream: str | None) -> RawTable:
+    if body_stream is not None and body_stream != stream:
+        raise ApiError(422, f"StreamName {body_stream!r} in the body differs from {stream!r} in the path.", 42201)
+    table = stream_table(stream)
+    if table is None:
+        raise ApiError(404, f"Stream {stream!r} carries no raw table: its name must end in -pin, -geo or -user.", 40403)
+    return table
+
+
+async def _kinesis(operation: Callable[..., Any], *args: object) -> Any:
+    try:
+        return await run_in_threadpool(operation, *args)
+    except NoSuchStream as error:
+        raise ApiError(404, f"Stream not found: {error}", 40402) from None
+    except StreamRejected as error:
+        raise ApiError(400, str(error), 40002) from None
+    except BusError as error:
+        raise ApiError(503, str(error), 50303) from None
+
+
+def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
+    settings, metrics = requests.settings, requests.metrics
+    router = APIRouter()
+
+    @router.get("/streams", summary="List streams (Kinesis ListStreams)")
+    async def list_streams(request: Request) -> dict[str, Any]:
+        requests.authorize(request)
+        return {"StreamNames": await _kinesis(kinesis.list_streams), "HasMoreStreams": False}
+
+    @router.post("/streams/{stream}", summary="Create a stream (Kinesis CreateStream)")
+    async def create_stream(stream: str, request: Request) -> dict[str, Any]:
+        requests.authorize(request)
+        # the body is optional here: no body, no content type needed
+        payload = await requests.json(request, {"application/json"}) if request.headers.get("content-length", "0") != "0" else {}
+        shards = parsed(CreateStreamRequest, payload, '{"ShardCount"?}').ShardCount or settings.kinesis_shards
+        await _kinesis(kinesis.create_stream, stream, shards)
+        return {"StreamName": stream, "ShardCount": shards}
+
+    @router.get("/streams/{stream}", summary="Describe a stream (Kinesis DescribeStream)")
+    async def describe_stream(stream: str, request: Request) -> JSONResponse:
+        requests.authorize(request)
+        description = await _kinesis(kinesis.describe_stream, stream)
+        return JSONResponse(json.loads(json.dumps({"StreamDescription": description}, default=str)))
+
+    @router.delete("/streams/{stream}", summary="Delete a stream (Kinesis DeleteStream)")
+    async def delete_stream(stream: str, request: Request) -> dict[str, Any]:
+        requests.authorize(request)
+        await _kinesis(kinesis.delete_stream, stream)
+        return {"StreamName": stream, "StreamStatus": "DELETING"}
+
+    @router.put("/streams/{stream}/record", summary="Put one record (Kinesis PutRecord)")
+    async def put_record(stream: str, request: Request) -> dict[str, Any]:
+        requests.authorize(request)
+        record = parsed(PutRecordRequest, await requests.json(request, {"application/json"}),
+                        '{"StreamName"?, "Data", "PartitionKey"?}')  # fmt: skip
+        table = _writable(stream, record.StreamName)
+        encoded = _stream_record(table, "record", record.Data, record.PartitionKey)
+        if isinstance(encoded, str):
+            metrics.rejected.labels(stream).inc()
+            raise invalid_records([encoded], "put")
+        answer = await _kinesis(kinesis.put, stream, *encoded)
+        metrics.records.labels(stream).inc()
+        return answer
+
+    @router.put("/streams/{stream}/records", summary="Put up to 500 records (Kinesis PutRecords)")
+    async def put_records(stream: str, request: Request) -> dict[str, Any]:
+        requests.authorize(request)
+        batch = parsed(PutRecordsRequest, await requests.json(request, {"application/json"}),
+                       '{"StreamName"?, "Records": [{"Data", "PartitionKey"?}] (1 to 500)}')  # fmt: skip
+        table = _writable(stream, batch.StreamName)
+        encoded = [_stream_record(table, f"Records[{i}]", r.Data, r.PartitionKey) for i, r in enumerate(batch.Records)]
+        problems = [e for e in encoded if isinstance(e, str)]
+        if problems:
+            metrics.rejected.labels(stream).inc(len(batch.Records))
+            raise invalid_records(problems, "put")
+        answer = await _kinesis(kinesis.put_many, stream, encoded)
+        metrics.records.labels(stream).inc(len(encoded) - answer["FailedRecordCount"])
+        return answer
+
+    return router

@@ -1,0 +1,43 @@
+"""Clients of the outside systems (S3, Kinesis, Kafka's admin API), built from the settings in one place.
+
+Stages take these clients; nothing here starts a server (that is ``services``, a tool of the CLI,
+the DAG, tests and benchmarks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingestion.config import Settings
+
+
+def s3_client(settings: Settings) -> Any:  # boto3's client classes are generated at run time
+    """A boto3 S3 client for the configured endpoint (the local server, or AWS when none is set)."""
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id, aws_secret_access_key=settings.s3_secret_access_key,
+    )  # fmt: skip
+
+
+def kinesis_client(settings: Settings) -> Any:
+    """A boto3 Kinesis client for the configured endpoint (the local Kinesis by default)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "kinesis",
+        endpoint_url=settings.kinesis_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+    )
+
+
+def kafka_admin(settings: Settings) -> Any:
+    """Kafka's admin client for the configured broker (topics, metadata)."""
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5_000)
