@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-fast bench airflow docs clean
+.PHONY: install dev run test test-fast lint fmt bench airflow docs clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	@echo "==> creating the virtualenv $(VENV) ($(PYTHON))"
@@ -19,17 +19,45 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 install: $(BIN)/.installed
 
+$(BIN)/.dev-installed: requirements-dev.txt $(BIN)/.installed
+	@echo "==> installing the test and lint tools (requirements-dev.txt)"
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+dev: $(BIN)/.dev-installed
+
 ## the main job on the embedded default: emulate posts → bronze Delta → dbt build → print the marts
 run: install
 	$(BIN)/pinpipe run
 
 ## every test: Python unit and end-to-end tests (they run dbt build, data and unit tests included)
-test: install
+test: dev
 	$(BIN)/pytest
 
 ## the quick unit tests only
-test-fast: install
+test-fast: dev
 	$(BIN)/pytest -m "not slow"
+
+## every check a change must pass: Python lint, format and types; dbt's YAML; SQL style; model layout
+LINT_SCRATCH := $(CURDIR)/.state/lint
+lint: dev
+	@echo "==> ruff (lint, format), mypy"
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	@echo "==> dbt parse, deprecations and warnings as errors"
+	PINPIPE_WAREHOUSE=$(LINT_SCRATCH)/lint.duckdb DBT_TARGET_PATH=$(LINT_SCRATCH)/target \
+		$(BIN)/dbt parse --quiet --profiles-dir . --warn-error --no-partial-parse
+	@echo "==> sqlfluff (dbt templater) on the models"
+	PINPIPE_WAREHOUSE=$(LINT_SCRATCH)/lint.duckdb DBT_TARGET_PATH=$(LINT_SCRATCH)/target $(BIN)/sqlfluff lint models
+	@echo "==> every model has its YAML beside it"
+	$(BIN)/pytest -q -p no:cacheprovider tests/python/test_project_layout.py
+
+## apply what the formatters can fix by themselves
+fmt: dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	PINPIPE_WAREHOUSE=$(LINT_SCRATCH)/lint.duckdb DBT_TARGET_PATH=$(LINT_SCRATCH)/target $(BIN)/sqlfluff fix models
 
 ## benchmarks (figures go to BENCHMARKS.md)
 bench: install

@@ -19,7 +19,6 @@ import time
 import uuid
 from pathlib import Path
 
-
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -28,14 +27,14 @@ from rich.table import Table
 from ingestion.clients import s3_client
 from ingestion.config import Settings
 from ingestion.emulate import make_source
+from ingestion.load import load_raw_objects
 from ingestion.post import KafkaTopics, post_batches
 from ingestion.services import KafkaBroker, S3Server
-from ingestion.load import load_raw_objects
 from ingestion.sink import S3Sink
 from ingestion.stack import api_server
 
 
-def _timed(work) -> tuple[float, object]:  # noqa: ANN001
+def _timed(work) -> tuple[float, object]:
     started = time.perf_counter()
     result = work()
     return time.perf_counter() - started, result
@@ -45,25 +44,38 @@ def run_size(base: Settings, records: int, batch_size: int, concurrency: int) ->
     run = uuid.uuid4().hex[:8]
     settings = base.model_copy(
         update={
-            "topics": (f"pin-{run}", f"geo-{run}", f"user-{run}"), "s3_bucket": f"bench-{run}",
-            "sink_group": f"sink-{run}", "lake": f"s3://bench-{run}/lake",
+            "topics": (f"pin-{run}", f"geo-{run}", f"user-{run}"),
+            "s3_bucket": f"bench-{run}",
+            "sink_group": f"sink-{run}",
+            "lake": f"s3://bench-{run}/lake",
         }
-    )  # fmt: skip
+    )
     S3Server(settings).ensure_bucket(settings.s3_bucket)
     KafkaBroker(settings).ensure_topics()
     posts = records // 3
     topics = {table: topic for topic, table in settings.topic_tables.items()}
     with api_server(settings) as url:
-        post_s, _ = _timed(lambda: post_batches(url, make_source("synthetic", 1), posts, batch_size=batch_size,
-                                                concurrency=concurrency, destination=KafkaTopics(topics)))  # fmt: skip
+        post_s, _ = _timed(
+            lambda: post_batches(
+                url,
+                make_source("synthetic", 1),
+                posts,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                destination=KafkaTopics(topics),
+            )
+        )
     client = s3_client(settings)
     sink = S3Sink.from_settings(settings)
     sink_s, _ = _timed(lambda: sink.run(until_caught_up=True))
     load_s, _ = _timed(lambda: load_raw_objects(settings))
 
     # the ceiling: the same raw JSON lines straight to Parquet with pyarrow, no services
-    objects = [o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix="raw/")
-               for o in p.get("Contents", [])]  # fmt: skip
+    objects = [
+        o["Key"]
+        for p in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix="raw/")
+        for o in p.get("Contents", [])
+    ]
     data = [client.get_object(Bucket=settings.s3_bucket, Key=k)["Body"].read() for k in objects]
 
     def to_parquet() -> None:
@@ -72,8 +84,15 @@ def run_size(base: Settings, records: int, batch_size: int, concurrency: int) ->
 
     ceiling_s, _ = _timed(to_parquet)
     total = post_s + sink_s + load_s
-    return {"records": posts * 3, "posts": posts, "post_s": post_s, "sink_s": sink_s, "load_s": load_s,
-            "total_s": total, "ceiling_s": ceiling_s}  # fmt: skip
+    return {
+        "records": posts * 3,
+        "posts": posts,
+        "post_s": post_s,
+        "sink_s": sink_s,
+        "load_s": load_s,
+        "total_s": total,
+        "ceiling_s": ceiling_s,
+    }
 
 
 def main() -> None:
@@ -84,8 +103,14 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
-        base = Settings(state_dir=Path(scratch), kafka_port=19092, kafka_controller_port=19093, s3_port=17070,
-                        api_port=18080, s3_endpoint_url="http://127.0.0.1:17070")  # fmt: skip
+        base = Settings(
+            state_dir=Path(scratch),
+            kafka_port=19092,
+            kafka_controller_port=19093,
+            s3_port=17070,
+            api_port=18080,
+            s3_endpoint_url="http://127.0.0.1:17070",
+        )
         servers = [S3Server(base), KafkaBroker(base)]
         for server in servers:
             server.up()
@@ -95,13 +120,31 @@ def main() -> None:
             for server in servers:
                 server.down()
 
-    table = Table(title=f"batch path, {platform.machine()}, 2 cores; API batch {args.batch_size} posts, {args.concurrency} in flight")
-    for column in ("records", "API→Kafka rec/s", "sink rec/s", "loader rec/s", "end to end rec/s", "posts/s", "pyarrow JSON→Parquet rec/s"):
+    table = Table(
+        title=f"batch path, {platform.machine()}, 2 cores; "
+        f"API batch {args.batch_size} posts, {args.concurrency} in flight"
+    )
+    for column in (
+        "records",
+        "API→Kafka rec/s",
+        "sink rec/s",
+        "loader rec/s",
+        "end to end rec/s",
+        "posts/s",
+        "pyarrow JSON→Parquet rec/s",
+    ):
         table.add_column(column, justify="right")
     for r in rows:
         n = r["records"]
-        table.add_row(f"{n:,}", f"{n / r['post_s']:,.0f}", f"{n / r['sink_s']:,.0f}", f"{n / r['load_s']:,.0f}",
-                      f"{n / r['total_s']:,.0f}", f"{r['posts'] / r['total_s']:,.0f}", f"{n / r['ceiling_s']:,.0f}")  # fmt: skip
+        table.add_row(
+            f"{n:,}",
+            f"{n / r['post_s']:,.0f}",
+            f"{n / r['sink_s']:,.0f}",
+            f"{n / r['load_s']:,.0f}",
+            f"{n / r['total_s']:,.0f}",
+            f"{r['posts'] / r['total_s']:,.0f}",
+            f"{n / r['ceiling_s']:,.0f}",
+        )
     Console().print(table)
 
 

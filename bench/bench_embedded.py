@@ -66,8 +66,10 @@ def _in_child(stage: str, **kwargs: object) -> dict:
     started = time.perf_counter()
     output = subprocess.run(
         [sys.executable, __file__, "--child", stage, "--kwargs", json.dumps(kwargs)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     result = json.loads(output.strip().splitlines()[-1])
     result[f"{stage}_process_s"] = time.perf_counter() - started
     return result
@@ -89,8 +91,17 @@ def main() -> None:
 
     console = Console()
     table = Table(title=f"embedded slice, {platform.processor() or platform.machine()}, {_cores()} cores")
-    for column in ("posts", "generate s", "bronze load s", "bronze posts/s", "load peak MB",
-                   "dbt build s", "dbt rebuild s", "dbt process s", "dbt peak MB"):  # fmt: skip
+    for column in (
+        "posts",
+        "generate s",
+        "bronze load s",
+        "bronze posts/s",
+        "load peak MB",
+        "dbt build s",
+        "dbt rebuild s",
+        "dbt process s",
+        "dbt peak MB",
+    ):
         table.add_column(column, justify="right")
     for posts in args.posts:
         with tempfile.TemporaryDirectory() as scratch:
@@ -98,10 +109,16 @@ def main() -> None:
             load = _in_child("load", lake=lake, posts=posts, batch_size=args.batch_size)
             dbt = _in_child("dbt", lake=lake, warehouse=warehouse)
         table.add_row(
-            f"{posts:,}", f"{load['generate_s']:.1f}", f"{load['load_s']:.2f}", f"{posts / load['load_s']:,.0f}",
-            f"{load['load_peak_rss_mb']:,.0f}", f"{dbt['dbt_build_s']:.1f}", f"{dbt['dbt_rebuild_s']:.1f}", f"{dbt['dbt_process_s']:.1f}",
+            f"{posts:,}",
+            f"{load['generate_s']:.1f}",
+            f"{load['load_s']:.2f}",
+            f"{posts / load['load_s']:,.0f}",
+            f"{load['load_peak_rss_mb']:,.0f}",
+            f"{dbt['dbt_build_s']:.1f}",
+            f"{dbt['dbt_rebuild_s']:.1f}",
+            f"{dbt['dbt_process_s']:.1f}",
             f"{dbt['dbt_peak_rss_mb']:,.0f}",
-        )  # fmt: skip
+        )
     console.print(table)
 
 

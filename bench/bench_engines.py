@@ -21,15 +21,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-
 import duckdb
 from rich.console import Console
 from rich.table import Table
 
 from ingestion import transform
-from ingestion.load import load_posts
 from ingestion.config import Settings
 from ingestion.emulate import batches, make_source
+from ingestion.load import load_posts
 from ingestion.schemas import RAW_TABLES
 
 BIN = Path(sys.executable).parent
@@ -80,21 +79,31 @@ def _normalised(rows: list[dict]) -> Counter:
 
 
 def run_size(posts: int, scratch: Path) -> dict[str, float]:
-    settings = Settings(lake=str(scratch / "lake"), warehouse=str(scratch / "w.duckdb"),
-                        spark_warehouse=str(scratch / "spark"))  # fmt: skip
+    settings = Settings(
+        lake=str(scratch / "lake"), warehouse=str(scratch / "w.duckdb"), spark_warehouse=str(scratch / "spark")
+    )
     load_posts(settings, make_source("synthetic", 100), posts)
     _write_raw_json(posts, scratch / "raw")
-    env = {**os.environ, "PINPIPE_LAKE": settings.lake, "PINPIPE_WAREHOUSE": settings.warehouse,
-           "PINPIPE_SPARK_WAREHOUSE": settings.spark_warehouse, "DBT_TARGET_PATH": str(scratch / "target")}  # fmt: skip
+    env = {
+        **os.environ,
+        "PINPIPE_LAKE": settings.lake,
+        "PINPIPE_WAREHOUSE": settings.warehouse,
+        "PINPIPE_SPARK_WAREHOUSE": settings.spark_warehouse,
+        "DBT_TARGET_PATH": str(scratch / "target"),
+    }
     project = ["--profiles-dir", str(settings.project_dir), "--project-dir", str(settings.project_dir)]
     result = {}
     for target, name in (("local", "duckdb"), ("spark", "spark")):
         # `build` runs the models with their 63 data and 24 unit tests; `run` only the models,
         # which is what the baseline does (it tests nothing), on the warehouse the build left
-        result[f"{name}_s"], result[f"{name}_mb"] = _measured([str(BIN / "dbt"), "--quiet", "build", *project, "--target", target], env)
+        result[f"{name}_s"], result[f"{name}_mb"] = _measured(
+            [str(BIN / "dbt"), "--quiet", "build", *project, "--target", target], env
+        )
         result[f"{name}_run_s"], _ = _measured([str(BIN / "dbt"), "--quiet", "run", *project, "--target", target], env)
     out = scratch / "baseline.json"
-    result["baseline_s"], result["baseline_mb"] = _measured([str(BIN / "python"), str(BASELINE), str(scratch / "raw"), "--out", str(out)], env)
+    result["baseline_s"], result["baseline_mb"] = _measured(
+        [str(BIN / "python"), str(BASELINE), str(scratch / "raw"), "--out", str(out)], env
+    )
 
     baseline = json.loads(out.read_text())
     for mart in transform.marts(settings):
@@ -109,18 +118,39 @@ def main() -> None:
     parser.add_argument("--posts", type=int, nargs="*", default=[100_000, 1_000_000])
     args = parser.parse_args()
     table = Table(title="nine marts from the same posts: dbt on DuckDB vs dbt on Spark vs the seeds' PySpark (2 cores)")
-    for column in ("posts", "PySpark baseline s", "dbt DuckDB build s", "run s", "dbt Spark build s", "run s",
-                   "baseline / DuckDB build", "baseline / Spark build", "baseline / Spark run",
-                   "baseline MB", "DuckDB MB", "Spark MB"):  # fmt: skip
+    for column in (
+        "posts",
+        "PySpark baseline s",
+        "dbt DuckDB build s",
+        "run s",
+        "dbt Spark build s",
+        "run s",
+        "baseline / DuckDB build",
+        "baseline / Spark build",
+        "baseline / Spark run",
+        "baseline MB",
+        "DuckDB MB",
+        "Spark MB",
+    ):
         table.add_column(column, justify="right")
     for posts in args.posts:
         with tempfile.TemporaryDirectory() as scratch:
             r = run_size(posts, Path(scratch))
         print(json.dumps({"posts": posts, **{k: round(v, 2) for k, v in r.items()}}), flush=True)
-        table.add_row(f"{posts:,}", f"{r['baseline_s']:.1f}", f"{r['duckdb_s']:.1f}", f"{r['duckdb_run_s']:.1f}",
-                      f"{r['spark_s']:.1f}", f"{r['spark_run_s']:.1f}", f"{r['baseline_s'] / r['duckdb_s']:.1f}×",
-                      f"{r['baseline_s'] / r['spark_s']:.2f}×", f"{r['baseline_s'] / r['spark_run_s']:.2f}×",
-                      f"{r['baseline_mb']:,.0f}", f"{r['duckdb_mb']:,.0f}", f"{r['spark_mb']:,.0f}")  # fmt: skip
+        table.add_row(
+            f"{posts:,}",
+            f"{r['baseline_s']:.1f}",
+            f"{r['duckdb_s']:.1f}",
+            f"{r['duckdb_run_s']:.1f}",
+            f"{r['spark_s']:.1f}",
+            f"{r['spark_run_s']:.1f}",
+            f"{r['baseline_s'] / r['duckdb_s']:.1f}×",
+            f"{r['baseline_s'] / r['spark_s']:.2f}×",
+            f"{r['baseline_s'] / r['spark_run_s']:.2f}×",
+            f"{r['baseline_mb']:,.0f}",
+            f"{r['duckdb_mb']:,.0f}",
+            f"{r['spark_mb']:,.0f}",
+        )
         Console(width=200).print(table)
 
 

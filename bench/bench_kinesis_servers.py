@@ -19,14 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-
 import psutil
 from rich.console import Console
 from rich.table import Table
 
+from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.emulate import make_source
-from ingestion.clients import kinesis_client
 from ingestion.services import KinesisServer, free_port
 
 WINDOW = 10.0
@@ -39,8 +38,10 @@ def _p(values: list[float], share: float) -> float:
 def measure(settings: Settings, rate: float, seconds: float, batch_size: int) -> list[dict[str, float]]:
     """Steady PutRecords and a polling reader on ``settings``' streams; one row per window."""
     posts = make_source("synthetic", 7).batch(0, 1_000)
-    payloads = {stream: [json.dumps(v).encode() for v in posts.table(table).to_pylist()]
-                for stream, table in settings.stream_tables.items()}  # fmt: skip
+    payloads = {
+        stream: [json.dumps(v).encode() for v in posts.table(table).to_pylist()]
+        for stream, table in settings.stream_tables.items()
+    }
     puts: list[tuple[float, float]] = []
     gets: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -50,7 +51,9 @@ def measure(settings: Settings, rate: float, seconds: float, batch_size: int) ->
         client, sent = kinesis_client(settings), 0
         while not stop.is_set():
             for stream, values in payloads.items():
-                records = [{"Data": values[(sent + i) % len(values)], "PartitionKey": str(sent + i)} for i in range(batch_size)]
+                records = [
+                    {"Data": values[(sent + i) % len(values)], "PartitionKey": str(sent + i)} for i in range(batch_size)
+                ]
                 began = time.monotonic()
                 client.put_records(StreamName=stream, Records=records)
                 puts.append((began - started, time.monotonic() - began))
@@ -61,9 +64,11 @@ def measure(settings: Settings, rate: float, seconds: float, batch_size: int) ->
         client = kinesis_client(settings)
         iterators = {
             (stream, shard["ShardId"]): client.get_shard_iterator(
-                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-            for stream in payloads for shard in client.list_shards(StreamName=stream)["Shards"]
-        }  # fmt: skip
+                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            for stream in payloads
+            for shard in client.list_shards(StreamName=stream)["Shards"]
+        }
         while not stop.is_set():
             polled = time.monotonic()
             for key, iterator in iterators.items():
@@ -90,27 +95,54 @@ def measure(settings: Settings, rate: float, seconds: float, batch_size: int) ->
         low, high = index * WINDOW, (index + 1) * WINDOW
         put = [d for t, d in puts if low <= t < high]
         got = [d for t, d in gets if low <= t < high]
-        rows.append({"from_s": low, "records_held": sum(1 for t, _ in puts if t < high) * batch_size,
-                     "put_p50_ms": _p(put, 0.5), "put_p95_ms": _p(put, 0.95),
-                     "get_p50_ms": _p(got, 0.5), "get_p95_ms": _p(got, 0.95), "cpu_percent": busy})  # fmt: skip
+        rows.append(
+            {
+                "from_s": low,
+                "records_held": sum(1 for t, _ in puts if t < high) * batch_size,
+                "put_p50_ms": _p(put, 0.5),
+                "put_p95_ms": _p(put, 0.95),
+                "get_p50_ms": _p(got, 0.5),
+                "get_p95_ms": _p(got, 0.95),
+                "cpu_percent": busy,
+            }
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--server", choices=["kinesis-mock", "kinesalite"], action="append", help="repeatable; default both")
+    parser.add_argument(
+        "--server", choices=["kinesis-mock", "kinesalite"], action="append", help="repeatable; default both"
+    )
     parser.add_argument("--rate", type=float, default=375, help="records per second over the three streams")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=25, help="records per PutRecords")
     args = parser.parse_args()
-    table = Table(title=f"local Kinesis alone: {args.rate:g} records/s in PutRecords of {args.batch_size}, {args.shards} shards per stream")
-    for column in ("Kinesis", "window s", "records held", "PutRecords p50 ms", "p95 ms", "GetRecords p50 ms", "p95 ms", "server CPU %"):
+    table = Table(
+        title=f"local Kinesis alone: {args.rate:g} records/s in PutRecords of {args.batch_size}, "
+        f"{args.shards} shards per stream"
+    )
+    for column in (
+        "Kinesis",
+        "window s",
+        "records held",
+        "PutRecords p50 ms",
+        "p95 ms",
+        "GetRecords p50 ms",
+        "p95 ms",
+        "server CPU %",
+    ):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.server or ["kinesis-mock", "kinesalite"]:
-            settings = Settings(state_dir=Path(scratch) / name, kinesis_server=name, kinesis_port=free_port(),
-                                kinesis_shards=args.shards, streams=("bench-pin", "bench-geo", "bench-user"))  # fmt: skip
+            settings = Settings(
+                state_dir=Path(scratch) / name,
+                kinesis_server=name,
+                kinesis_port=free_port(),
+                kinesis_shards=args.shards,
+                streams=("bench-pin", "bench-geo", "bench-user"),
+            )
             server = KinesisServer(settings)
             try:
                 server.up()
@@ -119,8 +151,12 @@ def main() -> None:
                 server.down()
             print(json.dumps({"server": name, "windows": rows}), flush=True)
             for row in rows:
-                table.add_row(name, f"{row['from_s']:.0f}–{row['from_s'] + WINDOW:.0f}", f"{row['records_held']:,}",
-                              *(f"{row[k]:.0f}" for k in ("put_p50_ms", "put_p95_ms", "get_p50_ms", "get_p95_ms", "cpu_percent")))  # fmt: skip
+                table.add_row(
+                    name,
+                    f"{row['from_s']:.0f}–{row['from_s'] + WINDOW:.0f}",
+                    f"{row['records_held']:,}",
+                    *(f"{row[k]:.0f}" for k in ("put_p50_ms", "put_p95_ms", "get_p50_ms", "get_p95_ms", "cpu_percent")),
+                )
             table.add_section()
     Console(width=160).print(table)
 

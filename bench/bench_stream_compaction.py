@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 
-
 import duckdb
 import pyarrow as pa
 from rich.console import Console
@@ -36,8 +35,18 @@ TABLE = "user_stream"
 
 def _slice(commit: int, size: int) -> StreamSlice:
     first = commit * size
-    records = [json.dumps({"ind": first + i, "first_name": "Ada", "last_name": "Byron", "age": 36,
-                           "date_joined": "2016-01-01 00:00:00"}).encode() for i in range(size)]  # fmt: skip
+    records = [
+        json.dumps(
+            {
+                "ind": first + i,
+                "first_name": "Ada",
+                "last_name": "Byron",
+                "age": 36,
+                "date_joined": "2016-01-01 00:00:00",
+            }
+        ).encode()
+        for i in range(size)
+    ]
     columns = {
         "_shard_id": pa.array(["shardId-000000000000"] * size),
         "_sequence_number": pa.array([str(first + i) for i in range(size)]),
@@ -54,8 +63,14 @@ def _measure(lake: Lake, commits: int, append_seconds: list[float]) -> dict[str,
     rows = connection.sql(f"select count(*) from delta_scan('{location}')").fetchone()[0]
     scan = time.perf_counter() - started
     log = [entry for entry in os.listdir(f"{location}/_delta_log") if entry.endswith(".json")]
-    return {"commits": commits, "rows": rows, "append_ms": statistics.median(append_seconds[-20:]) * 1000,
-            "scan_ms": scan * 1000, "data_files": len(lake.delta_table(TABLE).file_uris()), "log_entries": len(log)}  # fmt: skip
+    return {
+        "commits": commits,
+        "rows": rows,
+        "append_ms": statistics.median(append_seconds[-20:]) * 1000,
+        "scan_ms": scan * 1000,
+        "data_files": len(lake.delta_table(TABLE).file_uris()),
+        "log_entries": len(log),
+    }
 
 
 def main() -> None:
@@ -76,8 +91,11 @@ def main() -> None:
             if (commit + 1) % args.every == 0:
                 results.append({"when": "before", **_measure(lake, commit + 1, appended)})
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ingestion", "--lake", lake.root, "compact", "--retention-hours", "0"],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "ingestion", "--lake", lake.root, "compact", "--retention-hours", "0"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         compaction = time.perf_counter() - started
         for commit in range(args.commits, args.commits + 20):
             started = time.perf_counter()
@@ -89,8 +107,15 @@ def main() -> None:
     for column in ("", "commits", "rows", "append ms (median of 20)", "delta_scan ms", "data files", "log entries"):
         table.add_column(column, justify="right")
     for row in results:
-        table.add_row(row["when"], f"{row['commits']:,}", f"{row['rows']:,}", f"{row['append_ms']:.0f}", f"{row['scan_ms']:.0f}",
-                      f"{row['data_files']:,}", f"{row['log_entries']:,}")  # fmt: skip
+        table.add_row(
+            row["when"],
+            f"{row['commits']:,}",
+            f"{row['rows']:,}",
+            f"{row['append_ms']:.0f}",
+            f"{row['scan_ms']:.0f}",
+            f"{row['data_files']:,}",
+            f"{row['log_entries']:,}",
+        )
     Console(width=160).print(table)
 
 

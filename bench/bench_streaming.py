@@ -10,7 +10,8 @@ of the refresh that first shows it in `streaming.stream_pinterest__pins` minus t
 accepted it (its ApproximateArrivalTimestamp, kept as `_arrival_time`; same clock). Throughput:
 a backlog put into the streams first, then timed until the consumer has committed all of it.
 
-    .venv/bin/python bench/bench_streaming.py                   # both servers, 500 records/s for 60 s, 30k backlog, flush 0.5 s, dbt every 2 s
+    # both servers, 500 records/s for 60 s, 30k backlog, flush 0.5 s, dbt every 2 s
+    .venv/bin/python bench/bench_streaming.py
     .venv/bin/python bench/bench_streaming.py --server kinesalite --rate 300 --seconds 30
 """
 
@@ -27,14 +28,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-
 from rich.console import Console
 from rich.table import Table
 
 from ingestion import transform
+from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.emulate import make_source
-from ingestion.clients import kinesis_client
 from ingestion.services import KinesisServer, free_port
 from ingestion.stream import StreamConsumer
 
@@ -45,21 +45,42 @@ def _percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100)[int(share * 100) - 1] if len(values) > 1 else values[0]
 
 
-def latency(settings: Settings, rate_records: float, seconds: float, flush_seconds: float, dbt_every: float) -> dict[str, float]:
+def latency(
+    settings: Settings, rate_records: float, seconds: float, flush_seconds: float, dbt_every: float
+) -> dict[str, float]:
     """Records/s through the API at a steady rate; each record's PUT → visible latency."""
     warm = transform.WarmDbt(settings)
     warm.run(["run", "--quiet", "--select", "streaming"])  # parse and create the models before the clock starts
     env = {**os.environ, **settings.environment()}
-    consumer = subprocess.Popen([str(BIN / "pinpipe"), "stream", "--flush-seconds", str(flush_seconds)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    consumer = subprocess.Popen(
+        [str(BIN / "pinpipe"), "stream", "--flush-seconds", str(flush_seconds)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     api = subprocess.Popen([str(BIN / "pinpipe"), "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(3)  # the API's start-up
     posts_per_second = rate_records / 3  # a post is a pin, a geo and a user record
     emulator = subprocess.Popen(
-        [str(BIN / "pinpipe"), "emulate", "--to", "kinesis", "--forever", "--rate", str(posts_per_second),
-         "--batch-size", "25", "--concurrency", "4", "--seed", str(int(time.time()))],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(BIN / "pinpipe"),
+            "emulate",
+            "--to",
+            "kinesis",
+            "--forever",
+            "--rate",
+            str(posts_per_second),
+            "--batch-size",
+            "25",
+            "--concurrency",
+            "4",
+            "--seed",
+            str(int(time.time())),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     seen: set[tuple[str, int]] = set()
     latencies, to_bronze, refreshes = [], [], []
     started = time.monotonic()
@@ -85,11 +106,16 @@ def latency(settings: Settings, rate_records: float, seconds: float, flush_secon
             process.wait()
     elapsed = time.monotonic() - started
     return {
-        "pins": len(latencies), "seen_records_per_s": 3 * len(latencies) / elapsed,
-        "p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95), "max": max(latencies),
-        "bronze_p50": _percentile(to_bronze, 0.5), "bronze_p95": _percentile(to_bronze, 0.95),
-        "refresh_p50": _percentile(refreshes, 0.5), "refresh_p95": _percentile(refreshes, 0.95),
-    }  # fmt: skip
+        "pins": len(latencies),
+        "seen_records_per_s": 3 * len(latencies) / elapsed,
+        "p50": _percentile(latencies, 0.5),
+        "p95": _percentile(latencies, 0.95),
+        "max": max(latencies),
+        "bronze_p50": _percentile(to_bronze, 0.5),
+        "bronze_p95": _percentile(to_bronze, 0.95),
+        "refresh_p50": _percentile(refreshes, 0.5),
+        "refresh_p95": _percentile(refreshes, 0.95),
+    }
 
 
 def throughput(settings: Settings, backlog_records: int) -> dict[str, float]:
@@ -101,7 +127,9 @@ def throughput(settings: Settings, backlog_records: int) -> dict[str, float]:
         values = batch.table(table).to_pylist()
         key = "index" if table == "pin" else "ind"
         for first in range(0, len(values), 500):
-            records = [{"Data": json.dumps(v).encode(), "PartitionKey": str(v[key])} for v in values[first : first + 500]]
+            records = [
+                {"Data": json.dumps(v).encode(), "PartitionKey": str(v[key])} for v in values[first : first + 500]
+            ]
             while records:  # kinesis-mock throttles like Kinesis: put the failed ones again
                 answer = client.put_records(StreamName=stream, Records=records)
                 records = [r for r, result in zip(records, answer["Records"], strict=True) if "ErrorCode" in result]
@@ -114,15 +142,23 @@ def throughput(settings: Settings, backlog_records: int) -> dict[str, float]:
 
 def run_on(server_name: str, scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Both measurements on one Kinesis server, each on streams, lake and warehouse of its own."""
-    base = Settings(state_dir=scratch / server_name / "state", kinesis_server=server_name, kinesis_port=free_port(),
-                    api_port=free_port(), kinesis_shards=args.shards)  # fmt: skip
+    base = Settings(
+        state_dir=scratch / server_name / "state",
+        kinesis_server=server_name,
+        kinesis_port=free_port(),
+        api_port=free_port(),
+        kinesis_shards=args.shards,
+    )
     server = KinesisServer(base)
 
     def fresh(name: str) -> Settings:
-        settings = base.model_copy(update={
-            "streams": tuple(f"{name}-{t}" for t in ("pin", "geo", "user")),
-            "lake": f"{scratch}/{server_name}/{name}/lake", "warehouse": f"{scratch}/{server_name}/{name}/warehouse.duckdb",
-        })  # fmt: skip
+        settings = base.model_copy(
+            update={
+                "streams": tuple(f"{name}-{t}" for t in ("pin", "geo", "user")),
+                "lake": f"{scratch}/{server_name}/{name}/lake",
+                "warehouse": f"{scratch}/{server_name}/{name}/warehouse.duckdb",
+            }
+        )
         KinesisServer(settings).up()
         return settings
 
@@ -137,8 +173,12 @@ def run_on(server_name: str, scratch: Path, args: argparse.Namespace) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--server", choices=["kinesis-mock", "kinesalite"], action="append",
-                        help="the local Kinesis to measure (repeatable; default both)")  # fmt: skip
+    parser.add_argument(
+        "--server",
+        choices=["kinesis-mock", "kinesalite"],
+        action="append",
+        help="the local Kinesis to measure (repeatable; default both)",
+    )
     parser.add_argument("--rate", type=float, default=500, help="records per second put through the API")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--backlog", type=int, default=30_000, help="records for the throughput run")
@@ -147,18 +187,40 @@ def main() -> None:
     parser.add_argument("--dbt-every", type=float, default=2.0, help="seconds between the starts of two dbt refreshes")
     args = parser.parse_args()
     table = Table(title=f"streaming path at {args.rate:g} records/s asked, {args.shards} shards per stream, 2 cores")
-    for column in ("Kinesis", "records/s seen", "pins seen", "latency p50 s", "p95 s", "max s", "in bronze p50 s", "p95 s",
-                   "dbt refresh p50 s", "p95 s", "consumer backlog", "consumer records/s"):  # fmt: skip
+    for column in (
+        "Kinesis",
+        "records/s seen",
+        "pins seen",
+        "latency p50 s",
+        "p95 s",
+        "max s",
+        "in bronze p50 s",
+        "p95 s",
+        "dbt refresh p50 s",
+        "p95 s",
+        "consumer backlog",
+        "consumer records/s",
+    ):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as scratch:
         for server_name in args.server or ["kinesis-mock", "kinesalite"]:
             measured = run_on(server_name, Path(scratch), args)
             print(json.dumps({"server": server_name, **measured}), flush=True)
             steady, sustained = measured["latency"], measured["throughput"]
-            table.add_row(server_name, f"{steady['seen_records_per_s']:,.0f}", f"{steady['pins']:,}", f"{steady['p50']:.2f}",
-                          f"{steady['p95']:.2f}", f"{steady['max']:.2f}", f"{steady['bronze_p50']:.2f}", f"{steady['bronze_p95']:.2f}",
-                          f"{steady['refresh_p50']:.2f}", f"{steady['refresh_p95']:.2f}",
-                          f"{sustained['records']:,}", f"{sustained['records_per_s']:,.0f}")  # fmt: skip
+            table.add_row(
+                server_name,
+                f"{steady['seen_records_per_s']:,.0f}",
+                f"{steady['pins']:,}",
+                f"{steady['p50']:.2f}",
+                f"{steady['p95']:.2f}",
+                f"{steady['max']:.2f}",
+                f"{steady['bronze_p50']:.2f}",
+                f"{steady['bronze_p95']:.2f}",
+                f"{steady['refresh_p50']:.2f}",
+                f"{steady['refresh_p95']:.2f}",
+                f"{sustained['records']:,}",
+                f"{sustained['records_per_s']:,.0f}",
+            )
     Console(width=220).print(table)
 
 

@@ -45,8 +45,12 @@ def report_failure(context: dict[str, Any]) -> None:
     instance = context["task_instance"]
     log.error(
         "pinpipe: task %s failed in run %s (try %s): %s; log: %s",
-        instance.task_id, context["run_id"], instance.try_number, context.get("exception"), instance.log_url,
-    )  # fmt: skip
+        instance.task_id,
+        context["run_id"],
+        instance.try_number,
+        context.get("exception"),
+        instance.log_url,
+    )
 
 
 DEFAULT_ARGS = {
@@ -57,10 +61,14 @@ DEFAULT_ARGS = {
 }
 
 # one project, one profile: the repository's profiles.yml, target from the settings
-PROFILE = ProfileConfig(profile_name="pinpipe", target_name=SETTINGS.target, profiles_yml_filepath=PROJECT_DIR / "profiles.yml")
+PROFILE = ProfileConfig(
+    profile_name="pinpipe", target_name=SETTINGS.target, profiles_yml_filepath=PROJECT_DIR / "profiles.yml"
+)
 PROJECT = ProjectConfig(dbt_project_path=PROJECT_DIR, install_dbt_deps=False)
 # dbt runs in the workers' own interpreter (dbtRunner), from the same environment as Airflow
-EXECUTION = ExecutionConfig(invocation_mode=InvocationMode.DBT_RUNNER, dbt_executable_path=str(Path(sys.executable).parent / "dbt"))
+EXECUTION = ExecutionConfig(
+    invocation_mode=InvocationMode.DBT_RUNNER, dbt_executable_path=str(Path(sys.executable).parent / "dbt")
+)
 
 
 with DAG(
@@ -123,8 +131,10 @@ with DAG(
         execution_config=EXECUTION,
         # the batch models; the streaming ones are kept fresh every few seconds by `pinpipe refresh`
         render_config=RenderConfig(
-            load_method=LoadMode.DBT_LS, invocation_mode=InvocationMode.DBT_RUNNER,
-            exclude=["path:models/streaming"], test_behavior=TestBehavior.AFTER_EACH,
+            load_method=LoadMode.DBT_LS,
+            invocation_mode=InvocationMode.DBT_RUNNER,
+            exclude=["path:models/streaming"],
+            test_behavior=TestBehavior.AFTER_EACH,
             # a test of two nodes (a model against a seed) runs once both are built, as a task of its own
             should_detach_multiple_parents_tests=True,
         ),
@@ -145,4 +155,3 @@ with DAG(
     branch >> sink_catch_up() >> load_bronze() >> fresh
     branch >> emulate_posts() >> fresh
     fresh >> models >> publish_docs()
-

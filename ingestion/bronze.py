@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 import yaml
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from ingestion.config import PROJECT_DIR, Settings
@@ -113,8 +113,9 @@ def ensure_tables(lake: Lake) -> None:
     """Create any missing bronze table empty, so readers (dbt) find every table before data arrives."""
     for table in BRONZE_TABLES:
         if lake.delta_table(table) is None:
-            write_deltalake(lake.uri(table), table_schema(table).empty_table(), mode="append",
-                            storage_options=lake.storage_options)  # fmt: skip
+            write_deltalake(
+                lake.uri(table), table_schema(table).empty_table(), mode="append", storage_options=lake.storage_options
+            )
 
 
 def _quarantine_stream(table: RawTable, stream: str) -> str:
@@ -154,7 +155,9 @@ def append(
     return append_slices(lake, table, [StreamSlice(stream, start, records, source)])
 
 
-def append_slices(lake: Lake, table: RawTable, slices: Sequence[StreamSlice], *, target: str | None = None) -> AppendResult:
+def append_slices(
+    lake: Lake, table: RawTable, slices: Sequence[StreamSlice], *, target: str | None = None
+) -> AppendResult:
     """Append several streams' records to ``bronze/<target>`` (default ``table``) in one commit that
     also records each stream's next offset; see ``append``.
 
@@ -176,8 +179,12 @@ def append_slices(lake: Lake, table: RawTable, slices: Sequence[StreamSlice], *,
             continue
         already += max(0, done - piece.start)
         good, bad = to_bronze_rows(table, piece.records, start=piece.start)
-        metadata = {"_stream": piece.stream, "_source": piece.source, "_batch_id": f"{piece.stream}@{piece.start}",
-                    "_ingested_at": ingested_at}  # fmt: skip
+        metadata = {
+            "_stream": piece.stream,
+            "_source": piece.source,
+            "_batch_id": f"{piece.stream}@{piece.start}",
+            "_ingested_at": ingested_at,
+        }
         if bad.num_rows:
             quarantine = quarantine or lake.delta_table(QUARANTINE)
             quarantine_stream = _quarantine_stream(table, piece.stream)
@@ -209,9 +216,12 @@ def _commit(lake: Lake, target: DeltaTable | str, rows: pa.Table, offsets: list[
     """Append ``rows`` with the streams' next offsets in the same commit; ``target`` is the table
     already loaded (so its log is not read twice) or, for a new table, its URI."""
     write_deltalake(
-        target, rows, mode="append", storage_options=lake.storage_options,
+        target,
+        rows,
+        mode="append",
+        storage_options=lake.storage_options,
         commit_properties=CommitProperties(app_transactions=offsets),
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -265,7 +275,9 @@ def stream_positions(lake: Lake, table: str, stream_prefix: str) -> dict[str, tu
     found = rows.join(last, keys=["_stream", "_offset"], join_type="inner")
     return {
         stream: (offset + 1, sequence)
-        for stream, offset, sequence in zip(*(found[c].to_pylist() for c in ("_stream", "_offset", "_sequence_number")))
+        for stream, offset, sequence in zip(
+            *(found[c].to_pylist() for c in ("_stream", "_offset", "_sequence_number")), strict=True
+        )
     }
 
 
@@ -294,7 +306,9 @@ class Undecodable:
     data: bytes
 
 
-def to_bronze_rows(table: RawTable, records: pa.Table | Sequence[object], *, start: int = 0) -> tuple[pa.Table, pa.Table]:
+def to_bronze_rows(
+    table: RawTable, records: pa.Table | Sequence[object], *, start: int = 0
+) -> tuple[pa.Table, pa.Table]:
     """Split raw records into bronze payload rows (all text, plus ``_offset``) and quarantine rows."""
     if isinstance(records, pa.Table) and records.num_rows and _arrow_rows_are_keyed(table, records):
         return _arrow_to_bronze(table, records, start), _empty_quarantine()
@@ -326,8 +340,8 @@ def _arrow_to_bronze(table: RawTable, records: pa.Table, start: int) -> pa.Table
 
 def _records_to_bronze(table: RawTable, records: Sequence[object], start: int) -> tuple[pa.Table, pa.Table]:
     fields = payload_fields(table)
-    good: dict[str, list] = {name: [] for name in [*fields, "_unknown_fields", "_offset"]}
-    bad: dict[str, list] = {"table_name": [], "reason": [], "raw_record": [], "line_number": [], "_offset": []}
+    good: dict[str, list[object]] = {name: [] for name in [*fields, "_unknown_fields", "_offset"]}
+    bad: dict[str, list[object]] = {"table_name": [], "reason": [], "raw_record": [], "line_number": [], "_offset": []}
     for position, raw in enumerate(records):
         try:
             record = _identified(table, raw)
@@ -343,12 +357,17 @@ def _records_to_bronze(table: RawTable, records: Sequence[object], start: int) -
         unknown = {k: v for k, v in record.items() if k not in fields}
         good["_unknown_fields"].append(json.dumps(unknown, ensure_ascii=False) if unknown else None)
         good["_offset"].append(start + position)
-    good_table = pa.table(good, schema=pa.schema([*(pa.field(n, pa.string()) for n in fields), ("_unknown_fields", pa.string()), ("_offset", pa.int64())]))
+    good_table = pa.table(
+        good,
+        schema=pa.schema(
+            [*(pa.field(n, pa.string()) for n in fields), ("_unknown_fields", pa.string()), ("_offset", pa.int64())]
+        ),
+    )
     bad_table = pa.table(bad, schema=_quarantine_payload_schema())
     return good_table, bad_table
 
 
-def _identified(table: RawTable, raw: object) -> dict:
+def _identified(table: RawTable, raw: object) -> dict[str, Any]:
     if isinstance(raw, Undecodable):
         raise _Unidentifiable(raw.reason)
     if isinstance(raw, bytes | str):
@@ -381,7 +400,9 @@ def _as_text(raw: object) -> str:
 
 
 def _quarantine_payload_schema() -> pa.Schema:
-    return pa.schema([QUARANTINE_SCHEMA.field(n) for n in ("table_name", "reason", "raw_record", "line_number", "_offset")])
+    return pa.schema(
+        [QUARANTINE_SCHEMA.field(n) for n in ("table_name", "reason", "raw_record", "line_number", "_offset")]
+    )
 
 
 def _empty_quarantine() -> pa.Table:
@@ -395,7 +416,9 @@ def parse_lines(table: RawTable, data: bytes) -> pa.Table | list[bytes]:
     try:
         parsed = pa_json.read_json(
             io.BytesIO(data),
-            parse_options=pa_json.ParseOptions(explicit_schema=RAW_ARROW_SCHEMAS[table], unexpected_field_behavior="error"),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=RAW_ARROW_SCHEMAS[table], unexpected_field_behavior="error"
+            ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return lines

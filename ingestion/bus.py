@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -77,7 +78,6 @@ class KafkaBus:
             self._connected.close(timeout=self.timeout_s)
 
 
-
 class NoSuchStream(BusError):
     """The Kinesis stream does not exist."""
 
@@ -90,10 +90,10 @@ class KinesisBus:
     """Kinesis streams through boto3. A record is reported stored only with the sequence number
     Kinesis gave it; a batch's per-record failures are passed back for the client to retry."""
 
-    def __init__(self, client: object) -> None:
+    def __init__(self, client: Any) -> None:
         self._client = client
 
-    def _call(self, operation: str, **parameters: object) -> dict:
+    def _call(self, operation: str, **parameters: object) -> dict[str, Any]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -102,23 +102,34 @@ class KinesisBus:
             code, message = error.response["Error"].get("Code", ""), error.response["Error"].get("Message", str(error))
             if code == "ResourceNotFoundException":
                 raise NoSuchStream(message) from error
-            if code in {"ResourceInUseException", "InvalidArgumentException", "ValidationException", "LimitExceededException"}:
+            if code in {
+                "ResourceInUseException",
+                "InvalidArgumentException",
+                "ValidationException",
+                "LimitExceededException",
+            }:
                 raise StreamRejected(f"{code}: {message}") from error
             raise BusError(f"Kinesis {operation} failed: {code}: {message}") from error
         except BotoCoreError as error:
             raise BusError(f"Kinesis unavailable: {error}") from error
 
-    def put(self, stream: str, data: bytes, partition_key: str) -> dict:
+    def put(self, stream: str, data: bytes, partition_key: str) -> dict[str, Any]:
         answer = self._call("put_record", StreamName=stream, Data=data, PartitionKey=partition_key)
-        return {"SequenceNumber": answer["SequenceNumber"], "ShardId": answer["ShardId"],
-                "EncryptionType": answer.get("EncryptionType", "NONE")}  # fmt: skip
+        return {
+            "SequenceNumber": answer["SequenceNumber"],
+            "ShardId": answer["ShardId"],
+            "EncryptionType": answer.get("EncryptionType", "NONE"),
+        }
 
-    def put_many(self, stream: str, records: Sequence[tuple[bytes, str]]) -> dict:
+    def put_many(self, stream: str, records: Sequence[tuple[bytes, str]]) -> dict[str, Any]:
         answer = self._call(
             "put_records", StreamName=stream, Records=[{"Data": data, "PartitionKey": key} for data, key in records]
         )
-        return {"FailedRecordCount": answer["FailedRecordCount"], "Records": answer["Records"],
-                "EncryptionType": answer.get("EncryptionType", "NONE")}  # fmt: skip
+        return {
+            "FailedRecordCount": answer["FailedRecordCount"],
+            "Records": answer["Records"],
+            "EncryptionType": answer.get("EncryptionType", "NONE"),
+        }
 
     def list_streams(self) -> list[str]:
         names, answer = [], self._call("list_streams")
@@ -131,7 +142,7 @@ class KinesisBus:
     def create_stream(self, stream: str, shards: int) -> None:
         self._call("create_stream", StreamName=stream, ShardCount=shards)
 
-    def describe_stream(self, stream: str) -> dict:
+    def describe_stream(self, stream: str) -> dict[str, Any]:
         return self._call("describe_stream", StreamName=stream)["StreamDescription"]
 
     def delete_stream(self, stream: str) -> None:

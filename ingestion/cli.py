@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -39,11 +39,13 @@ def main(
     context: typer.Context,
     lake: Annotated[str | None, typer.Option(envvar="PINPIPE_LAKE", help="lake root, a path or s3:// URI")] = None,
     warehouse: Annotated[str | None, typer.Option(envvar="PINPIPE_WAREHOUSE", help="DuckDB warehouse file")] = None,
-    target: Annotated[str | None, typer.Option(envvar="PINPIPE_TARGET", help="dbt target: local, spark, databricks")] = None,
+    target: Annotated[
+        str | None, typer.Option(envvar="PINPIPE_TARGET", help="dbt target: local, spark, databricks")
+    ] = None,
 ) -> None:
     """pinpipe: Pinterest-style posts → bronze Delta → dbt marts. Every setting is also a PINPIPE_*
     variable (the options here win)."""
-    given = {"lake": lake, "warehouse": warehouse, "target": target}
+    given: dict[str, Any] = {"lake": lake, "warehouse": warehouse, "target": target}
     context.obj = Settings(**{name: value for name, value in given.items() if value is not None})
 
 
@@ -58,8 +60,9 @@ def _progress() -> Progress:
     )
 
 
-services_app = typer.Typer(help="Local services for the full stack (S3 server, Kafka, Kinesis), on 127.0.0.1.",
-                            no_args_is_help=True)  # fmt: skip
+services_app = typer.Typer(
+    help="Local services for the full stack (S3 server, Kafka, Kinesis), on 127.0.0.1.", no_args_is_help=True
+)
 app.add_typer(services_app, name="services")
 
 
@@ -113,7 +116,7 @@ def setup(context: typer.Context) -> None:
     console.print(f"DuckDB extensions delta and httpfs: {done} in {directory}")
 
 
-class Destination(str, Enum):
+class Destination(StrEnum):
     lake = "lake"
     api = "api"
     kinesis = "kinesis"
@@ -126,11 +129,17 @@ def emulate(
     posts: PostsOption = 5_000,
     forever: Annotated[bool, typer.Option(help="with --to api or kinesis: keep posting until interrupted")] = False,
     seed: SeedOption = 100,
-    to: Annotated[Destination, typer.Option(
-        help="lake: straight into bronze; api: through the ingest API to Kafka; kinesis: through the API to Kinesis")] = Destination.lake,
+    to: Annotated[
+        Destination,
+        typer.Option(
+            help="lake: straight into bronze; api: through the ingest API to Kafka; kinesis: through the API to Kinesis"
+        ),
+    ] = Destination.lake,
     batch_size: Annotated[int | None, typer.Option(min=1, help="posts per bronze commit or per request")] = None,
     api_url: Annotated[str | None, typer.Option(help="ingest API base URL [default: the local API]")] = None,
-    rate: Annotated[float | None, typer.Option(min=0.001, help="posts per second (default: as fast as accepted)")] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="posts per second (default: as fast as accepted)")
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="requests in flight")] = 4,
 ) -> None:
     """Emulate posts: straight into bronze (embedded path), or through the ingest API (full stack)."""
@@ -147,15 +156,30 @@ def emulate(
     _post(settings, url, destination, source, None if forever else posts, seed, batch_size or 500, rate, concurrency)
 
 
-def _post(settings: Settings, url: str, destination: post.Destination, source: SourceName, posts: int | None,
-          seed: int, batch_size: int, rate: float | None, concurrency: int) -> None:  # fmt: skip
+def _post(
+    settings: Settings,
+    url: str,
+    destination: post.Destination,
+    source: SourceName,
+    posts: int | None,
+    seed: int,
+    batch_size: int,
+    rate: float | None,
+    concurrency: int,
+) -> None:
     with _progress() as progress:
         task = progress.add_task(f"{url} ← {source}", total=posts)
         result = post.post_batches(
-            url, make_source(source, seed), posts, batch_size=batch_size, concurrency=concurrency, rate=rate,
-            destination=destination, api_key=settings.api_key,
+            url,
+            make_source(source, seed),
+            posts,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            rate=rate,
+            destination=destination,
+            api_key=settings.api_key,
             on_batch=lambda batch: progress.advance(task, len(batch)),
-        )  # fmt: skip
+        )
     console.print(f"posted {result.posts:,} posts ({result.records:,} records) to {url}")
 
 
@@ -247,8 +271,13 @@ def _load_objects(settings: Settings) -> None:
 def stream_command(
     context: typer.Context,
     until_caught_up: Annotated[bool, typer.Option(help="stop once every record in the streams is in bronze")] = False,
-    dbt_every: Annotated[float | None, typer.Option(
-        min=0.0, help="also run the streaming dbt models every this many seconds (`pinpipe refresh`, a process of its own)")] = None,
+    dbt_every: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="also run the streaming dbt models every this many seconds (`pinpipe refresh`, a process of its own)",
+        ),
+    ] = None,
     flush_seconds: Annotated[float, typer.Option(min=0.0, help="commit buffered records at least this often")] = 1.0,
     flush_records: Annotated[int, typer.Option(min=1, help="commit once this many records are buffered")] = 10_000,
 ) -> None:
@@ -265,8 +294,11 @@ def stream_command(
         with refresh_log.open("ab") as log:
             refresher = subprocess.Popen(
                 [sys.executable, "-m", "ingestion", "refresh", "--every", str(dbt_every)],
-                env={**os.environ, **settings.environment()}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                env={**os.environ, **settings.environment()},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         console.print(f"dbt refreshes the streaming models every {dbt_every:g} s; log: {refresh_log}")
     try:
         with _progress() as progress:
@@ -287,9 +319,12 @@ def stream_command(
 @app.command(name="compact")
 def compact_command(
     context: typer.Context,
-    table: Annotated[list[str] | None, typer.Option(help="bronze table (repeatable); default the stream tables")] = None,
-    retention_hours: Annotated[int | None, typer.Option(
-        min=0, envvar="PINPIPE_STREAM_RETENTION_HOURS", help="time travel kept [default: 1]")] = None,
+    table: Annotated[
+        list[str] | None, typer.Option(help="bronze table (repeatable); default the stream tables")
+    ] = None,
+    retention_hours: Annotated[
+        int | None, typer.Option(min=0, envvar="PINPIPE_STREAM_RETENTION_HOURS", help="time travel kept [default: 1]")
+    ] = None,
 ) -> None:
     """Compact bronze tables: few files, old files and log entries deleted, a checkpoint.
 
@@ -298,8 +333,10 @@ def compact_command(
     """
     settings = _settings(context)
     if unknown := sorted(set(table or []) - set(bronze.BRONZE_TABLES)):
-        raise typer.BadParameter(f"no bronze table {', '.join(unknown)}; the tables are {', '.join(bronze.BRONZE_TABLES)}",
-                                 param_hint="--table")  # fmt: skip
+        raise typer.BadParameter(
+            f"no bronze table {', '.join(unknown)}; the tables are {', '.join(bronze.BRONZE_TABLES)}",
+            param_hint="--table",
+        )
     bronze_lake = bronze.Lake.from_settings(settings)
     hours = settings.stream_retention_hours if retention_hours is None else retention_hours
     report = Table("table", title=f"bronze compacted (time travel kept: {hours} h)")
@@ -349,7 +386,9 @@ def _build(settings: Settings, select: str | None = None) -> None:
         def on_event(event: Any) -> None:
             name, data = event.info.name, event.data
             if name == "LogStartLine":
-                progress.update(task, total=data.total, completed=data.index - 1, description=f"dbt {data.description[:50]}")
+                progress.update(
+                    task, total=data.total, completed=data.index - 1, description=f"dbt {data.description[:50]}"
+                )
             elif name == "NodeFinished":
                 statuses[data.node_info.node_status] += 1
 
@@ -389,7 +428,7 @@ def docs(
         transform.run_dbt(settings, ["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"])
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -398,8 +437,12 @@ class OutputFormat(str, Enum):
 @app.command()
 def sql(
     context: typer.Context,
-    query: Annotated[str, typer.Argument(help="SQL on the warehouse: schemas bronze, staging, intermediate, marts, streaming")],
-    output: Annotated[OutputFormat, typer.Option("--format", help="table for reading, csv or json for tools")] = OutputFormat.table,
+    query: Annotated[
+        str, typer.Argument(help="SQL on the warehouse: schemas bronze, staging, intermediate, marts, streaming")
+    ],
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="table for reading, csv or json for tools")
+    ] = OutputFormat.table,
     rows: Annotated[int, typer.Option(help="rows shown as a table")] = 50,
 ) -> None:
     """Run SQL against the marts of the current target and print the result."""
@@ -441,7 +484,7 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-class Stack(str, Enum):
+class Stack(StrEnum):
     embedded = "embedded"
     full = "full"
 
@@ -452,7 +495,9 @@ def run(
     source: SourceOption = "synthetic",
     posts: PostsOption = 5_000,
     seed: SeedOption = 100,
-    stack: Annotated[Stack, typer.Option(help="embedded: emulator → bronze; full: API → Kafka → S3 → bronze")] = Stack.embedded,
+    stack: Annotated[
+        Stack, typer.Option(help="embedded: emulator → bronze; full: API → Kafka → S3 → bronze")
+    ] = Stack.embedded,
     batch_size: Annotated[int | None, typer.Option(min=1, help="posts per bronze commit or per request")] = None,
     rows: Annotated[int, typer.Option(help="rows shown per mart")] = 15,
 ) -> None:

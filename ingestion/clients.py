@@ -16,9 +16,12 @@ def s3_client(settings: Settings) -> Any:  # boto3's client classes are generate
     import boto3
 
     return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id, aws_secret_access_key=settings.s3_secret_access_key,
-    )  # fmt: skip
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+    )
 
 
 def kinesis_client(settings: Settings) -> Any:

@@ -73,12 +73,22 @@ class Settings(BaseSettings):
     kinesis_port: int = Field(default=4568, description="the local Kinesis' plain HTTP port")
     kinesis_endpoint_url: str | None = Field(default=None, description="Kinesis endpoint; default the local Kinesis")
     kinesis_shards: int = Field(default=4, ge=1, description="shards per stream created by `pinpipe services up`")
-    kinesis_persist: bool = Field(default=False, description="kinesis-mock keeps its streams across restarts (slower; "
-                                  "kinesalite keeps them in memory only)")
-    stream_compact_seconds: float = Field(default=300, ge=0, description="the stream consumer compacts the bronze stream "
-                                          "tables this often (0: never; `pinpipe compact` does it by hand)")
-    stream_retention_hours: int = Field(default=1, ge=0, description="time travel kept on the bronze stream tables: "
-                                        "older replaced files and log entries are deleted when they are compacted")
+    kinesis_persist: bool = Field(
+        default=False,
+        description="kinesis-mock keeps its streams across restarts (slower; kinesalite keeps them in memory only)",
+    )
+    stream_compact_seconds: float = Field(
+        default=300,
+        ge=0,
+        description="the stream consumer compacts the bronze stream "
+        "tables this often (0: never; `pinpipe compact` does it by hand)",
+    )
+    stream_retention_hours: int = Field(
+        default=1,
+        ge=0,
+        description="time travel kept on the bronze stream tables: "
+        "older replaced files and log entries are deleted when they are compacted",
+    )
     streams: tuple[str, ...] = Field(
         default=("streaming-pin", "streaming-geo", "streaming-user"),
         description="Kinesis streams created on start; a stream carries the raw table its name ends with",
@@ -95,7 +105,10 @@ class Settings(BaseSettings):
     def environment(self) -> dict[str, str]:
         """These settings as the ``PINPIPE_*`` variables that rebuild them in a child process."""
         values = self.model_dump(mode="json", exclude_none=True)
-        return {f"PINPIPE_{name.upper()}": value if isinstance(value, str) else json.dumps(value) for name, value in values.items()}
+        return {
+            f"PINPIPE_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+            for name, value in values.items()
+        }
 
     @property
     def local_s3_endpoint_url(self) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -56,9 +56,9 @@ class PostBatch:
     def table(self, name: RawTable) -> pa.Table:
         return {"pin": self.pin, "geo": self.geo, "user": self.user}[name]
 
-    def records(self) -> Iterator[dict[RawTable, dict]]:
+    def records(self) -> Iterator[dict[RawTable, dict[str, Any]]]:
         """The posts as raw dicts, exactly the shapes clients send."""
-        for pin, geo, user in zip(self.pin.to_pylist(), self.geo.to_pylist(), self.user.to_pylist()):
+        for pin, geo, user in zip(self.pin.to_pylist(), self.geo.to_pylist(), self.user.to_pylist(), strict=True):
             yield {"pin": pin, "geo": geo, "user": user}
 
 
@@ -123,8 +123,8 @@ class _Hasher:
 def aicore_tables() -> dict[RawTable, pa.Table]:
     """The shipped AiCore rows, typed as clients send them (geo and user complete, pin a sample)."""
     folder = resources.files("ingestion") / "data" / "aicore"
-    files = {"pin": "pin_sample.jsonl", "geo": "geo.jsonl", "user": "user.jsonl"}
-    tables = {}
+    files: dict[RawTable, str] = {"pin": "pin_sample.jsonl", "geo": "geo.jsonl", "user": "user.jsonl"}
+    tables: dict[RawTable, pa.Table] = {}
     for table, filename in files.items():
         rows = [json.loads(line) for line in (folder / filename).read_text(encoding="utf-8").splitlines()]
         tables[table] = pa.Table.from_pylist(rows, schema=RAW_ARROW_SCHEMAS[table])
@@ -191,6 +191,14 @@ def _vocabulary() -> dict[str, pa.Array]:
     }
 
 
+def _uuid4(high: int, low: int) -> str:
+    """A version-4 UUID's text from 128 drawn bits."""
+    return (
+        f"{high >> 32:08x}-{(high >> 16) & 0xFFFF:04x}-4{high & 0xFFF:03x}-"
+        f"{8 | (low >> 62):x}{(low >> 48) & 0xFFF:03x}-{low & 0xFFFFFFFFFFFF:012x}"
+    )
+
+
 class SyntheticSource:
     """Any number of posts with the real data's shapes, distributions and dirt, deterministic per seed."""
 
@@ -217,9 +225,7 @@ class SyntheticSource:
         return self._hash.uniform(ids, salt) < rate
 
     def _words(self, ids: np.ndarray, salt: str, count: int, separator: str) -> pa.Array:
-        return pc.binary_join_element_wise(
-            *(self._pick("word", ids, f"{salt}{n}") for n in range(count)), separator
-        )
+        return pc.binary_join_element_wise(*(self._pick("word", ids, f"{salt}{n}") for n in range(count)), separator)
 
     def _timestamps(
         self, moment_ids: np.ndarray, form_ids: np.ndarray, salt: str, window: tuple[np.datetime64, np.datetime64]
@@ -234,7 +240,8 @@ class SyntheticSource:
     def _poster_names(self, people: np.ndarray) -> pa.Array:
         base = self._pick("poster", people, "poster").to_pylist()
         trailing = self._chance(people, "poster-trailing", _TRAILING_SPACE_RATE)
-        return pa.array([f"{name} {person}{' ' if pad else ''}" for name, person, pad in zip(base, people, trailing)])
+        names = zip(base, people, trailing, strict=True)
+        return pa.array([f"{name} {person}{' ' if pad else ''}" for name, person, pad in names])
 
     def _follower_counts(self, people: np.ndarray) -> pa.Array:
         kind = self._hash.uniform(people, "followers-kind")
@@ -244,7 +251,7 @@ class SyntheticSource:
         return pa.array(
             [
                 str(p) if u < _PLAIN_FOLLOWERS_RATE else f"{m}M" if u > 1 - _MILLION_FOLLOWERS_RATE else f"{k}k"
-                for u, p, k, m in zip(kind, plain, thousands, millions)
+                for u, p, k, m in zip(kind, plain, thousands, millions, strict=True)
             ]
         )
 
@@ -272,10 +279,7 @@ class SyntheticSource:
         image_src = pa.array([f"https://i.pinimg.com/originals/{d:016x}.jpg" for d in digest])
         image_src = pc.if_else(image_error, IMAGE_SRC_ERROR, image_src)
         low, high = self._hash.bits(keys, "uuid-low"), self._hash.bits(keys, "uuid-high")
-        unique_id = pa.array(
-            [f"{h >> 32:08x}-{(h >> 16) & 0xFFFF:04x}-4{h & 0xFFF:03x}-{8 | (l >> 62):x}{(l >> 48) & 0xFFF:03x}-{l & 0xFFFFFFFFFFFF:012x}"
-             for h, l in zip(high, low)]
-        )  # fmt: skip
+        unique_id = pa.array([_uuid4(h, lo) for h, lo in zip(high, low, strict=True)])
 
         columns = {
             "index": pa.array(keys),

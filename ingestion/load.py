@@ -72,7 +72,9 @@ def load_raw_objects(
             first = max((i for i, o in enumerate(objects) if o.start <= done), default=0)
             for raw in objects[first:]:
                 if raw.start > done:
-                    raise GapError(f"{stream}: bronze holds offsets below {done}, the next object {raw.key} starts at {raw.start}")
+                    raise GapError(
+                        f"{stream}: bronze holds offsets below {done}, the next object {raw.key} starts at {raw.start}"
+                    )
                 data = s3.get_object(Bucket=bucket, Key=raw.key)["Body"].read()
                 records = parse_lines(table, data)  # one row or line per offset
                 result = append(lake, table, records, stream=stream, start=raw.start, source=f"s3://{bucket}/{raw.key}")

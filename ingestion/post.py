@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import count as forever
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -28,8 +29,13 @@ class PostResult:
 def _session(retries: int, api_key: str | None) -> requests.Session:
     session = requests.Session()
     # 5xx and lost connections are retried with exponential backoff; 4xx never are
-    retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504), allowed_methods=None,
-                  raise_on_status=False)  # fmt: skip
+    retry = Retry(
+        total=retries,
+        backoff_factor=0.2,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=None,
+        raise_on_status=False,
+    )
     session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
     session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
     if api_key:
@@ -41,9 +47,11 @@ class ApiRejected(RuntimeError):
     """The API refused a request (4xx) or kept failing after the retries."""
 
 
-def _checked(response: requests.Response) -> dict:
+def _checked(response: requests.Response) -> Any:
     if response.status_code != 200:
-        raise ApiRejected(f"{response.request.method} {response.request.path_url} answered {response.status_code}: {response.text}")
+        raise ApiRejected(
+            f"{response.request.method} {response.request.path_url} answered {response.status_code}: {response.text}"
+        )
     return response.json()
 
 
@@ -53,9 +61,13 @@ class KafkaTopics:
 
     names: dict[RawTable, str]
 
-    def send(self, session: requests.Session, api_url: str, table: RawTable, values: list[dict]) -> None:
-        body = {"records": [{"value": value} for value in values]}
-        _checked(session.post(f"{api_url}/topics/{self.names[table]}", json=body, headers={"Content-Type": KAFKA_JSON}, timeout=60))
+    def send(self, session: requests.Session, api_url: str, table: RawTable, values: list[dict[str, Any]]) -> None:
+        body: dict[str, Any] = {"records": [{"value": value} for value in values]}
+        _checked(
+            session.post(
+                f"{api_url}/topics/{self.names[table]}", json=body, headers={"Content-Type": KAFKA_JSON}, timeout=60
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -66,16 +78,25 @@ class KinesisStreams:
     names: dict[RawTable, str]
     retries: int = 8
 
-    def send(self, session: requests.Session, api_url: str, table: RawTable, values: list[dict]) -> None:
+    def send(self, session: requests.Session, api_url: str, table: RawTable, values: list[dict[str, Any]]) -> None:
         stream = self.names[table]
         for first in range(0, len(values), 500):
-            pending = [{"Data": value, "PartitionKey": str(value[KEY_FIELD[table]])} for value in values[first : first + 500]]
+            pending: list[dict[str, Any]] = [
+                {"Data": value, "PartitionKey": str(value[KEY_FIELD[table]])} for value in values[first : first + 500]
+            ]
             for attempt in range(self.retries + 1):
-                answer = _checked(session.put(f"{api_url}/streams/{stream}/records",
-                                              json={"StreamName": stream, "Records": pending}, timeout=60))  # fmt: skip
+                answer = _checked(
+                    session.put(
+                        f"{api_url}/streams/{stream}/records",
+                        json={"StreamName": stream, "Records": pending},
+                        timeout=60,
+                    )
+                )
                 if not answer["FailedRecordCount"]:
                     break
-                pending = [record for record, result in zip(pending, answer["Records"], strict=True) if "ErrorCode" in result]
+                pending = [
+                    record for record, result in zip(pending, answer["Records"], strict=True) if "ErrorCode" in result
+                ]
                 if attempt == self.retries:
                     raise ApiRejected(f"{len(pending)} records still failed on {stream} after {self.retries} retries")
                 time.sleep(0.1 * 2**attempt)
@@ -137,7 +158,7 @@ def post_batches(
 
     posted = 0
 
-    def collect(future: Future) -> None:
+    def collect(future: Future[PostBatch]) -> None:
         nonlocal posted
         done = future.result()
         posted += len(done)
@@ -145,7 +166,7 @@ def post_batches(
             on_batch(done)
 
     with ThreadPoolExecutor(concurrency) as pool:
-        pending: deque[Future] = deque()
+        pending: deque[Future[PostBatch]] = deque()
         for batch in stream():
             pending.append(pool.submit(send, batch))
             if len(pending) >= 2 * concurrency:  # bounded read-ahead: constant memory, even forever

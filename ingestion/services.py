@@ -113,9 +113,13 @@ class ManagedProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, start_new_session=True,
-            )  # fmt: skip
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
         self._pid_file.write_text(str(process.pid))
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
@@ -154,8 +158,12 @@ def _go_binary(cache_dir: Path, module: str, version: str) -> Path:
         raise ServiceError(f"building {name} needs Go (https://go.dev/dl) on PATH")
     build_dir = cache_dir / "go" / f"build-{name}-{version}"
     # the module and build caches live in the project's cache too, never in ~/go or ~/.cache/go-build
-    go_env = {"GOBIN": str(build_dir), "GOPATH": str(cache_dir / "go" / "path"), "GOCACHE": str(cache_dir / "go" / "build-cache"),
-              "GOFLAGS": "-modcacherw"}  # fmt: skip
+    go_env = {
+        "GOBIN": str(build_dir),
+        "GOPATH": str(cache_dir / "go" / "path"),
+        "GOCACHE": str(cache_dir / "go" / "build-cache"),
+        "GOFLAGS": "-modcacherw",
+    }
     subprocess.run(["go", "install", f"{module}@{version}"], check=True, env={**os.environ, **go_env})
     (build_dir / name).rename(binary)
     shutil.rmtree(build_dir, ignore_errors=True)
@@ -183,7 +191,10 @@ class S3Server:
             data.mkdir(parents=True, exist_ok=True)
             self.process.start(
                 [str(binary), "--port", f"127.0.0.1:{self.settings.s3_port}", "posix", str(data)],
-                env={"ROOT_ACCESS_KEY": self.settings.s3_access_key_id, "ROOT_SECRET_KEY": self.settings.s3_secret_access_key},
+                env={
+                    "ROOT_ACCESS_KEY": self.settings.s3_access_key_id,
+                    "ROOT_SECRET_KEY": self.settings.s3_secret_access_key,
+                },
             )
             self.process.wait_ready(self._answers, timeout=30)
         self.ensure_bucket(self.settings.s3_bucket)
@@ -208,17 +219,29 @@ KAFKA_FILES = PROJECT_DIR / "services" / "kafka"
 
 def _maven_classpath(cache_dir: Path, pom: Path) -> Path:
     """The runtime jars of ``pom`` copied from Maven Central into the cache once; reused after."""
-    version = re.search(r"<artifactId>kafka_2.13</artifactId>\s*<version>([^<]+)</version>", pom.read_text()).group(1)
+    found = re.search(r"<artifactId>kafka_2.13</artifactId>\s*<version>([^<]+)</version>", pom.read_text())
+    if found is None:
+        raise ServiceError(f"{pom} names no kafka_2.13 version")
+    version = found.group(1)
     libs = cache_dir / "kafka" / version / "libs"
     if (libs / ".complete").exists():
         return libs
     if shutil.which("mvn") is None:
         raise ServiceError("resolving the Kafka broker's jars needs Maven (mvn) and Java 17+ on PATH")
     subprocess.run(
-        ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-Dmaven.repo.local={cache_dir / 'm2'}",
-         f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-Dmaven.repo.local={cache_dir / 'm2'}",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
         check=True,
-    )  # fmt: skip
+    )
     (libs / ".complete").touch()
     return libs
 
@@ -234,16 +257,23 @@ class KafkaBroker:
         if not self.process.status().running:
             libs = _maven_classpath(self.settings.cache_dir, KAFKA_FILES / "pom.xml")
             config = self._write_config()
-            java = ["java", "-Xms256m", "-Xmx1g", "-cp", f"{libs}/*",
-                    f"-Dlog4j2.configurationFile={KAFKA_FILES / 'log4j2.properties'}"]  # fmt: skip
+            java = [
+                "java",
+                "-Xms256m",
+                "-Xmx1g",
+                "-cp",
+                f"{libs}/*",
+                f"-Dlog4j2.configurationFile={KAFKA_FILES / 'log4j2.properties'}",
+            ]
             if not (self.process.home / "data" / "meta.properties").exists():
                 cluster_id = subprocess.run(
                     [*java, "kafka.tools.StorageTool", "random-uuid"], check=True, capture_output=True, text=True
                 ).stdout.split()[-1]
                 subprocess.run(
                     [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)],
-                    check=True, capture_output=True,
-                )  # fmt: skip
+                    check=True,
+                    capture_output=True,
+                )
             self.process.start([*java, "kafka.Kafka", str(config)])
             self.process.wait_ready(self._answers, timeout=60)
         self.ensure_topics()
@@ -278,14 +308,17 @@ class KafkaBroker:
         until it is loaded: a probe group joins once here, so the sink never waits on that."""
         from kafka import KafkaConsumer
 
-        probe = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id="pinpipe-ready",
-                              metadata_max_age_ms=1_000)  # fmt: skip
+        probe = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id="pinpipe-ready", metadata_max_age_ms=1_000
+        )
         try:
             probe.subscribe([self.settings.topics[0]])
             deadline = time.monotonic() + timeout
             while not probe.assignment():
                 if time.monotonic() > deadline:
-                    raise ServiceError(f"kafka: no consumer group could join in {timeout:.0f} s; see {self.process.log}")
+                    raise ServiceError(
+                        f"kafka: no consumer group could join in {timeout:.0f} s; see {self.process.log}"
+                    )
                 probe.poll(timeout_ms=200)
         finally:
             probe.close()
@@ -313,9 +346,21 @@ def _npm_package(cache_dir: Path, package: str, version: str) -> Path:
         return folder
     if shutil.which("npm") is None or shutil.which("node") is None:
         raise ServiceError(f"installing {package} needs Node.js 18+ and npm on PATH")
-    subprocess.run(["npm", "install", "--no-save", "--omit=optional", "--cache", str(cache_dir / "npm" / "_cache"),
-                    "--prefix", str(prefix), f"{package}@{version}"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "npm",
+            "install",
+            "--no-save",
+            "--omit=optional",
+            "--cache",
+            str(cache_dir / "npm" / "_cache"),
+            "--prefix",
+            str(prefix),
+            f"{package}@{version}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     (prefix / ".complete").touch()
     return folder
 
@@ -367,10 +412,24 @@ class KinesisServer:
 
     def _kinesalite(self) -> tuple[list[str], dict[str, str]]:
         if self.settings.kinesis_persist:
-            raise ServiceError("kinesalite keeps its streams in memory only here: unset PINPIPE_KINESIS_PERSIST or use kinesis-mock")
+            raise ServiceError(
+                "kinesalite keeps its streams in memory only here: unset PINPIPE_KINESIS_PERSIST or use kinesis-mock"
+            )
         package = _npm_package(self.settings.cache_dir, KINESALITE_PACKAGE, KINESALITE_VERSION)
-        return ["node", str(package / "cli.js"), "--port", str(self.settings.kinesis_port), "--shardLimit", str(SHARD_LIMIT),
-                "--createStreamMs", "100", "--deleteStreamMs", "100", "--updateStreamMs", "100"], {}  # fmt: skip
+        return [
+            "node",
+            str(package / "cli.js"),
+            "--port",
+            str(self.settings.kinesis_port),
+            "--shardLimit",
+            str(SHARD_LIMIT),
+            "--createStreamMs",
+            "100",
+            "--deleteStreamMs",
+            "100",
+            "--updateStreamMs",
+            "100",
+        ], {}
 
     def _answers(self) -> bool:
         from botocore.exceptions import EndpointConnectionError
@@ -391,7 +450,10 @@ class KinesisServer:
                 client.create_stream(StreamName=stream, ShardCount=self.settings.kinesis_shards)
         deadline = time.monotonic() + timeout
         for stream in self.settings.streams:
-            while client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+            while (
+                client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"]
+                != "ACTIVE"
+            ):
                 if time.monotonic() > deadline:
                     raise ServiceError(f"stream {stream} not ACTIVE after {timeout:.0f} s")
                 time.sleep(0.1)

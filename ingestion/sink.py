@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -24,7 +25,9 @@ from kafka.structs import OffsetAndMetadata
 from ingestion import clients
 from ingestion.config import Settings
 
-OBJECT_KEY = re.compile(r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$")
+OBJECT_KEY = re.compile(
+    r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$"
+)
 
 
 def object_key(prefix: str, topic: str, partition: int, start: int) -> str:
@@ -89,7 +92,7 @@ class SinkStalled(RuntimeError):
     """``until_caught_up`` made no progress for too long: the reason is in the message."""
 
 
-class _DropRevoked(ConsumerRebalanceListener):
+class _DropRevoked(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no type information
     """Partitions moving drop what was read from them and not yet stored, and rewind to it: whoever
     owns a partition next reads again from its committed offset (the start of the dropped buffer)
     and writes the same object key; the loader trims overlaps by offset. Committing here instead is
@@ -118,9 +121,16 @@ class S3Sink:
     """A member of the sink's consumer group: buffers records per partition and flushes them to S3."""
 
     def __init__(
-        self, bootstrap_servers: str, topics: list[str], s3_client: object, bucket: str,
-        *, prefix: str = "raw", group_id: str = "pinpipe-s3-sink", policy: FlushPolicy = FlushPolicy(),
-    ) -> None:  # fmt: skip
+        self,
+        bootstrap_servers: str,
+        topics: list[str],
+        s3_client: Any,
+        bucket: str,
+        *,
+        prefix: str = "raw",
+        group_id: str = "pinpipe-s3-sink",
+        policy: FlushPolicy = FlushPolicy(),
+    ) -> None:
         self.s3, self.bucket, self.prefix, self.policy = s3_client, bucket, prefix, policy
         self.buffers: dict[TopicPartition, _Buffer] = {}
         self.consumer = KafkaConsumer(
@@ -147,9 +157,13 @@ class S3Sink:
     def from_settings(cls, settings: Settings, policy: FlushPolicy = FlushPolicy()) -> S3Sink:
         """The sink of ``settings``: its broker, topics, bucket and consumer group."""
         return cls(
-            settings.kafka_bootstrap_servers, list(settings.topics), clients.s3_client(settings), settings.s3_bucket,
-            group_id=settings.sink_group, policy=policy,
-        )  # fmt: skip
+            settings.kafka_bootstrap_servers,
+            list(settings.topics),
+            clients.s3_client(settings),
+            settings.s3_bucket,
+            group_id=settings.sink_group,
+            policy=policy,
+        )
 
     def run(
         self,
@@ -199,8 +213,11 @@ class S3Sink:
 
     def _stall_report(self, targets: dict[TopicPartition, int] | None) -> str:
         assigned = self.consumer.assignment()
-        behind = {f"{p.topic}/{p.partition}": (self.consumer.position(p), end) for p, end in (targets or {}).items()
-                  if p in assigned and self.consumer.position(p) < end}  # fmt: skip
+        behind = {
+            f"{p.topic}/{p.partition}": (self.consumer.position(p), end)
+            for p, end in (targets or {}).items()
+            if p in assigned and self.consumer.position(p) < end
+        }
         return f"sink made no progress: assigned {len(assigned)} partitions, behind (position, end): {behind or 'none'}"
 
     def _flush(self, partition: TopicPartition, on_flush: Callable[[str, int], None] | None) -> None:

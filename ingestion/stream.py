@@ -54,7 +54,7 @@ class _Shard:
     caught_up: bool = False  # the last GetRecords found no record
     closed: bool = False  # the shard ended (split or merged) and every record of it was read
     finished: bool = False  # closed, and everything read is committed: children may start
-    buffered: list[dict] = field(default_factory=list)
+    buffered: list[dict[str, Any]] = field(default_factory=list)
     buffer_start: int = 0
 
     @property
@@ -104,10 +104,17 @@ class StreamConsumer:
         ensure_tables(lake)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, flush_records: int = 10_000, flush_seconds: float = 1.0) -> StreamConsumer:
+    def from_settings(
+        cls, settings: Settings, *, flush_records: int = 10_000, flush_seconds: float = 1.0
+    ) -> StreamConsumer:
         """The consumer of ``settings``: its streams, its lake, its Kinesis endpoint."""
-        return cls(settings, Lake.from_settings(settings), clients.kinesis_client(settings),
-                   flush_records=flush_records, flush_seconds=flush_seconds)  # fmt: skip
+        return cls(
+            settings,
+            Lake.from_settings(settings),
+            clients.kinesis_client(settings),
+            flush_records=flush_records,
+            flush_seconds=flush_seconds,
+        )
 
     # --- shards and where each resumes ----------------------------------------------------------------
 
@@ -115,7 +122,8 @@ class StreamConsumer:
         """Add shards not known yet (new streams, children of a split or merge), each at its
         committed position."""
         for stream, table in self.settings.stream_tables.items():
-            listed, token = [], None
+            listed: list[dict[str, Any]] = []
+            token: str | None = None
             while True:
                 page = self.client.list_shards(**({"NextToken": token} if token else {"StreamName": stream}))
                 listed += page["Shards"]
@@ -131,7 +139,9 @@ class StreamConsumer:
             for shard in new:
                 parents = tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
                 ordinal, sequence = resume.get(f"kinesis/{stream}/{shard['ShardId']}", (0, None))
-                self.shards[(stream, shard["ShardId"])] = _Shard(stream, table, shard["ShardId"], parents, ordinal, sequence)
+                self.shards[(stream, shard["ShardId"])] = _Shard(
+                    stream, table, shard["ShardId"], parents, ordinal, sequence
+                )
 
     def _readable(self, shard: _Shard) -> bool:
         if shard.closed:
@@ -145,7 +155,9 @@ class StreamConsumer:
             if shard.last_sequence
             else {"ShardIteratorType": "TRIM_HORIZON"}
         )
-        return self.client.get_shard_iterator(StreamName=shard.stream, ShardId=shard.shard_id, **position)["ShardIterator"]
+        return self.client.get_shard_iterator(StreamName=shard.stream, ShardId=shard.shard_id, **position)[
+            "ShardIterator"
+        ]
 
     # --- reading and committing -----------------------------------------------------------------------
 
@@ -167,7 +179,9 @@ class StreamConsumer:
             try:
                 shard.iterator = shard.iterator or self._iterator(shard)
                 # never more than a micro-batch from one call: flush_records bounds a commit's size
-                answer = self.client.get_records(ShardIterator=shard.iterator, Limit=min(GET_RECORDS_LIMIT, self.flush_records))
+                answer = self.client.get_records(
+                    ShardIterator=shard.iterator, Limit=min(GET_RECORDS_LIMIT, self.flush_records)
+                )
             except ClientError as error:
                 code = error.response["Error"].get("Code")
                 if code == "ProvisionedThroughputExceededException":
@@ -241,15 +255,20 @@ class StreamConsumer:
     @staticmethod
     def _slice(shard: _Shard) -> StreamSlice:
         payloads = [_payload(record["Data"]) for record in shard.buffered]
-        records: pa.Table | list = payloads
-        if all(isinstance(p, bytes) and b"\n" not in p for p in payloads):
-            records = parse_lines(shard.table, b"\n".join(payloads))  # vectorised when every record is well formed
+        records: pa.Table | list[bytes | Undecodable] | list[bytes] = payloads
+        lines = [p for p in payloads if isinstance(p, bytes) and b"\n" not in p]
+        if len(lines) == len(payloads):
+            records = parse_lines(shard.table, b"\n".join(lines))  # vectorised when every record is well formed
         columns = {
             "_shard_id": pa.array([shard.shard_id] * len(payloads), pa.string()),
             "_sequence_number": pa.array([r["SequenceNumber"] for r in shard.buffered], pa.string()),
-            "_arrival_time": pa.array([r["ApproximateArrivalTimestamp"] for r in shard.buffered], pa.timestamp("us", tz="UTC")),
+            "_arrival_time": pa.array(
+                [r["ApproximateArrivalTimestamp"] for r in shard.buffered], pa.timestamp("us", tz="UTC")
+            ),
         }
-        return StreamSlice(shard.stream_id, shard.buffer_start, records, f"kinesis://{shard.stream}/{shard.shard_id}", columns)
+        return StreamSlice(
+            shard.stream_id, shard.buffer_start, records, f"kinesis://{shard.stream}/{shard.shard_id}", columns
+        )
 
     def run(
         self,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -17,6 +18,9 @@ import pyarrow as pa
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
 from ingestion.config import Settings
+
+if TYPE_CHECKING:
+    from dbt.contracts.graph.manifest import Manifest
 
 # the exposure naming the marts analysts read, in the order of the business questions
 INSIGHTS_EXPOSURE = "exposure.pinpipe.pinterest_insights"
@@ -31,7 +35,7 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def duckdb_config(extension_directory: Path) -> dict[str, str]:
+def duckdb_config(extension_directory: Path) -> dict[str, str | bool | int | float | list[str]]:
     """The configuration every DuckDB connection of the project opens with (dbt's profile too)."""
     return {"extension_directory": str(extension_directory)}
 
@@ -46,11 +50,13 @@ def ensure_duckdb_extensions(extension_directory: Path) -> list[str]:
     with duckdb.connect(config=duckdb_config(extension_directory)) as connection:
         installed = {
             name
-            for (name,) in connection.execute("select extension_name from duckdb_extensions() where installed").fetchall()
+            for (name,) in connection.execute(
+                "select extension_name from duckdb_extensions() where installed"
+            ).fetchall()
         }
         missing = [extension for extension in _EXTENSION_WHEELS if extension not in installed]
         for extension in missing:
-            wheel = Path(import_module(_EXTENSION_WHEELS[extension]).__file__).parent
+            wheel = Path(str(import_module(_EXTENSION_WHEELS[extension]).__file__)).parent
             binary = wheel / "extensions" / f"v{duckdb.__version__}" / f"{extension}.duckdb_extension"
             # INSTALL takes no prepared parameter: the path is a quoted literal
             connection.execute(f"install {_sql_string(str(binary))}")
@@ -59,7 +65,9 @@ def ensure_duckdb_extensions(extension_directory: Path) -> list[str]:
 
 def connect_warehouse(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """The DuckDB warehouse file, opened the way dbt opens it (the same extension directory)."""
-    return duckdb.connect(settings.warehouse, read_only=read_only, config=duckdb_config(settings.duckdb_extension_directory))
+    return duckdb.connect(
+        settings.warehouse, read_only=read_only, config=duckdb_config(settings.duckdb_extension_directory)
+    )
 
 
 @contextmanager
@@ -84,10 +92,15 @@ class DbtFailed(RuntimeError):
 
 
 def run_dbt(
-    settings: Settings, args: list[str], on_event: Callable[[object], None] | None = None, *, manifest: object = None
-) -> object:
+    settings: Settings,
+    args: list[str],
+    on_event: Callable[[Any], None] | None = None,
+    *,
+    manifest: Manifest | None = None,
+) -> Any:
     """Invoke dbt (``build``, ``test``, ...) in this process on the settings' target; raise when it
-    fails. With a parsed ``manifest``, dbt skips reading the project."""
+    fails. Returns what the command returns (a Manifest for ``parse``, the results for the others).
+    With a parsed ``manifest``, dbt skips reading the project."""
     from dbt.cli.main import dbtRunner  # imported late: dbt's import alone costs about a second
 
     if settings.target == "local":
@@ -112,9 +125,9 @@ class WarmDbt:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._manifest: object = None
+        self._manifest: Manifest | None = None
 
-    def run(self, args: list[str]) -> object:
+    def run(self, args: list[str]) -> Any:
         if self._manifest is None:
             self._manifest = run_dbt(self.settings, ["parse", "--quiet"])
         return run_dbt(self.settings, args, manifest=self._manifest)

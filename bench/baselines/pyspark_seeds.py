@@ -17,7 +17,7 @@ import json
 import time
 
 from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import functions as F  # noqa: N812 - PySpark's own convention, as in the seeds
 
 
 def clean_pin(df_pin: DataFrame) -> DataFrame:
@@ -35,19 +35,38 @@ def clean_pin(df_pin: DataFrame) -> DataFrame:
     df_pin = df_pin.withColumn(
         "follower_count",
         F.when(count.rlike("^[0-9]+$"), count.cast("bigint"))
-        .when(count.rlike("^[0-9]+k$"), F.expr("cast(substr(follower_count, 1, length(follower_count) - 1) as bigint)") * 1000)
-        .when(count.rlike("^[0-9]+M$"), F.expr("cast(substr(follower_count, 1, length(follower_count) - 1) as bigint)") * 1000000),
+        .when(
+            count.rlike("^[0-9]+k$"),
+            F.expr("cast(substr(follower_count, 1, length(follower_count) - 1) as bigint)") * 1000,
+        )
+        .when(
+            count.rlike("^[0-9]+M$"),
+            F.expr("cast(substr(follower_count, 1, length(follower_count) - 1) as bigint)") * 1000000,
+        ),
     )
     df_pin = df_pin.withColumn("poster_name", F.rtrim("poster_name"))
     df_pin = df_pin.withColumn("save_location", F.regexp_replace("save_location", "Local save in ", ""))
     df_pin = df_pin.withColumnRenamed("index", "ind").dropDuplicates(["ind"])
-    return df_pin.select("ind", "unique_id", "title", "description", "follower_count", "poster_name", "tag_list",
-                         "is_image_or_video", "image_src", "save_location", "category")  # fmt: skip
+    return df_pin.select(
+        "ind",
+        "unique_id",
+        "title",
+        "description",
+        "follower_count",
+        "poster_name",
+        "tag_list",
+        "is_image_or_video",
+        "image_src",
+        "save_location",
+        "category",
+    )
 
 
 def either_timestamp_form(column: str) -> F.Column:
-    return F.coalesce(F.try_to_timestamp(column, F.lit("yyyy-MM-dd HH:mm:ss")),
-                      F.try_to_timestamp(column, F.lit("yyyy-MM-dd'T'HH:mm:ss")))  # fmt: skip
+    return F.coalesce(
+        F.try_to_timestamp(column, F.lit("yyyy-MM-dd HH:mm:ss")),
+        F.try_to_timestamp(column, F.lit("yyyy-MM-dd'T'HH:mm:ss")),
+    )
 
 
 def clean_geo(df_geo: DataFrame) -> DataFrame:
@@ -63,8 +82,12 @@ def clean_user(df_user: DataFrame) -> DataFrame:
 
 
 def age_group(age: F.Column) -> F.Column:
-    return (F.when(age.between(18, 24), "18-24").when(age.between(25, 35), "25-35")
-            .when(age.between(36, 50), "36-50").when(age >= 51, "50+"))  # fmt: skip
+    return (
+        F.when(age.between(18, 24), "18-24")
+        .when(age.between(25, 35), "25-35")
+        .when(age.between(36, 50), "36-50")
+        .when(age >= 51, "50+")
+    )
 
 
 def top(df: DataFrame, group: str | None, measure: str) -> DataFrame:
@@ -77,39 +100,52 @@ def marts(spark: SparkSession, raw: str) -> dict[str, DataFrame]:
     df_geo = clean_geo(spark.read.json(f"{raw}/geo"))
     df_user = clean_user(spark.read.json(f"{raw}/user"))
     posts = (
-        df_pin.join(df_geo, "ind").join(df_user, "ind")
+        df_pin.join(df_geo, "ind")
+        .join(df_user, "ind")
         .withColumn("post_year", F.year("timestamp").cast("int"))
         .withColumn("join_year", F.year("date_joined").cast("int"))
         .withColumn("age_group", age_group(F.col("age")))
-    ).cache()  # fmt: skip
+    ).cache()
     people = (
-        posts.groupBy("user_name", "age", "age_group", "date_joined", "join_year")
-        .agg(F.max("follower_count").alias("follower_count"))
-    ).cache()  # fmt: skip
+        posts.groupBy("user_name", "age", "age_group", "date_joined", "join_year").agg(
+            F.max("follower_count").alias("follower_count")
+        )
+    ).cache()
     known = people.filter(F.col("follower_count").isNotNull())
     window = F.col("join_year").between(2015, 2020)
-    by_country = top(posts.groupBy("country", "category").agg(F.count("*").alias("category_count")), "country", "category_count")
+    by_country = top(
+        posts.groupBy("country", "category").agg(F.count("*").alias("category_count")), "country", "category_count"
+    )
     most_followed = top(
         posts.filter("poster_name is not null and follower_count is not null")
-        .groupBy("country", "poster_name").agg(F.max("follower_count").alias("follower_count")),
-        "country", "follower_count",
-    )  # fmt: skip
+        .groupBy("country", "poster_name")
+        .agg(F.max("follower_count").alias("follower_count")),
+        "country",
+        "follower_count",
+    )
     median = F.percentile("follower_count", 0.5).cast("double").alias("median_follower_count")
     return {
         "most_popular_category_by_country": by_country,
         "posts_per_category_by_year": posts.filter(F.col("post_year").between(2018, 2022))
-        .groupBy("post_year", "category").agg(F.count("*").alias("category_count")),
+        .groupBy("post_year", "category")
+        .agg(F.count("*").alias("category_count")),
         "most_followed_user_by_country": most_followed,
         "country_with_most_followed_user": top(most_followed, None, "follower_count"),
         "most_popular_category_by_age_group": top(
-            posts.filter("age_group is not null").groupBy("age_group", "category").agg(F.count("*").alias("category_count")),
-            "age_group", "category_count",
+            posts.filter("age_group is not null")
+            .groupBy("age_group", "category")
+            .agg(F.count("*").alias("category_count")),
+            "age_group",
+            "category_count",
         ),
         "median_follower_count_by_age_group": known.filter("age_group is not null").groupBy("age_group").agg(median),
-        "users_joined_by_year": people.filter(window).groupBy("join_year").agg(F.count("*").alias("number_users_joined")),
+        "users_joined_by_year": people.filter(window)
+        .groupBy("join_year")
+        .agg(F.count("*").alias("number_users_joined")),
         "median_follower_count_by_join_year": known.filter(window).groupBy("join_year").agg(median),
         "median_follower_count_by_age_group_and_join_year": known.filter(window & F.col("age_group").isNotNull())
-        .groupBy("age_group", "join_year").agg(median),
+        .groupBy("age_group", "join_year")
+        .agg(median),
     }
 
 
@@ -120,10 +156,13 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     spark = (
-        SparkSession.builder.master("local[*]").appName("seeds-baseline")
-        .config("spark.driver.memory", "4g").config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false").getOrCreate()
-    )  # fmt: skip
+        SparkSession.builder.master("local[*]")
+        .appName("seeds-baseline")
+        .config("spark.driver.memory", "4g")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
     results = {name: [row.asDict() for row in df.collect()] for name, df in marts(spark, args.raw).items()}
     elapsed = time.perf_counter() - started
     if args.out:

@@ -27,9 +27,12 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("pinpipe_api_requests", "HTTP requests", ["route", "status"], registry=self.registry)
         # topic: a Kafka topic or a Kinesis stream
-        self.records = Counter("pinpipe_api_records", "records acknowledged by the bus", ["topic"], registry=self.registry)
-        self.rejected = Counter("pinpipe_api_rejected_records", "records in rejected requests", ["topic"],
-                                registry=self.registry)  # fmt: skip
+        self.records = Counter(
+            "pinpipe_api_records", "records acknowledged by the bus", ["topic"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "pinpipe_api_rejected_records", "records in rejected requests", ["topic"], registry=self.registry
+        )
         self.latency = Histogram("pinpipe_api_request_seconds", "request latency", ["route"], registry=self.registry)
 
 

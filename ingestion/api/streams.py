@@ -102,7 +102,11 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
     async def create_stream(stream: str, request: Request) -> dict[str, Any]:
         requests.authorize(request)
         # the body is optional here: no body, no content type needed
-        payload = await requests.json(request, {"application/json"}) if request.headers.get("content-length", "0") != "0" else {}
+        payload = (
+            await requests.json(request, {"application/json"})
+            if request.headers.get("content-length", "0") != "0"
+            else {}
+        )
         shards = parsed(CreateStreamRequest, payload, '{"ShardCount"?}').ShardCount or settings.kinesis_shards
         await _kinesis(kinesis.create_stream, stream, shards)
         return {"StreamName": stream, "ShardCount": shards}
@@ -122,8 +126,11 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
     @router.put("/streams/{stream}/record", summary="Put one record (Kinesis PutRecord)")
     async def put_record(stream: str, request: Request) -> dict[str, Any]:
         requests.authorize(request)
-        record = parsed(PutRecordRequest, await requests.json(request, {"application/json"}),
-                        '{"StreamName"?, "Data", "PartitionKey"?}')  # fmt: skip
+        record = parsed(
+            PutRecordRequest,
+            await requests.json(request, {"application/json"}),
+            '{"StreamName"?, "Data", "PartitionKey"?}',
+        )
         table = _writable(stream, record.StreamName)
         encoded = _stream_record(table, "record", record.Data, record.PartitionKey)
         if isinstance(encoded, str):
@@ -136,8 +143,11 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
     @router.put("/streams/{stream}/records", summary="Put up to 500 records (Kinesis PutRecords)")
     async def put_records(stream: str, request: Request) -> dict[str, Any]:
         requests.authorize(request)
-        batch = parsed(PutRecordsRequest, await requests.json(request, {"application/json"}),
-                       '{"StreamName"?, "Records": [{"Data", "PartitionKey"?}] (1 to 500)}')  # fmt: skip
+        batch = parsed(
+            PutRecordsRequest,
+            await requests.json(request, {"application/json"}),
+            '{"StreamName"?, "Records": [{"Data", "PartitionKey"?}] (1 to 500)}',
+        )
         table = _writable(stream, batch.StreamName)
         encoded = [_stream_record(table, f"Records[{i}]", r.Data, r.PartitionKey) for i, r in enumerate(batch.Records)]
         problems = [e for e in encoded if isinstance(e, str)]

@@ -2,19 +2,20 @@
 -- posts many times. Posts whose user row lacks any of the three cannot be attributed to a person.
 with posts as (
     select * from {{ ref('int_posts_enriched') }}
-    where user_name is not null
+    where
+        user_name is not null
         and age is not null
         and date_joined is not null
 ),
 
 people as (
     select
-        md5(concat_ws('|', user_name, cast(age as string), cast(date_joined as string))) as person_id,
         user_name,
         age,
         age_group,
         date_joined,
         join_year,
+        md5(concat_ws('|', user_name, cast(age as string), cast(date_joined as string))) as person_id,
         -- a person's follower count is the largest seen on their posts
         max(follower_count) as follower_count,
         count(*) as post_count

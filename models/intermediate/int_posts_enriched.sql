@@ -1,15 +1,26 @@
 with pins as (
-    select ind, category, poster_name, follower_count
+    select
+        ind,
+        category,
+        poster_name,
+        follower_count
     from {{ ref('stg_pinterest__pins') }}
 ),
 
 geo as (
-    select ind, country, timestamp as posted_at
+    select
+        ind,
+        country,
+        timestamp as posted_at
     from {{ ref('stg_pinterest__geo') }}
 ),
 
 users as (
-    select ind, user_name, age, date_joined
+    select
+        ind,
+        user_name,
+        age,
+        date_joined
     from {{ ref('stg_pinterest__users') }}
 ),
 
@@ -40,8 +51,9 @@ joined as (
     inner join geo on pins.ind = geo.ind
     inner join users on pins.ind = users.ind
     left join age_groups
-        on users.age >= age_groups.min_age
-        and (age_groups.next_min_age is null or users.age < age_groups.next_min_age)
+        on
+            users.age >= age_groups.min_age
+            and (age_groups.next_min_age is null or users.age < age_groups.next_min_age)
 )
 
 select * from joined

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-
 from ingestion.bronze import Lake
 from ingestion.config import Settings
 from ingestion.services import KafkaBroker, S3Server, free_port

@@ -8,10 +8,11 @@ import subprocess
 import time
 from collections import Counter
 
-import reference
 from ingestion import transform
 from ingestion.bronze import Lake
 from ingestion.config import Settings
+
+import reference
 
 
 def _comparable(value: object) -> object:
@@ -36,7 +37,9 @@ def kill_once_committed(process: subprocess.Popen, lake: Lake, table: str, versi
     runs: a process that finished first would prove nothing."""
     deadline = time.monotonic() + timeout
     try:
-        while (lake.delta_table(table) is None or lake.delta_table(table).version() < version) and process.poll() is None:
+        while (
+            lake.delta_table(table) is None or lake.delta_table(table).version() < version
+        ) and process.poll() is None:
             assert time.monotonic() < deadline, f"{table} did not reach version {version} in {timeout:.0f} s"
             time.sleep(0.02)
         assert process.poll() is None, "the process finished before it could be killed"

@@ -135,7 +135,9 @@ def marts(records: Iterable[Mapping[str, Mapping]]) -> dict[str, list[tuple]]:
         "most_popular_category_by_country": _tops(Counter((p.country, p.category) for p in posts), group=1),
         "posts_per_category_by_year": [
             (*key, n)
-            for key, n in Counter((p.post_year, p.category) for p in posts if p.post_year and 2018 <= p.post_year <= 2022).items()
+            for key, n in Counter(
+                (p.post_year, p.category) for p in posts if p.post_year and 2018 <= p.post_year <= 2022
+            ).items()
         ],
         "most_followed_user_by_country": most_followed,
         "country_with_most_followed_user": [row for row in most_followed if row[2] == top_count],
@@ -186,19 +188,23 @@ def streaming_metrics(
     popularity = []
     for poster, posts in posters.items():
         latest = _latest_per(posts, "poster")[poster]
-        popularity.append((
-            poster,
-            sum(within(p, popularity_minutes) for p in posts),
-            len(posts),
-            follower_count(latest["follower_count"]),
-            max(p["_arrival_time"] for p in posts),
-        ))  # fmt: skip
+        popularity.append(
+            (
+                poster,
+                sum(within(p, popularity_minutes) for p in posts),
+                len(posts),
+                follower_count(latest["follower_count"]),
+                max(p["_arrival_time"] for p in posts),
+            )
+        )
 
     countries = {int(ind): row["country"] for ind, row in _latest_per(geo_rows, "ind").items()}
     recent = Counter(
         (countries[int(pin["index"])], pin["category"])
         for pin in pins
-        if within(pin, trending_minutes) and countries.get(int(pin["index"])) is not None and pin["category"] is not None
+        if within(pin, trending_minutes)
+        and countries.get(int(pin["index"])) is not None
+        and pin["category"] is not None
     )
     trending = [
         (country, category, n, 1 + sum(1 for (c, _), m in recent.items() if c == country and m > n))

@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import assert_marts_equal_reference
 
 from ingestion.bronze import Lake, append
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.emulate import batches, make_source
+
+from helpers import assert_marts_equal_reference
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,8 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags.get("pinterest_daily")
-result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "tasks": sorted(dag.task_ids) if dag else [],
+result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+          "tasks": sorted(dag.task_ids) if dag else [],
           "schedule": str(dag.schedule) if dag else None, "catchup": dag.catchup if dag else None}
 if sys.argv[2] == "run":
     run = dag.test()
@@ -43,16 +45,27 @@ def _airflow(settings: Settings, tmp_path: Path, action: str) -> tuple[dict, str
     home = tmp_path / "airflow"
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"), "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "false",
-        "PINPIPE_LAKE": settings.lake, "PINPIPE_WAREHOUSE": settings.warehouse, "PINPIPE_SOURCE": "emulator",
-        "PINPIPE_EMULATED_POSTS": str(POSTS), "PINPIPE_RETRIES": "0", "PINPIPE_STATE_DIR": str(tmp_path / "state"),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "false",
+        "PINPIPE_LAKE": settings.lake,
+        "PINPIPE_WAREHOUSE": settings.warehouse,
+        "PINPIPE_SOURCE": "emulator",
+        "PINPIPE_EMULATED_POSTS": str(POSTS),
+        "PINPIPE_RETRIES": "0",
+        "PINPIPE_STATE_DIR": str(tmp_path / "state"),
         "DBT_TARGET_PATH": str(tmp_path / "target"),
-    }  # fmt: skip
+    }
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    finished = subprocess.run([sys.executable, "-c", RUN_DAG, str(PROJECT_DIR / "dags"), action], env=env,
-                              capture_output=True, text=True, timeout=1200)  # fmt: skip
+    finished = subprocess.run(
+        [sys.executable, "-c", RUN_DAG, str(PROJECT_DIR / "dags"), action],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     output = finished.stdout + finished.stderr
     lines = [line for line in finished.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, output[-5000:]
@@ -62,11 +75,26 @@ def _airflow(settings: Settings, tmp_path: Path, action: str) -> tuple[dict, str
 def test_the_dag_imports_with_its_tasks_and_schedule(settings: Settings, tmp_path: Path) -> None:
     result, _ = _airflow(settings, tmp_path, "import")
     assert result["import_errors"] == {}
-    assert result["schedule"] == "0 12 * * *" and result["catchup"] is False
+    assert result["schedule"] == "0 12 * * *"
+    assert result["catchup"] is False
     tasks = set(result["tasks"])
-    assert {"choose_source", "sink_catch_up", "load_bronze", "emulate_posts", "source_freshness", "publish_docs"} <= tasks
-    models = {"stg_pinterest__pins", "stg_pinterest__geo", "stg_pinterest__users", "int_posts_enriched", "int_people",
-              "most_popular_category_by_country", "users_joined_by_year"}  # fmt: skip
+    assert {
+        "choose_source",
+        "sink_catch_up",
+        "load_bronze",
+        "emulate_posts",
+        "source_freshness",
+        "publish_docs",
+    } <= tasks
+    models = {
+        "stg_pinterest__pins",
+        "stg_pinterest__geo",
+        "stg_pinterest__users",
+        "int_posts_enriched",
+        "int_people",
+        "most_popular_category_by_country",
+        "users_joined_by_year",
+    }
     assert {f"dbt.{m}.{step}" for m in models for step in ("run", "test")} <= tasks
     assert not any("stream_" in task for task in tasks)  # the streaming models are not the batch day's
 
@@ -74,7 +102,8 @@ def test_the_dag_imports_with_its_tasks_and_schedule(settings: Settings, tmp_pat
 def test_a_daily_run_builds_and_tests_every_mart_and_publishes_the_docs(settings: Settings, tmp_path: Path) -> None:
     result, output = _airflow(settings, tmp_path, "run")
     assert result["state"] == "success", output[-5000:]
-    assert result["task_states"]["emulate_posts"] == "success" and result["task_states"]["sink_catch_up"] == "skipped"
+    assert result["task_states"]["emulate_posts"] == "success"
+    assert result["task_states"]["sink_catch_up"] == "skipped"
     assert all(state in ("success", "skipped") for state in result["task_states"].values())
     source = make_source("synthetic", 100)
     assert_marts_equal_reference(settings, [record for batch in batches(source, POSTS) for record in batch.records()])
@@ -83,8 +112,14 @@ def test_a_daily_run_builds_and_tests_every_mart_and_publishes_the_docs(settings
 
 def test_a_failing_dbt_test_fails_the_run_and_the_log_names_it(settings: Settings, tmp_path: Path) -> None:
     # a pin whose media type is none of the three: stg_pinterest__pins' accepted_values test fails
-    append(Lake.from_settings(settings), "pin", [{"index": 99_999, "category": "art", "is_image_or_video": "hologram"}],
-           stream="test", start=0, source="test")  # fmt: skip
+    append(
+        Lake.from_settings(settings),
+        "pin",
+        [{"index": 99_999, "category": "art", "is_image_or_video": "hologram"}],
+        stream="test",
+        start=0,
+        source="test",
+    )
     result, output = _airflow(settings, tmp_path, "run")
     assert result["state"] == "failed"
     assert result["task_states"]["dbt.stg_pinterest__pins.test"] == "failed"

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import requests
 from fastapi.testclient import TestClient
-from helpers import kill_once_committed
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ingestion.api import create_app
@@ -25,11 +24,13 @@ from ingestion.bronze import QUARANTINE, Lake
 from ingestion.clients import s3_client
 from ingestion.config import Settings
 from ingestion.emulate import make_source
+from ingestion.load import load_raw_objects
 from ingestion.post import KafkaTopics, post_batches
 from ingestion.services import KafkaBroker, free_port
-from ingestion.load import load_raw_objects
 from ingestion.sink import FlushPolicy, S3Sink, parse_object_key
 from ingestion.stack import api_server
+
+from helpers import kill_once_committed
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +43,10 @@ def _post(url: str, settings: Settings, start: int, count: int, batch: int = 250
     for first in range(start, start + count, batch):
         posts = source.batch(first, min(batch, start + count - first))
         for topic, table in settings.topic_tables.items():
-            for attempt in range(60):
-                response = session.post(f"{url}/topics/{topic}", json={"records": [{"value": v} for v in posts.table(table).to_pylist()]})
+            for _attempt in range(60):
+                response = session.post(
+                    f"{url}/topics/{topic}", json={"records": [{"value": v} for v in posts.table(table).to_pylist()]}
+                )
                 if response.status_code < 500:
                     break
                 time.sleep(0.5)  # the broker is away: retry, as the posting client does
@@ -109,14 +112,15 @@ def test_posted_records_reach_bronze_exactly_once_with_their_content(stack: Sett
     _load(stack)
     _load(stack)  # a rerun finds nothing new
 
-    assert len(acknowledged) == 9_000 and len(set(acknowledged)) == 9_000
+    assert len(acknowledged) == 9_000
+    assert len(set(acknowledged)) == 9_000
     assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
     posted = make_source("synthetic", 7).batch(0, 3_000)
-    for topic, table in stack.topic_tables.items():
+    for table in stack.topic_tables.values():
         key = "index" if table == "pin" else "ind"
         rows = sorted(_bronze(stack, table), key=lambda r: (int(r[key]), r["_offset"]))
         sent = sorted(posted.table(table).to_pylist(), key=lambda r: r[key])
-        assert [{k: r[k] for k in s} for r, s in zip(rows, sent)] == [
+        assert [{k: r[k] for k in s} for r, s in zip(rows, sent, strict=True)] == [
             {k: v if isinstance(v, str) else json.dumps(v) for k, v in s.items()} for s in sent
         ]
 
@@ -131,7 +135,8 @@ def test_a_sink_killed_mid_stream_stores_every_record_once(stack: Settings) -> N
     deadline = time.monotonic() + 60
     try:
         while client.list_objects_v2(Bucket=stack.s3_bucket, Prefix="raw/").get("KeyCount", 0) < 8:
-            assert time.monotonic() < deadline and sink.poll() is None, "the sink stored nothing"
+            assert time.monotonic() < deadline, "the sink stored nothing"
+            assert sink.poll() is None, "the sink exited"
             time.sleep(0.05)
     finally:
         os.kill(sink.pid, signal.SIGKILL)
@@ -140,7 +145,8 @@ def test_a_sink_killed_mid_stream_stores_every_record_once(stack: Settings) -> N
 
     _sink(stack)  # restarted: resumes at the committed offsets
     stored = _s3_records(stack)
-    assert len(stored) == 12_000 and set(stored) == set(acknowledged)
+    assert len(stored) == 12_000
+    assert set(stored) == set(acknowledged)
     _load(stack)
     assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
 
@@ -168,17 +174,28 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
     the broker is back (or the API answers 503 and the client retries): either way every post
     acknowledged is in bronze afterwards."""
     # a broker of this test's own: restarting the session's broker could disturb the tests after it
-    stack = stack.model_copy(update={"state_dir": tmp_path / "state", "kafka_port": free_port(),
-                                     "kafka_controller_port": free_port()})  # fmt: skip
+    stack = stack.model_copy(
+        update={"state_dir": tmp_path / "state", "kafka_port": free_port(), "kafka_controller_port": free_port()}
+    )
     broker, posts = KafkaBroker(stack), 10_000
     broker.up()
     request.addfinalizer(broker.down)
     topics = {table: topic for topic, table in stack.topic_tables.items()}
     with api_server(stack) as url:
         result: list = []
-        poster = threading.Thread(target=lambda: result.append(
-            post_batches(url, make_source("synthetic", 7), posts, batch_size=100, concurrency=2, destination=KafkaTopics(topics), retries=12)
-        ))  # fmt: skip
+        poster = threading.Thread(
+            target=lambda: result.append(
+                post_batches(
+                    url,
+                    make_source("synthetic", 7),
+                    posts,
+                    batch_size=100,
+                    concurrency=2,
+                    destination=KafkaTopics(topics),
+                    retries=12,
+                )
+            )
+        )
         poster.start()
         time.sleep(1.0)
         posting_when_stopped = poster.is_alive()
@@ -187,11 +204,12 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
         broker.up()
         poster.join(timeout=300)
     assert posting_when_stopped  # the restart happened mid-stream
-    assert result and result[0].posts == posts
+    assert result
+    assert result[0].posts == posts
     _sink(stack)
     _load(stack)
     sent = make_source("synthetic", 7).batch(0, posts)
-    for topic, table in stack.topic_tables.items():
+    for table in stack.topic_tables.values():
         key = "index" if table == "pin" else "ind"
         assert {int(r[key]) for r in _bronze(stack, table)} == set(sent.table(table).column(key).to_pylist()), table
 
@@ -210,23 +228,28 @@ def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Sett
             return client.post(f"/topics/{topic}", content=content, headers={**headers, **overrides})
 
         missing_key = client.post(f"/topics/{pin_topic}", json={"records": [{"value": pin}]})
-        assert missing_key.status_code == 401 and "X-API-Key" in missing_key.json()["message"]
+        assert missing_key.status_code == 401
+        assert "X-API-Key" in missing_key.json()["message"]
         assert post(pin_topic, b"{not json").status_code == 400
         unknown = post("no-such-topic", {"records": [{"value": pin}]})
-        assert unknown.status_code == 404 and unknown.json()["error_code"] == 40401
+        assert unknown.status_code == 404
+        assert unknown.json()["error_code"] == 40401
         oversized = post(pin_topic, {"records": [{"value": pin}] * 40})
         assert oversized.status_code == 413
         wrong_shape = post(pin_topic, {"rows": [pin]})
-        assert wrong_shape.status_code == 422 and "records" in wrong_shape.json()["message"]
+        assert wrong_shape.status_code == 422
+        assert "records" in wrong_shape.json()["message"]
 
         no_category = {k: v for k, v in pin.items() if k != "category"}
         missing_field = post(pin_topic, {"records": [{"value": pin}, {"value": no_category}]})
         assert missing_field.status_code == 422
         assert "records[1].value.category: Field required" in missing_field.json()["message"]
         wrong_type = post(geo_topic, {"records": [{"value": {**geo, "latitude": "north"}}]})
-        assert wrong_type.status_code == 422 and "records[0].value.latitude" in wrong_type.json()["message"]
+        assert wrong_type.status_code == 422
+        assert "records[0].value.latitude" in wrong_type.json()["message"]
         bad_time = post(geo_topic, {"records": [{"value": {**geo, "timestamp": "yesterday"}}]})
-        assert bad_time.status_code == 422 and "records[0].value.timestamp" in bad_time.json()["message"]
+        assert bad_time.status_code == 422
+        assert "records[0].value.timestamp" in bad_time.json()["message"]
 
         assert post(pin_topic, {"records": [{"value": pin}]}, **{"Content-Type": "application/json"}).status_code == 200
         metrics = client.get("/metrics").text
@@ -254,21 +277,38 @@ def test_a_non_json_message_in_a_topic_is_quarantined_and_the_rest_loads(stack: 
     assert len(_bronze(stack, "pin")) == 20
     quarantined = _bronze(stack, QUARANTINE)
     assert sorted(q["raw_record"] for q in quarantined) == ["\x00not json at all", '"line one\\nline two"']
-    assert all(q["table_name"] == "pin" and q["_source"].startswith(f"s3://{stack.s3_bucket}/raw/") for q in quarantined)
+    assert all(
+        q["table_name"] == "pin" and q["_source"].startswith(f"s3://{stack.s3_bucket}/raw/") for q in quarantined
+    )
     assert {q["_offset"] for q in quarantined} == {10, 11}
 
 
 def test_the_full_stack_command_prints_the_marts(stack: Settings, tmp_path: Path) -> None:
     """`pinpipe run --stack full`, as the README gives it, on services it starts itself."""
-    env = _env(stack.model_copy(update={"state_dir": tmp_path / "state", "kafka_port": free_port(),
-                                        "kafka_controller_port": free_port(), "s3_port": free_port(),
-                                        "s3_endpoint_url": None, "s3_bucket": "pinpipe", "lake": None}))  # fmt: skip
+    env = _env(
+        stack.model_copy(
+            update={
+                "state_dir": tmp_path / "state",
+                "kafka_port": free_port(),
+                "kafka_controller_port": free_port(),
+                "s3_port": free_port(),
+                "s3_endpoint_url": None,
+                "s3_bucket": "pinpipe",
+                "lake": None,
+            }
+        )
+    )
     env.pop("PINPIPE_LAKE", None)
     env["PINPIPE_WAREHOUSE"] = str(tmp_path / "full.duckdb")
     pinpipe = str(Path(sys.executable).parent / "pinpipe")
     try:
-        run = subprocess.run([pinpipe, "run", "--stack", "full", "--posts", "1500", "--rows", "3"], env=env,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        run = subprocess.run(
+            [pinpipe, "run", "--stack", "full", "--posts", "1500", "--rows", "3"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         subprocess.run([pinpipe, "services", "down"], env=env, capture_output=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr

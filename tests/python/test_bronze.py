@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from ingestion.bronze import QUARANTINE, Lake, append, committed_offset
 from ingestion.config import Settings
-from ingestion.load import load_posts
 from ingestion.emulate import make_source
+from ingestion.load import load_posts
 from ingestion.schemas import RAW_TABLES
 
 
@@ -30,9 +30,11 @@ def test_posts_land_once_per_table_with_raw_values_as_text(settings: Settings, l
         assert [r["_offset"] for r in rows] == list(range(2_500))
         assert {r["_stream"] for r in rows} == {"emulator/aicore/seed=1"}
         assert all(r["_ingested_at"] is not None and r["_batch_id"] for r in rows)
-        for row, post in zip(rows, expected):
+        for row, post in zip(rows, expected, strict=True):
             # text stays exactly as sent; numbers are kept as their JSON text
-            assert {k: row[k] if isinstance(v, str) else json.loads(row[k]) for k, v in post[table].items()} == post[table]
+            assert {k: row[k] if isinstance(v, str) else json.loads(row[k]) for k, v in post[table].items()} == post[
+                table
+            ]
 
 
 def test_loading_the_same_posts_twice_does_not_duplicate_them(settings: Settings, lake: Lake) -> None:
@@ -51,8 +53,10 @@ def test_a_longer_run_appends_only_the_new_posts(settings: Settings, lake: Lake)
     fresh = settings.model_copy(update={"lake": lake.root + "-fresh"})
     load_posts(fresh, source, 3_000, batch_size=1_000)
     for table in RAW_TABLES:
-        def content(rows: list[dict]) -> list[tuple]:
-            return sorted((r["_offset"], r["index" if table == "pin" else "ind"]) for r in rows)
+        key = "index" if table == "pin" else "ind"
+
+        def content(rows: list[dict], key: str = key) -> list[tuple]:
+            return sorted((r["_offset"], r[key]) for r in rows)
 
         assert content(_rows(lake, table)) == content(_rows(Lake.from_settings(fresh), table))
         assert len(_rows(lake, table)) == 3_000
@@ -95,7 +99,8 @@ def test_unidentifiable_records_are_quarantined_with_the_reason_and_the_rest_loa
         "field 'index' must be an integer key, got \"seven\"",
         "field 'index' must be an integer key, got true",
     ]
-    assert quarantined[0]["raw_record"] == "{not json" and quarantined[0]["table_name"] == "pin"
+    assert quarantined[0]["raw_record"] == "{not json"
+    assert quarantined[0]["table_name"] == "pin"
     assert all(q["_source"] == "object-key.json" for q in quarantined)
 
     # a retry after both commits changes nothing
@@ -119,7 +124,8 @@ def test_arrow_input_with_a_null_key_takes_the_per_record_path(lake: Lake) -> No
 def test_a_loader_killed_mid_load_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path / "lake"))
     script = (
-        "from ingestion.config import Settings; from ingestion.emulate import make_source; from ingestion.load import load_posts;"
+        "from ingestion.config import Settings; from ingestion.emulate import make_source;"
+        "from ingestion.load import load_posts;"
         f"load_posts(Settings(lake={lake.root!r}), make_source('synthetic', 9), 400_000, batch_size=10_000)"
     )
     process = subprocess.Popen([sys.executable, "-c", script])
@@ -134,4 +140,5 @@ def test_a_loader_killed_mid_load_resumes_without_losing_or_duplicating(tmp_path
     load_posts(Settings(lake=lake.root), make_source("synthetic", 9), 400_000, batch_size=10_000)
     for table in RAW_TABLES:
         offsets = Lake(lake.root).delta_table(table).to_pyarrow_table(columns=["_offset"])["_offset"].to_pylist()
-        assert len(offsets) == 400_000 and len(set(offsets)) == 400_000, table
+        assert len(offsets) == 400_000, table
+        assert len(set(offsets)) == 400_000, table

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from ingestion import transform
-from ingestion.load import load_posts
 from ingestion.config import Settings
 from ingestion.emulate import make_source
+from ingestion.load import load_posts
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,9 @@ def test_every_model_column_source_and_exposure_is_described(settings: Settings)
     missing = []
     with transform.connect_warehouse(settings) as connection:
         for node in manifest.nodes.values():
-            if node.resource_type not in ("model", "seed") or not node.original_file_path.startswith(DOCUMENTED_FOLDERS):
+            if node.resource_type not in ("model", "seed") or not node.original_file_path.startswith(
+                DOCUMENTED_FOLDERS
+            ):
                 continue
             if not node.description.strip():
                 missing.append(f"{node.resource_type} {node.name}")

@@ -25,7 +25,8 @@ def test_every_record_has_exactly_the_raw_shape(source_name: str) -> None:
             assert list(record) == list(RAW_MODELS[table].model_fields), table
             RAW_MODELS[table].model_validate(record)  # raises on a wrong type or timestamp form
         assert post["pin"]["index"] == post["geo"]["ind"] == post["user"]["ind"]
-        assert isinstance(post["pin"]["follower_count"], str) and isinstance(post["geo"]["latitude"], float)
+        assert isinstance(post["pin"]["follower_count"], str)
+        assert isinstance(post["geo"]["latitude"], float)
 
 
 @pytest.mark.parametrize("source_name", ["aicore", "synthetic"])
@@ -45,7 +46,8 @@ def test_keys_repeat_always_with_identical_content(source_name: str) -> None:
         key = post["pin"]["index"]
         if key in seen:
             repeats += 1
-            assert post["pin"] == seen[key]["pin"] and post["geo"]["country"] == seen[key]["geo"]["country"]
+            assert post["pin"] == seen[key]["pin"]
+            assert post["geo"]["country"] == seen[key]["geo"]["country"]
             for table, field in (("geo", "timestamp"), ("user", "date_joined")):
                 # the moment is the same; only its serialization may differ
                 assert post[table][field].replace("T", " ") == seen[key][table][field].replace("T", " ")
@@ -61,7 +63,9 @@ def test_aicore_replays_the_real_rows_unchanged() -> None:
     posts = _records("aicore", 5_000)
     for post in posts:
         key = post["pin"]["index"]
-        assert post["pin"] == real["pin"][key] and post["geo"] == real["geo"][key] and post["user"] == real["user"][key]
+        assert post["pin"] == real["pin"][key]
+        assert post["geo"] == real["geo"][key]
+        assert post["user"] == real["user"][key]
     assert len({p["pin"]["index"] for p in posts}) > 1_500  # most of the 1,920 sampled pins
 
 
@@ -91,7 +95,8 @@ def test_synthetic_posts_carry_the_real_dirt_at_realistic_rates() -> None:
     forms = Counter("T" in p["geo"]["timestamp"] for p in posts)
     assert 0.1 < forms[True] / n < 0.3
     ages = [p["user"]["age"] for p in posts]
-    assert min(ages) == 20 and max(ages) == 60
+    assert min(ages) == 20
+    assert max(ages) == 60
 
 
 def test_synthetic_poster_names_belong_to_one_person_and_one_country() -> None:

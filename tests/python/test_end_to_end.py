@@ -4,13 +4,14 @@ an independent computation in plain Python (tests/python/reference.py)."""
 from __future__ import annotations
 
 import pytest
-from helpers import assert_marts_equal_reference
 
 from ingestion import transform
 from ingestion.bronze import Lake, append
-from ingestion.load import load_posts
 from ingestion.config import Settings
 from ingestion.emulate import batches, make_source
+from ingestion.load import load_posts
+
+from helpers import assert_marts_equal_reference
 
 pytestmark = pytest.mark.slow
 
@@ -43,26 +44,42 @@ def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_los
     lake = Lake.from_settings(settings)
     load_posts(settings, make_source("aicore", 1), 1_000)
     good_user = {"first_name": "Ada", "last_name": "Byron", "age": 36, "date_joined": "2016-01-01T10:00:00"}
-    append(lake, "pin", [{"index": 90_001, "category": "art", "follower_count": "12.5k"}, "not json"],
-           stream="test", start=0, source="test")  # fmt: skip
-    append(lake, "geo", [{"ind": 90_001, "country": "Chad", "timestamp": "last tuesday", "latitude": 1, "longitude": 2}],
-           stream="test", start=0, source="test")  # fmt: skip
+    append(
+        lake,
+        "pin",
+        [{"index": 90_001, "category": "art", "follower_count": "12.5k"}, "not json"],
+        stream="test",
+        start=0,
+        source="test",
+    )
+    append(
+        lake,
+        "geo",
+        [{"ind": 90_001, "country": "Chad", "timestamp": "last tuesday", "latitude": 1, "longitude": 2}],
+        stream="test",
+        start=0,
+        source="test",
+    )
     append(lake, "user", [{"ind": 90_001, **good_user}], stream="test", start=0, source="test")
 
     transform.run_dbt(settings, ["build"])  # the flag tests warn; nothing fails
 
     with transform.connect_warehouse(settings) as connection:
+
         def one(sql: str) -> tuple:
             return connection.execute(sql).fetchone()
 
         assert one("select follower_count, unparseable_fields from staging.stg_pinterest__pins where ind = 90001") == (
-            None, "follower_count",
-        )  # fmt: skip
+            None,
+            "follower_count",
+        )
         assert one("select timestamp, unparseable_fields from staging.stg_pinterest__geo where ind = 90001") == (
-            None, "posted_at",
-        )  # fmt: skip
+            None,
+            "posted_at",
+        )
         # the post still counts where its clean values allow: its category in Chad
         assert one("select count(*) from intermediate.int_posts_enriched where ind = 90001") == (1,)
         assert one("select reason, raw_record from bronze.quarantine") == (
-            "not valid JSON: Expecting value: line 1 column 1 (char 0)", "not json",
-        )  # fmt: skip
+            "not valid JSON: Expecting value: line 1 column 1 (char 0)",
+            "not json",
+        )

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from ingestion import transform
-from ingestion.load import load_posts
 from ingestion.config import Settings
 from ingestion.emulate import make_source
+from ingestion.load import load_posts
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +39,29 @@ def test_every_mart_is_equal_on_duckdb_and_on_spark(settings: Settings, tmp_path
 
     for mart in transform.marts(settings):
         on_duckdb, on_spark = _rows(settings, mart), _rows(spark, mart)
-        assert on_duckdb == on_spark, f"{mart}: only on duckdb {on_duckdb - on_spark}, only on spark {on_spark - on_duckdb}"
+        assert on_duckdb == on_spark, (
+            f"{mart}: only on duckdb {on_duckdb - on_spark}, only on spark {on_spark - on_duckdb}"
+        )
         assert on_duckdb
 
 
 def test_the_databricks_target_parses(tmp_path: Path) -> None:
-    env = {**os.environ, "DATABRICKS_HOST": "dbc-0000.cloud.databricks.com", "DATABRICKS_HTTP_PATH": "/sql/1.0/warehouses/0",
-           "DATABRICKS_TOKEN": "not-a-token", "PINPIPE_LAKE": "s3://pinpipe/lake", "DBT_TARGET_PATH": str(tmp_path)}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABRICKS_HOST": "dbc-0000.cloud.databricks.com",
+        "DATABRICKS_HTTP_PATH": "/sql/1.0/warehouses/0",
+        "DATABRICKS_TOKEN": "not-a-token",
+        "PINPIPE_LAKE": "s3://pinpipe/lake",
+        "DBT_TARGET_PATH": str(tmp_path),
+    }
     dbt = str(Path(sys.executable).parent / "dbt")
-    parsed = subprocess.run([dbt, "parse", "--profiles-dir", ".", "--target", "databricks"], env=env,
-                            cwd=Settings().project_dir, capture_output=True, text=True, timeout=300)  # fmt: skip
+    parsed = subprocess.run(
+        [dbt, "parse", "--profiles-dir", ".", "--target", "databricks"],
+        env=env,
+        cwd=Settings().project_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert parsed.returncode == 0, parsed.stdout + parsed.stderr
     assert "Registered adapter: databricks" in parsed.stdout

@@ -6,13 +6,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import assert_marts_equal_reference
 
 from ingestion import transform
-from ingestion.load import load_posts
 from ingestion.config import Settings
 from ingestion.emulate import batches, make_source
+from ingestion.load import load_posts
 from ingestion.services import S3Server
+
+from helpers import assert_marts_equal_reference
 
 pytestmark = pytest.mark.slow
 
@@ -38,5 +39,8 @@ def test_bronze_and_dbt_work_on_an_s3_lake(
 
     transform.run_dbt(settings, ["build"])
     with transform.connect_warehouse(settings) as connection:
-        assert connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone() == (3_000, 3_000)
+        assert connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone() == (
+            3_000,
+            3_000,
+        )
     assert_marts_equal_reference(settings, [r for b in batches(source, 3_000) for r in b.records()])

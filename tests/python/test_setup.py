@@ -33,7 +33,9 @@ def test_extensions_install_into_an_empty_directory_and_read_delta_from_there(tm
     with duckdb.connect(config=duckdb_config(directory)) as connection:
         # autoloaded from the directory: no `load`, no download
         assert connection.execute(f"select count(*) from delta_scan('{lake.uri('pin')}')").fetchone() == (0,)
-        paths = dict(connection.execute("select extension_name, install_path from duckdb_extensions() where loaded").fetchall())
+        paths = dict(
+            connection.execute("select extension_name, install_path from duckdb_extensions() where loaded").fetchall()
+        )
     assert Path(paths["delta"]).is_relative_to(directory)
     assert not (empty_home / ".duckdb").exists()
 
@@ -45,6 +47,7 @@ def test_pinpipe_setup_works_with_an_empty_home(tmp_path: Path, empty_home: Path
     assert done.returncode == 0, done.stdout + done.stderr
     assert "installed delta, httpfs" in " ".join(done.stdout.split())
     assert sorted(p.name for p in (cache / "duckdb-extensions").rglob("*.duckdb_extension")) == [
-        "delta.duckdb_extension", "httpfs.duckdb_extension",
-    ]  # fmt: skip
+        "delta.duckdb_extension",
+        "httpfs.duckdb_extension",
+    ]
     assert list(empty_home.iterdir()) == []

@@ -3,6 +3,7 @@ The behaviour on the real servers is in test_streaming.py."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import defaultdict
@@ -25,8 +26,15 @@ class ThrottlingKinesis:
     def __init__(self, records_per_shard: int) -> None:
         self.shards = {
             f"shardId-{n}": [
-                json.dumps({"ind": n * 1000 + i, "first_name": "A", "last_name": "B", "age": 30,
-                            "date_joined": "2020-01-01 00:00:00"}).encode()  # fmt: skip
+                json.dumps(
+                    {
+                        "ind": n * 1000 + i,
+                        "first_name": "A",
+                        "last_name": "B",
+                        "age": 30,
+                        "date_joined": "2020-01-01 00:00:00",
+                    }
+                ).encode()
                 for i in range(records_per_shard)
             ]
             for n in range(2)
@@ -46,15 +54,26 @@ class ThrottlingKinesis:
         self.calls[shard].append(time.monotonic())
         if len(self.calls[shard]) % 3 == 0:
             self.throttled += 1
-            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}}, "GetRecords")
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "Rate exceeded"}}, "GetRecords"
+            )
         first = int(start)
         batch = self.shards[shard][first : first + min(Limit, 7)]
-        records = [{"Data": data, "SequenceNumber": str(first + i), "PartitionKey": "k",
-                    "ApproximateArrivalTimestamp": datetime.now(UTC)} for i, data in enumerate(batch)]  # fmt: skip
+        records = [
+            {
+                "Data": data,
+                "SequenceNumber": str(first + i),
+                "PartitionKey": "k",
+                "ApproximateArrivalTimestamp": datetime.now(UTC),
+            }
+            for i, data in enumerate(batch)
+        ]
         return {"Records": records, "NextShardIterator": f"{shard}:{first + len(batch)}", "MillisBehindLatest": 0}
 
 
-def test_throttled_reads_are_retried_without_loss_and_each_shard_is_read_at_most_five_times_a_second(tmp_path: Path) -> None:
+def test_throttled_reads_are_retried_without_loss_and_each_shard_is_read_at_most_five_times_a_second(
+    tmp_path: Path,
+) -> None:
     settings = Settings(streams=("unit-user",), lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "w.duckdb"))
     kinesis = ThrottlingKinesis(records_per_shard=30)
     consumer = StreamConsumer(settings, Lake.from_settings(settings), kinesis, flush_records=10)
@@ -64,17 +83,24 @@ def test_throttled_reads_are_retried_without_loss_and_each_shard_is_read_at_most
     assert kinesis.throttled > 0, "the stub never throttled: the test would prove nothing"
     assert sorted(int(r["ind"]) for r in rows) == [n * 1000 + i for n in range(2) for i in range(30)]
     for shard, calls in kinesis.calls.items():
-        gaps = [later - earlier for earlier, later in zip(calls, calls[1:], strict=False)]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
         assert min(gaps) >= GET_RECORDS_INTERVAL * 0.99, f"{shard} was read {min(gaps):.3f} s after its last read"
 
 
 def test_compaction_between_commits_keeps_every_record_once_and_a_restart_resumes_after_it(tmp_path: Path) -> None:
-    settings = Settings(streams=("unit-user",), lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "w.duckdb"),
-                        stream_compact_seconds=0.5, stream_retention_hours=0)  # fmt: skip
+    settings = Settings(
+        streams=("unit-user",),
+        lake=str(tmp_path / "lake"),
+        warehouse=str(tmp_path / "w.duckdb"),
+        stream_compact_seconds=0.5,
+        stream_retention_hours=0,
+    )
     lake = Lake.from_settings(settings)
     StreamConsumer(settings, lake, ThrottlingKinesis(records_per_shard=40), flush_records=5).run(until_caught_up=True)
     table = lake.delta_table("user_stream")
-    commits = len([entry for entry in (tmp_path / "lake/bronze/user_stream/_delta_log").iterdir() if entry.suffix == ".json"])
+    commits = len(
+        [entry for entry in (tmp_path / "lake/bronze/user_stream/_delta_log").iterdir() if entry.suffix == ".json"]
+    )
     assert len(table.file_uris()) < 8, "the stream table was not compacted"
     assert commits < table.version(), "old log entries were not cleaned up"
 
@@ -82,19 +108,28 @@ def test_compaction_between_commits_keeps_every_record_once_and_a_restart_resume
     StreamConsumer(settings, lake, ThrottlingKinesis(records_per_shard=60), flush_records=5).run(until_caught_up=True)
     rows = lake.delta_table("user_stream").to_pyarrow_table().to_pylist()
     assert sorted(int(r["ind"]) for r in rows) == [n * 1000 + i for n in range(2) for i in range(60)]
-    assert sorted((r["_stream"], r["_offset"]) for r in rows) == [(f"kinesis/unit-user/shardId-{n}", i) for n in range(2) for i in range(60)]
+    assert sorted((r["_stream"], r["_offset"]) for r in rows) == [
+        (f"kinesis/unit-user/shardId-{n}", i) for n in range(2) for i in range(60)
+    ]
 
 
 def test_a_failed_compaction_is_logged_and_the_consumer_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(streams=("unit-user",), lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "w.duckdb"),
-                        stream_compact_seconds=0.01)  # fmt: skip
+    settings = Settings(
+        streams=("unit-user",),
+        lake=str(tmp_path / "lake"),
+        warehouse=str(tmp_path / "w.duckdb"),
+        stream_compact_seconds=0.01,
+    )
+
     def failed(*args: object, **kwargs: object) -> None:
         raise CommitFailedError("a concurrent writer won")
 
     monkeypatch.setattr(stream, "compact_in_child", failed)
-    StreamConsumer(settings, Lake.from_settings(settings), ThrottlingKinesis(records_per_shard=20), flush_records=5).run(until_caught_up=True)
+    StreamConsumer(
+        settings, Lake.from_settings(settings), ThrottlingKinesis(records_per_shard=20), flush_records=5
+    ).run(until_caught_up=True)
     rows = Lake.from_settings(settings).delta_table("user_stream").to_pyarrow_table().to_pylist()
     assert len(rows) == 40
     assert "compacting user_stream failed: CommitFailedError: a concurrent writer won" in caplog.text

@@ -18,18 +18,19 @@ from pathlib import Path
 import pytest
 import requests
 
-import reference
-from helpers import kill_once_committed
 from ingestion import transform
 from ingestion.bronze import Lake
+from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.post import KinesisStreams, post_batches
 from ingestion.schemas import RAW_TABLES
-from ingestion.clients import kinesis_client
 from ingestion.services import KinesisServer, free_port
 from ingestion.stack import api_server
 from ingestion.stream import StreamConsumer
+
+import reference
+from helpers import kill_once_committed
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session", params=["kinesis-mock", "kinesalite"])
 def kinesis_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KinesisServer]:
     """Each real local Kinesis, started once for the session on a free port."""
-    settings = Settings(state_dir=tmp_path_factory.mktemp("state"), kinesis_server=request.param, kinesis_port=free_port(), streams=())
+    settings = Settings(
+        state_dir=tmp_path_factory.mktemp("state"), kinesis_server=request.param, kinesis_port=free_port(), streams=()
+    )
     server = KinesisServer(settings)
     server.up()
     yield server
@@ -82,12 +85,17 @@ def _put_directly(settings: Settings, table: str, payloads: list[bytes], keys: l
     """Records straight into Kinesis (not through the API), as any producer could."""
     client = kinesis_client(settings)
     for first in range(0, len(payloads), 500):
-        chunk = [{"Data": d, "PartitionKey": k} for d, k in zip(payloads[first : first + 500], keys[first : first + 500], strict=True)]
+        chunk = [
+            {"Data": d, "PartitionKey": k}
+            for d, k in zip(payloads[first : first + 500], keys[first : first + 500], strict=True)
+        ]
         assert client.put_records(StreamName=_stream_name(settings, table), Records=chunk)["FailedRecordCount"] == 0
 
 
 @pytest.mark.parametrize("source", ["aicore", "synthetic"])
-def test_posts_put_through_the_api_reach_bronze_and_the_streaming_models_exactly_once(streaming: Settings, source: str) -> None:
+def test_posts_put_through_the_api_reach_bronze_and_the_streaming_models_exactly_once(
+    streaming: Settings, source: str
+) -> None:
     posts = 400
     streams = {table: stream for stream, table in streaming.stream_tables.items()}
     with api_server(streaming, health="/healthz/streams") as url:
@@ -95,22 +103,29 @@ def test_posts_put_through_the_api_reach_bronze_and_the_streaming_models_exactly
     _consume(streaming, flush_records=250)
     _consume(streaming)  # a second consumer finds everything committed
 
-    expected = {table: [json.loads(json.dumps(v)) for v in make_source(source, 3).batch(0, posts).table(table).to_pylist()]
-                for table in RAW_TABLES}  # fmt: skip
+    expected = {
+        table: [json.loads(json.dumps(v)) for v in make_source(source, 3).batch(0, posts).table(table).to_pylist()]
+        for table in RAW_TABLES
+    }
     for table in RAW_TABLES:
         rows = _bronze(streaming, f"{table}_stream")
-        assert len(rows) == posts and len({(r["_stream"], r["_offset"]) for r in rows}) == posts
+        assert len(rows) == posts
+        assert len({(r["_stream"], r["_offset"]) for r in rows}) == posts
         assert len({r["_sequence_number"] for r in rows}) == posts
         key = "index" if table == "pin" else "ind"
         assert Counter(r[key] for r in rows) == Counter(str(v[key]) for v in expected[table])
 
     as_of = datetime.now(UTC)
-    dbt_vars = json.dumps({"metrics_as_of": as_of.isoformat(), "popularity_window_minutes": 15, "trending_window_minutes": 60})
+    dbt_vars = json.dumps(
+        {"metrics_as_of": as_of.isoformat(), "popularity_window_minutes": 15, "trending_window_minutes": 60}
+    )
     for _ in range(2):  # the second run is incremental and must take nothing twice
         transform.run_dbt(streaming, ["build", "--quiet", "--select", "streaming", "--vars", dbt_vars])
     with transform.connect_warehouse(streaming) as connection:
         for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
-            assert connection.execute(f"select count(*), count(distinct (_stream, _offset)) from streaming.{model}").fetchone() == (posts, posts)
+            assert connection.execute(
+                f"select count(*), count(distinct (_stream, _offset)) from streaming.{model}"
+            ).fetchone() == (posts, posts)
         metrics = {
             name: connection.execute(f"select * from streaming.{name}").fetchall()
             for name in ("profile_popularity", "trending_categories_by_country")
@@ -119,16 +134,29 @@ def test_posts_put_through_the_api_reach_bronze_and_the_streaming_models_exactly
     want = reference.streaming_metrics(pin_rows, geo_rows, as_of, 15, 60)
     for name, rows in metrics.items():
         got = Counter(tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row) for row in rows)
-        assert got == Counter(want[name]), f"{name}: only in dbt {got - Counter(want[name])}, only in reference {Counter(want[name]) - got}"
+        assert got == Counter(want[name]), (
+            f"{name}: only in dbt {got - Counter(want[name])}, only in reference {Counter(want[name]) - got}"
+        )
         assert got, f"{name} is empty: the comparison would prove nothing"
 
 
 def test_a_consumer_killed_mid_batch_resumes_without_loss_or_duplicates(streaming: Settings) -> None:
     records = [json.dumps(v).encode() for v in make_source("synthetic", 5).batch(0, 6_000).table("user").to_pylist()]
     _put_directly(streaming, "user", records, [str(i) for i in range(len(records))])
-    env = {**os.environ, "PINPIPE_LAKE": streaming.lake, "PINPIPE_KINESIS_PORT": str(streaming.kinesis_port),
-           "PINPIPE_STREAMS": json.dumps(list(streaming.streams))}  # fmt: skip
-    command = [str(Path(sys.executable).parent / "pinpipe"), "stream", "--flush-records", "200", "--flush-seconds", "60"]
+    env = {
+        **os.environ,
+        "PINPIPE_LAKE": streaming.lake,
+        "PINPIPE_KINESIS_PORT": str(streaming.kinesis_port),
+        "PINPIPE_STREAMS": json.dumps(list(streaming.streams)),
+    }
+    command = [
+        str(Path(sys.executable).parent / "pinpipe"),
+        "stream",
+        "--flush-records",
+        "200",
+        "--flush-seconds",
+        "60",
+    ]
     consumer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_once_committed(consumer, Lake.from_settings(streaming), "user_stream", version=4, timeout=120)
     assert 0 < len(_bronze(streaming, "user_stream")) < len(records)  # killed mid-stream
@@ -136,9 +164,14 @@ def test_a_consumer_killed_mid_batch_resumes_without_loss_or_duplicates(streamin
     _consume(streaming)  # restarted: resumes after each shard's last committed record
     rows = _bronze(streaming, "user_stream")
     assert len(rows) == len(records)
-    assert len({(r["_stream"], r["_offset"]) for r in rows}) == len({r["_sequence_number"] for r in rows}) == len(records)
-    assert Counter(json.dumps({k: r[k] for k in ("ind", "first_name", "last_name", "age", "date_joined")}) for r in rows) == Counter(
-        json.dumps({k: str(v[k]) for k in ("ind", "first_name", "last_name", "age", "date_joined")}) for v in map(json.loads, records)
+    assert (
+        len({(r["_stream"], r["_offset"]) for r in rows}) == len({r["_sequence_number"] for r in rows}) == len(records)
+    )
+    assert Counter(
+        json.dumps({k: r[k] for k in ("ind", "first_name", "last_name", "age", "date_joined")}) for r in rows
+    ) == Counter(
+        json.dumps({k: str(v[k]) for k in ("ind", "first_name", "last_name", "age", "date_joined")})
+        for v in map(json.loads, records)
     )
 
 
@@ -147,8 +180,12 @@ def test_a_split_shard_keeps_order_per_partition_key_and_loses_nothing(streaming
     keys = [f"key-{k}" for k in range(20)]
 
     def put(counter: int) -> None:
-        payloads = [json.dumps({"ind": k, "timestamp": "2020-01-01 00:00:00", "latitude": counter, "longitude": 0.0,
-                                "country": key}).encode() for k, key in enumerate(keys)]  # fmt: skip
+        payloads = [
+            json.dumps(
+                {"ind": k, "timestamp": "2020-01-01 00:00:00", "latitude": counter, "longitude": 0.0, "country": key}
+            ).encode()
+            for k, key in enumerate(keys)
+        ]
         _put_directly(streaming, "geo", payloads, keys)
 
     for counter in range(5):
@@ -187,8 +224,11 @@ def test_undecodable_records_are_quarantined_and_invalid_requests_get_their_stat
     _consume(streaming)
     assert sorted(r["ind"] for r in _bronze(streaming, "user_stream")) == ["1", "2"]
     reasons = sorted(r["reason"] for r in _bronze(streaming, "quarantine"))
-    assert reasons == ["field 'ind' must be an integer key, got null", "neither JSON nor base64-encoded JSON",
-                       "not a JSON object but list"]  # fmt: skip
+    assert reasons == [
+        "field 'ind' must be an integer key, got null",
+        "neither JSON nor base64-encoded JSON",
+        "not a JSON object but list",
+    ]
 
     secured = streaming.model_copy(update={"api_key": "s3cret"})
     pin_stream, user_stream = _stream_name(streaming, "pin"), _stream_name(streaming, "user")
@@ -202,21 +242,33 @@ def test_undecodable_records_are_quarantined_and_invalid_requests_get_their_stat
             return session.put(f"{url}/streams/{stream}/{path}", json=body, timeout=10)
 
         accepted = put(user_stream, {"StreamName": user_stream, "Data": json.dumps(good), "PartitionKey": "1"})
-        assert accepted.status_code == 200 and set(accepted.json()) >= {"SequenceNumber", "ShardId"}
+        assert accepted.status_code == 200
+        assert set(accepted.json()) >= {"SequenceNumber", "ShardId"}
         missing = put(user_stream, {"Data": {k: v for k, v in good.items() if k != "age"}})
-        assert missing.status_code == 422 and "record.Data.age: Field required" in missing.json()["message"]
+        assert missing.status_code == 422
+        assert "record.Data.age: Field required" in missing.json()["message"]
         wrong_type = put(user_stream, {"Data": {**good, "date_joined": "last week"}})
-        assert wrong_type.status_code == 422 and "record.Data.date_joined" in wrong_type.json()["message"]
+        assert wrong_type.status_code == 422
+        assert "record.Data.date_joined" in wrong_type.json()["message"]
         garbage = put(user_stream, {"Data": "this is neither JSON nor base64!"})
-        assert garbage.status_code == 422 and "record.Data: not a JSON object" in garbage.json()["message"]
+        assert garbage.status_code == 422
+        assert "record.Data: not a JSON object" in garbage.json()["message"]
         batch = put(user_stream, {"Records": [{"Data": good}, {"Data": {**good, "ind": "x"}}]}, "records")
-        assert batch.status_code == 422 and "Records[1].Data.ind" in batch.json()["message"]
+        assert batch.status_code == 422
+        assert "Records[1].Data.ind" in batch.json()["message"]
         assert put(user_stream, {"Records": [{"Data": good}] * 501}, "records").status_code == 422
         assert put(user_stream, {"StreamName": pin_stream, "Data": good}).status_code == 422
         assert put("no-table-here", {"Data": good}).status_code == 404
         assert put(f"missing-{uuid.uuid4().hex[:6]}-user", {"Data": good}).status_code == 404
-        assert session.put(f"{url}/streams/{user_stream}/record", data="{", timeout=10,
-                           headers={"Content-Type": "application/json"}).status_code == 400  # fmt: skip
+        assert (
+            session.put(
+                f"{url}/streams/{user_stream}/record",
+                data="{",
+                timeout=10,
+                headers={"Content-Type": "application/json"},
+            ).status_code
+            == 400
+        )
 
         created = f"created-{uuid.uuid4().hex[:6]}-pin"
         assert session.post(f"{url}/streams/{created}", json={"ShardCount": 1}, timeout=10).status_code == 200
@@ -233,17 +285,36 @@ def test_undecodable_records_are_quarantined_and_invalid_requests_get_their_stat
     assert sorted(r["ind"] for r in _bronze(streaming, "user_stream")) == ["1", "1", "2"]  # only the accepted put
 
 
-def test_the_stream_command_with_dbt_refreshes_and_compaction_fills_the_streaming_models(streaming: Settings, tmp_path: Path) -> None:
+def test_the_stream_command_with_dbt_refreshes_and_compaction_fills_the_streaming_models(
+    streaming: Settings, tmp_path: Path
+) -> None:
     posts = 300
     batch = make_source("synthetic", 9).batch(0, posts)
     for table in RAW_TABLES:
         values = batch.table(table).to_pylist()
         key = "index" if table == "pin" else "ind"
         _put_directly(streaming, table, [json.dumps(v).encode() for v in values], [str(v[key]) for v in values])
-    env = {**os.environ, "PINPIPE_KINESIS_PORT": str(streaming.kinesis_port), "PINPIPE_STREAMS": json.dumps(list(streaming.streams)),
-           "PINPIPE_STATE_DIR": str(tmp_path / "state"), "PINPIPE_STREAM_COMPACT_SECONDS": "0.01", "COLUMNS": "250"}  # fmt: skip
-    command = [str(Path(sys.executable).parent / "pinpipe"), "--lake", streaming.lake, "--warehouse", streaming.warehouse,
-               "stream", "--until-caught-up", "--dbt-every", "1", "--flush-records", "100"]  # fmt: skip
+    env = {
+        **os.environ,
+        "PINPIPE_KINESIS_PORT": str(streaming.kinesis_port),
+        "PINPIPE_STREAMS": json.dumps(list(streaming.streams)),
+        "PINPIPE_STATE_DIR": str(tmp_path / "state"),
+        "PINPIPE_STREAM_COMPACT_SECONDS": "0.01",
+        "COLUMNS": "250",
+    }
+    command = [
+        str(Path(sys.executable).parent / "pinpipe"),
+        "--lake",
+        streaming.lake,
+        "--warehouse",
+        streaming.warehouse,
+        "stream",
+        "--until-caught-up",
+        "--dbt-every",
+        "1",
+        "--flush-records",
+        "100",
+    ]
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert f"{3 * posts:,} records committed" in finished.stdout

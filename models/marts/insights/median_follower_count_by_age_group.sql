@@ -1,5 +1,7 @@
 with people as (
-    select age_group, follower_count
+    select
+        age_group,
+        follower_count
     from {{ ref('int_people') }}
     where age_group is not null and follower_count is not null
 )

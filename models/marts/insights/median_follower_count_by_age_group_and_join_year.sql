@@ -1,5 +1,8 @@
 with people as (
-    select age_group, join_year, follower_count
+    select
+        age_group,
+        join_year,
+        follower_count
     from {{ ref('int_people') }}
     where age_group is not null and join_year between 2015 and 2020 and follower_count is not null
 )

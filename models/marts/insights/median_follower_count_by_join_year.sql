@@ -1,5 +1,7 @@
 with people as (
-    select join_year, follower_count
+    select
+        join_year,
+        follower_count
     from {{ ref('int_people') }}
     where join_year between 2015 and 2020 and follower_count is not null
 )

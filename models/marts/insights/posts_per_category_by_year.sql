@@ -1,5 +1,7 @@
 with posts as (
-    select post_year, category
+    select
+        post_year,
+        category
     from {{ ref('int_posts_enriched') }}
     where post_year between 2018 and 2022 and category is not null
 )

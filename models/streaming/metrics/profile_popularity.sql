@@ -15,7 +15,8 @@ posts as (
         pins._stream,
         pins._offset,
         case
-            when pins._arrival_time > {{ dbt.dateadd('minute', -var('popularity_window_minutes'), 'as_of.as_of') }}
+            when
+                pins._arrival_time > {{ dbt.dateadd('minute', -var('popularity_window_minutes'), 'as_of.as_of') }}
                 and pins._arrival_time <= as_of.as_of
                 then 1
             else 0

@@ -18,7 +18,8 @@ recent_posts as (
     inner join geo
         on pins.ind = geo.ind
     cross join as_of
-    where pins._arrival_time > {{ dbt.dateadd('minute', -var('trending_window_minutes'), 'as_of.as_of') }}
+    where
+        pins._arrival_time > {{ dbt.dateadd('minute', -var('trending_window_minutes'), 'as_of.as_of') }}
         and pins._arrival_time <= as_of.as_of
         and geo.country is not null
         and pins.category is not null
