@@ -249,21 +249,32 @@ def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = Flush
 
 
 @app.command(name="load")
-def load_command(context: typer.Context) -> None:
-    """S3 raw objects → bronze Delta: every record not yet loaded, exactly once."""
-    _load_objects(_settings(context).with_local_s3())
+def load_command(
+    context: typer.Context,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="raw JSON-lines objects to load: an s3:// prefix or a local folder "
+            "[default: the sink's s3://<bucket>/raw]",
+        ),
+    ] = None,
+) -> None:
+    """Raw objects → bronze Delta: every record not yet loaded, exactly once (the sink's objects, in S3
+    or copied to a folder, and backfill files under <folder>/<topic>/)."""
+    _load_objects(_settings(context).with_local_s3(), source)
 
 
-def _load_objects(settings: Settings) -> None:
+def _load_objects(settings: Settings, source: str | None = None) -> None:
     tally = _BronzeTally()
     with _progress() as progress:
-        task = progress.add_task("S3 objects → bronze", total=None)
+        task = progress.add_task(f"{source or 'S3'} objects → bronze", total=None)
 
-        def advance(raw: sink.RawObject, result: bronze.AppendResult) -> None:
+        def advance(raw: load.RawFile, result: bronze.AppendResult) -> None:
             tally.add(result)
             progress.advance(task)
 
-        load.load_raw_objects(settings, on_object=advance)
+        load.load_raw_objects(settings, source=source, on_object=advance)
     tally.report(settings)
 
 
@@ -395,15 +406,34 @@ def _build(settings: Settings, select: str | None = None) -> None:
         args = ["build", "--quiet", *(["--select", select] if select else [])]
         failed: transform.DbtFailed | None = None
         try:
-            transform.run_dbt(settings, args, on_event)
+            results = transform.run_dbt(settings, args, on_event)
         except transform.DbtFailed as failure:
-            failed = failure
+            failed, results = failure, failure.results
         else:
             progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
     console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+    _print_dirty_input(transform.dirty_input_counts(results))
     if failed is not None:
         console.print(f"[red]{failed}[/red]")
         raise typer.Exit(1)
+
+
+def _print_dirty_input(counts: list[transform.DirtyInput]) -> None:
+    """The data-quality summary: rows each check counted (dbt's own test results; marts.data_quality
+    holds the same numbers)."""
+    if not counts:
+        return
+    table = Table(
+        title="data quality (dirty input is counted, never blocking: marts.data_quality)", title_justify="left"
+    )
+    table.add_column("check")
+    table.add_column("rows", justify="right")
+    table.add_column("status")
+    colour = {"pass": "green", "warn": "yellow"}
+    for counted in counts:
+        style = colour.get(counted.status, "red")
+        table.add_row(counted.check, f"{counted.rows:,}", f"[{style}]{counted.status}[/{style}]")
+    console.print(table)
 
 
 @app.command()

@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,7 +89,11 @@ def _dbt_environment(settings: Settings) -> Iterator[None]:
 
 
 class DbtFailed(RuntimeError):
-    pass
+    """dbt failed; ``results`` holds what it returned (the nodes' results), when it got that far."""
+
+    def __init__(self, message: str, results: Any = None) -> None:
+        super().__init__(message)
+        self.results = results
 
 
 def run_dbt(
@@ -115,7 +120,9 @@ def run_dbt(
             [*args, "--project-dir", project, "--profiles-dir", project, "--target", settings.target]
         )
     if not result.success:
-        raise DbtFailed(f"dbt {' '.join(args)} failed: {result.exception or 'see the failing nodes above'}")
+        raise DbtFailed(
+            f"dbt {' '.join(args)} failed: {result.exception or 'see the failing nodes above'}", result.result
+        )
     return result.result
 
 
@@ -131,6 +138,26 @@ class WarmDbt:
         if self._manifest is None:
             self._manifest = run_dbt(self.settings, ["parse", "--quiet"])
         return run_dbt(self.settings, args, manifest=self._manifest)
+
+
+@dataclass(frozen=True)
+class DirtyInput:
+    """One data-quality check as dbt's build reported it: its test's failures are the rows it counted."""
+
+    check: str
+    rows: int
+    status: str  # pass, warn, or error when the share went past its budget
+
+
+def dirty_input_counts(results: Any) -> list[DirtyInput]:
+    """The data-quality checks' counts from the results of a dbt build (the `dirty_input` tests),
+    most rows first; none when the build did not run them."""
+    found = []
+    for result in getattr(results, "results", None) or []:
+        check = result.node.config.meta.get("dirty_input_check") if result.node.resource_type == "test" else None
+        if check is not None:
+            found.append(DirtyInput(check, int(result.failures or 0), str(result.status)))
+    return sorted(found, key=lambda counted: (-counted.rows, counted.check))
 
 
 def target_path(settings: Settings) -> Path:

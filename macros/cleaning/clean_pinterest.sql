@@ -17,12 +17,12 @@
 renamed as (
     select
         -- ids
-        cast(index as bigint) as ind,
+        {{ try_cast_as('index', 'bigint') }} as ind,
         unique_id,
         -- text with placeholders nulled
         {{ null_if_placeholder('title') }} as title,
         {{ null_if_placeholder('description') }} as description,
-        rtrim({{ null_if_placeholder('poster_name') }}) as poster_name,
+        {{ rtrim_spaces(null_if_placeholder('poster_name')) }} as poster_name,
         {{ null_if_placeholder('tag_list') }} as tag_list,
         {{ null_if_placeholder('image_src') }} as image_src,
         is_image_or_video,
@@ -39,7 +39,7 @@ typed as (
     select
         *,
         {{ parse_follower_count('follower_count_text') }} as follower_count,
-        case downloaded_text when '1' then true when '0' then false end as downloaded
+        {{ parse_flag('downloaded_text') }} as downloaded
     from renamed
 ),
 
@@ -57,7 +57,7 @@ cleaned as (
         save_location,
         category,
         downloaded,
-        {{ unparseable_fields({'follower_count': 'follower_count_text', 'downloaded': 'downloaded_text'}) }}
+        {{ unparseable_fields({'follower_count': 'follower_count', 'downloaded': 'downloaded'}) }}
             as unparseable_fields,
         {{ _lineage(extra_columns) }}
     from typed
@@ -67,7 +67,7 @@ cleaned as (
 {% macro clean_geo(from_cte, extra_columns=[]) -%}
 renamed as (
     select
-        cast(ind as bigint) as ind,
+        {{ try_cast_as('ind', 'bigint') }} as ind,
         country,
         latitude as latitude_text,
         longitude as longitude_text,
@@ -79,8 +79,8 @@ renamed as (
 typed as (
     select
         *,
-        try_cast(latitude_text as double) as latitude,
-        try_cast(longitude_text as double) as longitude,
+        {{ parse_decimal('latitude_text') }} as latitude,
+        {{ parse_decimal('longitude_text') }} as longitude,
         {{ parse_timestamp('timestamp_text') }} as posted_at
     from renamed
 ),
@@ -91,11 +91,8 @@ cleaned as (
         country,
         {{ array_of(['latitude', 'longitude']) }} as coordinates,
         posted_at as timestamp,
-        {{ unparseable_fields({
-            'latitude': 'latitude_text',
-            'longitude': 'longitude_text',
-            'posted_at': 'timestamp_text',
-        }) }} as unparseable_fields,
+        {{ unparseable_fields({'latitude': 'latitude', 'longitude': 'longitude', 'timestamp': 'posted_at'}) }}
+            as unparseable_fields,
         {{ _lineage(extra_columns) }}
     from typed
 )
@@ -104,7 +101,7 @@ cleaned as (
 {% macro clean_users(from_cte, extra_columns=[]) -%}
 renamed as (
     select
-        cast(ind as bigint) as ind,
+        {{ try_cast_as('ind', 'bigint') }} as ind,
         first_name,
         last_name,
         age as age_text,
@@ -117,7 +114,7 @@ typed as (
     select
         *,
         {{ dbt.concat(['first_name', "' '", 'last_name']) }} as user_name,
-        try_cast(age_text as integer) as age,
+        {{ parse_integer('age_text') }} as age,
         {{ parse_timestamp('date_joined_text') }} as date_joined
     from renamed
 ),
@@ -128,7 +125,7 @@ cleaned as (
         user_name,
         age,
         date_joined,
-        {{ unparseable_fields({'age': 'age_text', 'date_joined': 'date_joined_text'}) }} as unparseable_fields,
+        {{ unparseable_fields({'age': 'age', 'date_joined': 'date_joined'}) }} as unparseable_fields,
         {{ _lineage(extra_columns) }}
     from typed
 )

@@ -11,11 +11,12 @@
     }) }}
 {%- endmacro %}
 
-{#- The column, or null where it holds one of its placeholders. -#}
+{#- The column, or null where it holds one of its placeholders, trailing spaces ignored
+    (`"User Info Error  "` is one). -#}
 {% macro null_if_placeholder(column) -%}
     {%- set placeholders = pinterest_placeholders()[column] -%}
     case
-        when {{ column }} in ({% for value in placeholders %}{{ dbt.string_literal(value) }}{% if not loop.last %}, {% endif %}{% endfor %}) then null
+        when {{ rtrim_spaces(column) }} in ({% for value in placeholders %}{{ dbt.string_literal(value) }}{% if not loop.last %}, {% endif %}{% endfor %}) then null
         else {{ column }}
     end
 {%- endmacro %}

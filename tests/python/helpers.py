@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 from ingestion import transform
-from ingestion.bronze import Lake
+from ingestion.bronze import Lake, append
 from ingestion.config import Settings
 
 import reference
@@ -17,6 +17,83 @@ import reference
 
 def _comparable(value: object) -> object:
     return round(value, 6) if isinstance(value, float) else value
+
+
+GOOD_PIN = {
+    "unique_id": "5b4a4e0c-2f3e-4b5f-9c1d-0a1b2c3d4e5f",
+    "title": "Ideas",
+    "description": "Nice…\u00a0",
+    "poster_name": "Dirt Tester",
+    "follower_count": "12k",
+    "tag_list": "a,b",
+    "is_image_or_video": "image",
+    "image_src": "https://i.pinimg.com/x.jpg",
+    "downloaded": 1,
+    "save_location": "Local save in /data/art",
+    "category": "art",
+}
+GOOD_GEO = {"timestamp": "2020-08-28 03:52:47", "latitude": -23.5, "longitude": 120.25, "country": "Chad"}
+GOOD_USER = {"first_name": "Ada", "last_name": "Byron", "age": 36, "date_joined": "2016-01-01T10:00:00"}
+
+
+def dirty_post(key: int, pin: dict | None = None, geo: dict | None = None, user: dict | None = None) -> dict:
+    """A post whose records differ from a clean one by the given fields (None: the record is missing)."""
+    return {
+        "pin": None if pin is None else {"index": key, **GOOD_PIN, **pin},
+        "geo": None if geo is None else {"ind": key, **GOOD_GEO, **geo},
+        "user": None if user is None else {"ind": key, **GOOD_USER, **user},
+    }
+
+
+def dirty_posts() -> list[dict]:
+    """Every kind of dirt of RAW_DATA.md, on keys of their own (90,000 and up) unless a correction."""
+    same: dict = {}
+    dirt = [
+        # values that do not parse: nulled and flagged
+        dirty_post(90_001, {"follower_count": "12.5k"}, same, same),
+        dirty_post(90_002, {"follower_count": "abc", "downloaded": 2}, same, same),
+        dirty_post(90_003, {"follower_count": "99999999999999999999M"}, same, same),
+        dirty_post(90_004, same, {"timestamp": "2019-8-9 1:2:3"}, same),
+        dirty_post(90_005, same, {"timestamp": "2019-02-30 00:00:00", "latitude": "north"}, same),
+        dirty_post(90_006, same, {"timestamp": "2020-08-28"}, same),
+        dirty_post(90_007, same, {"timestamp": "2020-08-28T03:52:47Z", "longitude": "1e999"}, same),
+        dirty_post(90_008, same, same, {"age": 24.5}),
+        dirty_post(90_009, same, same, {"age": "twenty"}),
+        dirty_post(90_010, same, same, {"age": 99_999_999_999}),
+        dirty_post(90_011, same, same, {"date_joined": "2016-1-1 10:00:00"}),
+        # placeholders followed by trailing spaces are placeholders
+        dirty_post(90_012, {"poster_name": "User Info Error   ", "follower_count": "User Info Error "}, same, same),
+        dirty_post(90_013, {"title": "No Title Data Available  ", "poster_name": "Spacey Poster   "}, same, same),
+        # values outside a known list: kept, counted, shown in the marts
+        dirty_post(90_014, {"category": "not-a-category"}, {"country": "Nowhere"}, same),
+        dirty_post(
+            90_015, {"category": "not-a-category", "is_image_or_video": "hologram"}, {"country": "Nowhere"}, same
+        ),
+        dirty_post(90_016, {"category": None}, same, same),
+        dirty_post(90_017, same, {"country": None}, same),
+        # people: unknown name, age or join date leave the person marts; an age under 18 has no group
+        dirty_post(90_018, same, same, {"last_name": None}),
+        dirty_post(90_019, same, same, {"age": 15, "first_name": "Young"}),
+        # posts missing a partner record: left out of every mart, counted
+        dirty_post(90_020, same, None, same),
+        dirty_post(90_021, None, same, None),
+        dirty_post(90_022, same, None, None),
+    ]
+    # a corrected, re-sent record replaces the copy ingested before it
+    correction = dirty_post(90_001, {"follower_count": "13k", "poster_name": "Corrected Poster"}, same, same)
+    return [*dirt, correction]
+
+
+def append_dirty_posts(lake: Lake) -> list[dict]:
+    """Append ``dirty_posts()`` to bronze, one append each (a later copy is ingested later), and two
+    records no loader can identify; returns the posts."""
+    posts = dirty_posts()
+    for position, post in enumerate(posts):
+        for table in ("pin", "geo", "user"):
+            if post[table] is not None:
+                append(lake, table, [post[table]], stream="dirt", start=position, source="test")
+    append(lake, "pin", ["not json", {"index": "seven"}], stream="junk", start=0, source="test")
+    return posts
 
 
 def assert_marts_equal_reference(settings: Settings, records: list[dict]) -> None:

@@ -110,18 +110,29 @@ def test_a_daily_run_builds_and_tests_every_mart_and_publishes_the_docs(settings
     assert {p.name for p in (Path(settings.lake) / "docs").iterdir()} == {"index.html", "manifest.json", "catalog.json"}
 
 
-def test_a_failing_dbt_test_fails_the_run_and_the_log_names_it(settings: Settings, tmp_path: Path) -> None:
-    # a pin whose media type is none of the three: stg_pinterest__pins' accepted_values test fails
+def test_dirty_input_only_warns_but_a_broken_rule_fails_the_run_and_the_log_names_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    lake = Lake.from_settings(settings)
+    # one odd pin (a category outside the 13, a media type outside the three): counted, never blocking
     append(
-        Lake.from_settings(settings),
+        lake,
         "pin",
-        [{"index": 99_999, "category": "art", "is_image_or_video": "hologram"}],
-        stream="test",
+        [{"index": 99_999, "category": "odd", "is_image_or_video": "hologram"}],
+        stream="t",
         start=0,
         source="test",
     )
+    # and geo records whose timestamps all fail to parse: a share that means a broken rule, not dirt
+    broken = [
+        {"ind": 100_000 + i, "country": "Chad", "timestamp": "28/08/2020", "latitude": 1, "longitude": 2}
+        for i in range(1_500)
+    ]
+    append(lake, "geo", broken, stream="t", start=0, source="test")
     result, output = _airflow(settings, tmp_path, "run")
     assert result["state"] == "failed"
-    assert result["task_states"]["dbt.stg_pinterest__pins.test"] == "failed"
-    assert result["task_states"]["dbt.int_posts_enriched.run"] == "upstream_failed"
-    assert "pinpipe: task dbt.stg_pinterest__pins.test failed" in output
+    assert result["task_states"]["dbt.stg_pinterest__pins.test"] == "success"
+    assert result["task_states"]["dbt.data_quality.test"] == "failed"
+    # the marts were built all the same
+    assert result["task_states"]["dbt.most_popular_category_by_country.run"] == "success"
+    assert "pinpipe: task dbt.data_quality.test failed" in output

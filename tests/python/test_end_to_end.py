@@ -75,7 +75,7 @@ def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_los
         )
         assert one("select timestamp, unparseable_fields from staging.stg_pinterest__geo where ind = 90001") == (
             None,
-            "posted_at",
+            "timestamp",
         )
         # the post still counts where its clean values allow: its category in Chad
         assert one("select count(*) from intermediate.int_posts_enriched where ind = 90001") == (1,)

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from ingestion import transform
+from ingestion.bronze import Lake
 from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.load import load_posts
+
+from helpers import append_dirty_posts
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +31,17 @@ def _rows(settings: Settings, mart: str) -> Counter:
 
 
 def test_every_mart_is_equal_on_duckdb_and_on_spark(settings: Settings, tmp_path: Path) -> None:
-    """Real AiCore rows and synthetic posts in one bronze; keys shared by both are deduplicated by
-    the same rule on both engines."""
+    """Real AiCore rows, synthetic posts and every kind of dirt in one bronze; keys shared by both are
+    deduplicated by the same rule on both engines, and dirt is cleaned, flagged and counted alike."""
     load_posts(settings, make_source("aicore", 3), 2_000)
     load_posts(settings, make_source("synthetic", 3), 2_000)
+    append_dirty_posts(Lake.from_settings(settings))
 
     transform.run_dbt(settings, ["build"])
     spark = settings.model_copy(update={"target": "spark", "spark_warehouse": str(tmp_path / "spark")})
     transform.run_dbt(spark, ["build"])  # every model, data test and unit test, on Spark
 
-    for mart in transform.marts(settings):
+    for mart in [*transform.marts(settings), "data_quality"]:
         on_duckdb, on_spark = _rows(settings, mart), _rows(spark, mart)
         assert on_duckdb == on_spark, (
             f"{mart}: only on duckdb {on_duckdb - on_spark}, only on spark {on_spark - on_duckdb}"

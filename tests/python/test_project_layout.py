@@ -1,5 +1,5 @@
 """The project's layout promises: every model has a YAML file of its own beside it (its description,
-columns and tests), named like the model, as dbt's structure guide and STYLE.md ask."""
+columns and tests), named like the model, as dbt's "How we structure our dbt projects" asks."""
 
 from __future__ import annotations
 

@@ -1,0 +1,18 @@
+with source as (
+    select * from {{ source('bronze', 'quarantine') }}
+),
+
+renamed as (
+    select
+        table_name,
+        reason,
+        raw_record,
+        line_number,
+        _stream,
+        _offset,
+        _source,
+        _ingested_at
+    from source
+)
+
+select * from renamed
