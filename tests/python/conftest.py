@@ -25,6 +25,13 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def spark_warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One Spark warehouse and metastore for the whole session: dbt-spark's in-process session is
+    started once per process, and the first one fixes where its metastore lives."""
+    return str(tmp_path_factory.mktemp("spark"))
+
+
+@pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """The real S3 server (versitygw), started once for the session on a free port."""
     server = S3Server(Settings(state_dir=tmp_path_factory.mktemp("state"), s3_port=free_port()))

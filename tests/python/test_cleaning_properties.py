@@ -33,9 +33,8 @@ def compile_staging(config: Settings) -> dict[str, str]:
     relation named ``raw_<table>``."""
     manifest = transform.run_dbt(config, ["parse", "--quiet"])
     sources = {s.name: s.relation_name for s in manifest.sources.values() if s.source_name == "bronze"}
-    compiled = transform.run_dbt(
-        config, ["compile", "--quiet", "--select", "staging.pinterest", "--no-populate-cache"], manifest=manifest
-    )
+    # on Spark this also starts dbt-spark's session, configured as the profile says, for the queries
+    compiled = transform.run_dbt(config, ["compile", "--quiet", "--select", "staging.pinterest"], manifest=manifest)
     by_model = {result.node.name: result.node.compiled_code for result in compiled.results}
     return {table: by_model[model].replace(sources[table], f"raw_{table}") for table, model in STAGING.items()}
 
@@ -231,13 +230,13 @@ def test_coordinates_and_downloaded_take_only_their_forms(
 
 
 @pytest.fixture(scope="module")
-def spark_staging(tmp_path_factory: pytest.TempPathFactory) -> Runner:
+def spark_staging(tmp_path_factory: pytest.TempPathFactory, spark_warehouse: str) -> Runner:
     scratch: Path = tmp_path_factory.mktemp("properties-spark")
     config = Settings(
         lake=str(scratch / "lake"),
         warehouse=str(scratch / "w.duckdb"),
         target="spark",
-        spark_warehouse=str(scratch / "spark"),
+        spark_warehouse=spark_warehouse,
     )
     sql = compile_staging(config)
     from pyspark.sql import SparkSession

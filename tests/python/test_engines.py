@@ -30,7 +30,7 @@ def _rows(settings: Settings, mart: str) -> Counter:
     )
 
 
-def test_every_mart_is_equal_on_duckdb_and_on_spark(settings: Settings, tmp_path: Path) -> None:
+def test_every_mart_is_equal_on_duckdb_and_on_spark(settings: Settings, spark_warehouse: str) -> None:
     """Real AiCore rows, synthetic posts and every kind of dirt in one bronze; keys shared by both are
     deduplicated by the same rule on both engines, and dirt is cleaned, flagged and counted alike."""
     load_posts(settings, make_source("aicore", 3), 2_000)
@@ -38,7 +38,7 @@ def test_every_mart_is_equal_on_duckdb_and_on_spark(settings: Settings, tmp_path
     append_dirty_posts(Lake.from_settings(settings))
 
     transform.run_dbt(settings, ["build"])
-    spark = settings.model_copy(update={"target": "spark", "spark_warehouse": str(tmp_path / "spark")})
+    spark = settings.model_copy(update={"target": "spark", "spark_warehouse": spark_warehouse})
     transform.run_dbt(spark, ["build"])  # every model, data test and unit test, on Spark
 
     for mart in [*transform.marts(settings), "data_quality"]:
