@@ -63,9 +63,10 @@ fmt: dev
 bench: install
 	$(BIN)/python bench/bench_embedded.py
 
-## Airflow standalone (SQLite, web UI on :8080 unless AIRFLOW__API__PORT says otherwise) with the DAGs of dags/
+## Airflow standalone (SQLite, web UI on :8090: the ingest API has :8080) with the DAGs of dags/
 airflow: install
 	AIRFLOW_HOME=$(CURDIR)/.state/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags AIRFLOW__CORE__LOAD_EXAMPLES=false \
+	AIRFLOW__API__PORT=$${AIRFLOW__API__PORT:-8090} AIRFLOW__API__BASE_URL=http://localhost:$${AIRFLOW__API__PORT:-8090} \
 	AIRFLOW__COSMOS__ENABLE_TELEMETRY=false $(BIN)/airflow standalone
 
 ## dbt docs: generate and serve the lineage site on :8081

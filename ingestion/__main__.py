@@ -1,5 +1,5 @@
 """``python -m ingestion`` is the ``pinpipe`` command."""
 
-from ingestion.cli import app
+from ingestion.cli import main
 
-app()
+main()

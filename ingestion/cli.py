@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,25 +24,34 @@ from ingestion import bronze, load, post, services, sink, transform
 from ingestion import stack as stack_api
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, SourceName, make_source
+from ingestion.errors import PinpipeError
 from ingestion.sink import FlushPolicy
 
-app = typer.Typer(help="pinpipe: Pinterest-style posts → bronze Delta → dbt marts.", no_args_is_help=True)
+app = typer.Typer(
+    help="pinpipe: Pinterest-style posts → bronze Delta → dbt marts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
+errors = Console(stderr=True)
 
 SourceOption = Annotated[SourceName, typer.Option(help="aicore replays the real rows; synthetic generates posts")]
-PostsOption = Annotated[int, typer.Option(min=1, help="number of posts to emulate")]
+PostsOption = Annotated[int, typer.Option(min=1, help="new posts to emulate (after those bronze already holds)")]
 SeedOption = Annotated[int, typer.Option(help="emulator seed: same seed, same posts")]
 BatchOption = Annotated[int, typer.Option(min=1, help="posts per bronze commit")]
 
 
 @app.callback()
-def main(
+def options(
     context: typer.Context,
     lake: Annotated[str | None, typer.Option(envvar="PINPIPE_LAKE", help="lake root, a path or s3:// URI")] = None,
     warehouse: Annotated[str | None, typer.Option(envvar="PINPIPE_WAREHOUSE", help="DuckDB warehouse file")] = None,
     target: Annotated[
         str | None, typer.Option(envvar="PINPIPE_TARGET", help="dbt target: local, spark, databricks")
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="PINPIPE_DEBUG", help="on an error, the whole traceback, not one line")
+    ] = False,
 ) -> None:
     """pinpipe: Pinterest-style posts → bronze Delta → dbt marts. Every setting is also a PINPIPE_*
     variable (the options here win)."""
@@ -199,17 +209,17 @@ class _BronzeTally:
 
 
 def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_size: int) -> None:
+    """``posts`` new posts of the source into bronze, after those it already holds."""
     tally = _BronzeTally()
     with _progress() as progress:
-        task = progress.add_task(f"bronze ← {source}", total=posts)
+        task = progress.add_task(f"bronze ← {posts:,} new {source} posts", total=posts)
 
         def advance(batch: PostBatch, results: list[bronze.AppendResult]) -> None:
             for result in results:
                 tally.add(result)
-            progress.update(task, completed=batch.start + len(batch))
+            progress.advance(task, len(batch))
 
-        load.load_posts(settings, make_source(source, seed), posts, batch_size=batch_size, on_batch=advance)
-        progress.update(task, completed=posts)
+        load.load_new_posts(settings, make_source(source, seed), posts, batch_size=batch_size, on_batch=advance)
     tally.report(settings)
 
 
@@ -323,7 +333,8 @@ def stream_command(
             if refresher.wait() not in (0, -signal.SIGTERM):
                 console.print(f"[red]the dbt refreshes failed (exit {refresher.returncode}): see {refresh_log}[/red]")
     if refresher is not None:  # the last records committed reach the models too
-        transform.run_dbt(settings, ["run", "--quiet", "--select", "streaming"])
+        with transform.building(settings, on_wait=console.print) as private:
+            transform.run_dbt(private, ["run", "--quiet", "--select", "streaming"])
     console.print(f"bronze stream tables at {settings.lake}/bronze: {consumer.committed:,} records committed")
 
 
@@ -366,7 +377,7 @@ def refresh(
     select: Annotated[str, typer.Option(help="dbt node selection")] = "streaming",
 ) -> None:
     """`dbt run` of the streaming models every few seconds, dbt kept warm in this process (parsed once)."""
-    warm = transform.WarmDbt(_settings(context))
+    warm = transform.WarmDbt(_settings(context), on_wait=console.print)
     stop = threading.Event()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between runs, never mid-run
         signal.signal(stop_signal, lambda *_: stop.set())
@@ -390,32 +401,47 @@ def transform_command(
 
 
 def _build(settings: Settings, select: str | None = None) -> None:
+    """`dbt source freshness` then `dbt build`, on a private copy of the warehouse published whole
+    when both succeed (readers never wait, nor see a failed build); then what the build covers."""
+    if settings.target != "databricks":
+        transform.check_lake(settings)
     statuses: Counter[str] = Counter()
-    with _progress() as progress:
-        task = progress.add_task(f"dbt build ({settings.target})", total=None)
+    results: Any = None
+    try:
+        with transform.building(settings, on_wait=console.print) as private, _progress() as progress:
+            task = progress.add_task(f"dbt source freshness ({settings.target})", total=None)
+            _print_freshness(transform.run_dbt(private, ["source", "freshness", "--quiet"]))
 
-        def on_event(event: Any) -> None:
-            name, data = event.info.name, event.data
-            if name == "LogStartLine":
-                progress.update(
-                    task, total=data.total, completed=data.index - 1, description=f"dbt {data.description[:50]}"
-                )
-            elif name == "NodeFinished":
-                statuses[data.node_info.node_status] += 1
+            def on_event(event: Any) -> None:
+                name, data = event.info.name, event.data
+                if name == "LogStartLine":
+                    progress.update(
+                        task, total=data.total, completed=data.index - 1, description=f"dbt {data.description[:50]}"
+                    )
+                elif name == "NodeFinished":
+                    statuses[data.node_info.node_status] += 1
 
-        args = ["build", "--quiet", *(["--select", select] if select else [])]
-        failed: transform.DbtFailed | None = None
-        try:
-            results = transform.run_dbt(settings, args, on_event)
-        except transform.DbtFailed as failure:
-            failed, results = failure, failure.results
-        else:
-            progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
-    console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+            args = ["build", "--quiet", *(["--select", select] if select else [])]
+            try:
+                results = transform.run_dbt(private, args, on_event)
+                progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
+            finally:
+                console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+    except transform.DbtFailed as failed:
+        _print_dirty_input(transform.dirty_input_counts(failed.results or results))
+        console.print(f"[red]{failed}[/red] (the warehouse keeps its last good build)")
+        raise typer.Exit(1) from None
     _print_dirty_input(transform.dirty_input_counts(results))
-    if failed is not None:
-        console.print(f"[red]{failed}[/red]")
-        raise typer.Exit(1)
+    if settings.target == "local":
+        console.print(transform.coverage(settings))
+
+
+def _print_freshness(results: Any) -> None:
+    """One line: how old each bronze table's newest record is, by dbt's freshness thresholds."""
+    ages = [
+        f"{r.node.name} {r.age / 3600:.1f} h ({r.status})" for r in results.results if r.node.resource_type == "source"
+    ]
+    console.print("bronze freshness: " + (", ".join(ages) or "no sources checked"))
 
 
 def _print_dirty_input(counts: list[transform.DirtyInput]) -> None:
@@ -483,10 +509,21 @@ def sql(
         import pyarrow.csv as pa_csv
 
         buffer = pa.BufferOutputStream()
-        pa_csv.write_csv(result, buffer)
+        pa_csv.write_csv(_flat(result), buffer)
         sys.stdout.write(buffer.getvalue().to_pybytes().decode())
     else:
         sys.stdout.write(json.dumps(result.to_pylist(), default=str, ensure_ascii=False) + "\n")
+
+
+def _flat(data: pa.Table) -> pa.Table:
+    """The table with its nested columns (lists, structs: ``coordinates``) as JSON text, which CSV can hold."""
+    for position, column in enumerate(data.schema):
+        if pa.types.is_nested(column.type):
+            texts = [
+                None if value is None else json.dumps(value, default=str) for value in data.column(position).to_pylist()
+            ]
+            data = data.set_column(position, column.name, pa.array(texts, pa.string()))
+    return data
 
 
 def _print_marts(settings: Settings, rows: int) -> None:
@@ -532,7 +569,7 @@ def run(
     rows: Annotated[int, typer.Option(help="rows shown per mart")] = 15,
 ) -> None:
     """The main job: posts → bronze → dbt build → the marts, on the embedded default or the full stack."""
-    settings = _settings(context).model_copy(update={"target": "local"})
+    settings = _settings(context)
     if stack is Stack.embedded:
         _load(settings, source, posts, seed, batch_size or 100_000)
     else:
@@ -548,3 +585,61 @@ def run(
         _load_objects(settings)
     _build(settings)
     _print_marts(settings, rows)
+
+
+def explain(error: Exception) -> tuple[str, int]:
+    """What went wrong and what to do, in one line, and the exit code: 2 for something the user can
+    put right, 1 for a failure of the run."""
+    import duckdb
+    from pydantic import ValidationError
+
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, PinpipeError):
+        return first_line, 2
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"PINPIPE_{'_'.join(map(str, e['loc'])).upper()} ({'.'.join(map(str, e['loc']))}): {e['msg']}"
+            for e in error.errors()
+            if e["type"] != "default_factory_not_called"  # a setting derived from one already wrong
+        )
+        return f"invalid setting: {problems}", 2
+    if isinstance(error, duckdb.ParserException | duckdb.BinderException | duckdb.CatalogException):
+        return f"the SQL does not run: {first_line}", 2
+    if isinstance(error, duckdb.IOException):
+        return f"{first_line} (is another program holding the warehouse open for writing?)", 1
+    if isinstance(error, transform.DbtFailed):
+        return first_line, 1
+    if type(error).__name__ in {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"}:
+        endpoint = re.search(r"https?://[^/\"]+", first_line)
+        return (
+            f"{endpoint.group(0) if endpoint else 'the endpoint'} does not answer: start the local services with "
+            "`pinpipe services up`, or set PINPIPE_S3_ENDPOINT_URL / PINPIPE_KINESIS_ENDPOINT_URL",
+            1,
+        )
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}", 2
+    return f"{type(error).__name__}: {first_line} (run with --debug for the traceback)", 1
+
+
+def main() -> None:
+    """The `pinpipe` command: a user's mistake ends in one line saying what to do; the traceback only
+    with --debug (or PINPIPE_DEBUG=1)."""
+    import click
+
+    debug = "--debug" in sys.argv[1:] or os.environ.get("PINPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.Abort:
+        errors.print("Aborted.")
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except Exception as error:
+        if debug:
+            raise
+        message, code = explain(error)
+        errors.print(f"[red]Error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)

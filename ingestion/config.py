@@ -34,9 +34,12 @@ class Settings(BaseSettings):
     warehouse: str = Field(
         default=str(PROJECT_DIR / "warehouse" / "pinpipe.duckdb"), description="DuckDB warehouse file"
     )
-    target: str = Field(default="local", description="dbt target in profiles.yml")
+    target: Literal["local", "spark", "databricks"] = Field(default="local", description="dbt target in profiles.yml")
     spark_warehouse: str = Field(
         default=str(PROJECT_DIR / "warehouse" / "spark"), description="Spark target: managed tables and Derby metastore"
+    )
+    build_wait_seconds: float = Field(
+        default=900, ge=0, description="how long a build waits for another build of the same warehouse"
     )
     project_dir: Path = Field(default=PROJECT_DIR, description="the dbt project (repository root)")
     state_dir: Path = Field(default=PROJECT_DIR / ".state", description="services' data, logs and pid files")

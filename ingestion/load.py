@@ -17,6 +17,7 @@ from ingestion import clients
 from ingestion.bronze import AppendResult, Lake, append, committed_offset, ensure_tables, parse_lines
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, PostSource, batches
+from ingestion.errors import PinpipeError
 from ingestion.schemas import RAW_TABLES
 from ingestion.sink import parse_object_key
 
@@ -50,11 +51,27 @@ def load_posts(
     return results
 
 
+def load_new_posts(
+    settings: Settings,
+    source: PostSource,
+    count: int,
+    *,
+    batch_size: int = 100_000,
+    on_batch: Callable[[PostBatch, list[AppendResult]], None] | None = None,
+) -> list[AppendResult]:
+    """``count`` posts of ``source`` after the last one bronze holds: what `pinpipe run --posts N`
+    and the daily DAG load, so each run adds N posts however many came before."""
+    lake = Lake.from_settings(settings)
+    ensure_tables(lake)
+    loaded = min(committed_offset(lake, table, f"emulator/{source.name}") for table in RAW_TABLES)
+    return load_posts(settings, source, loaded + count, batch_size=batch_size, on_batch=on_batch)
+
+
 class GapError(RuntimeError):
     """Offsets are missing between what bronze holds and the next object: never skipped silently."""
 
 
-class NoRawObjects(ValueError):
+class NoRawObjects(PinpipeError):
     """The place to load from does not exist or cannot be read."""
 
 

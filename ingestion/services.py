@@ -22,6 +22,7 @@ from typing import Any
 
 from ingestion.clients import kafka_admin, kinesis_client, s3_client
 from ingestion.config import PROJECT_DIR, Settings
+from ingestion.errors import PinpipeError
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -36,8 +37,8 @@ KINESALITE_VERSION = "3.3.3"
 SHARD_LIMIT = 100_000
 
 
-class ServiceError(RuntimeError):
-    pass
+class ServiceError(PinpipeError):
+    """A local service could not be fetched, built or started: the message says why and where its log is."""
 
 
 @dataclass(frozen=True)

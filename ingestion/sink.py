@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ingestion import clients
 from ingestion.config import Settings
+from ingestion.errors import ServiceDown
 
 OBJECT_KEY = re.compile(
     r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$"
@@ -133,7 +135,21 @@ class S3Sink:
     ) -> None:
         self.s3, self.bucket, self.prefix, self.policy = s3_client, bucket, prefix, policy
         self.buffers: dict[TopicPartition, _Buffer] = {}
-        self.consumer = KafkaConsumer(
+        try:
+            self.consumer = self._connect(bootstrap_servers, group_id)
+        except KafkaError as error:
+            raise ServiceDown(
+                f"Kafka at {bootstrap_servers} does not answer ({type(error).__name__}): start it with "
+                "`pinpipe services up`, or set PINPIPE_KAFKA_PORT"
+            ) from error
+        for topic in topics:  # and fetch the metadata before joining, so the first assignment has it
+            self.consumer.partitions_for_topic(topic)
+        self.consumer.subscribe(topics, listener=_DropRevoked(self))
+        self.stats = SinkStats()
+
+    @staticmethod
+    def _connect(bootstrap_servers: str, group_id: str) -> KafkaConsumer:
+        return KafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
             enable_auto_commit=False,
@@ -148,10 +164,6 @@ class S3Sink:
             # only notices the partitions at its next metadata refresh: keep that one short
             metadata_max_age_ms=5_000,
         )
-        for topic in topics:  # and fetch the metadata before joining, so the first assignment has it
-            self.consumer.partitions_for_topic(topic)
-        self.consumer.subscribe(topics, listener=_DropRevoked(self))
-        self.stats = SinkStats()
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: FlushPolicy = FlushPolicy()) -> S3Sink:

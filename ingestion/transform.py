@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ import pyarrow as pa
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
 from ingestion.config import Settings
+from ingestion.errors import BuildBusy, LakeMissing, NoWarehouse, PinpipeError
+from ingestion.schemas import RAW_TABLES
 
 if TYPE_CHECKING:
     from dbt.contracts.graph.manifest import Manifest
@@ -66,9 +70,127 @@ def ensure_duckdb_extensions(extension_directory: Path) -> list[str]:
 
 def connect_warehouse(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """The DuckDB warehouse file, opened the way dbt opens it (the same extension directory)."""
+    if read_only and not Path(settings.warehouse).exists():
+        raise NoWarehouse(
+            f"no warehouse at {settings.warehouse}: build it with `pinpipe run` or `pinpipe transform`, "
+            "or point --warehouse (PINPIPE_WAREHOUSE) at it"
+        )
     return duckdb.connect(
         settings.warehouse, read_only=read_only, config=duckdb_config(settings.duckdb_extension_directory)
     )
+
+
+def check_lake(settings: Settings) -> None:
+    """Refuse a lake that holds no bronze tables: building on it would replace every mart by an
+    empty one, and a mistyped path looks exactly like that."""
+    if not settings.lake.startswith("s3://"):
+        root = Path(settings.lake)
+        if root.exists() and not root.is_dir():
+            raise LakeMissing(f"lake {root} is a file, not a folder: point --lake (PINPIPE_LAKE) at the lake's folder")
+    lake = Lake.from_settings(settings)
+    if not any(lake.delta_table(table) is not None for table in RAW_TABLES):
+        raise LakeMissing(
+            f"lake {settings.lake} has no bronze tables: check --lake (PINPIPE_LAKE), "
+            "or load posts into it first with `pinpipe emulate` or `pinpipe run`"
+        )
+
+
+@contextmanager
+def _build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> Iterator[None]:
+    """One build of a warehouse at a time, across processes: a second waits (saying for whom) up to
+    ``build_wait_seconds``, then gives up with one line."""
+    lock_path = Path(f"{settings.warehouse}.build-lock")
+    with lock_path.open("a+") as lock:
+        deadline, told = time.monotonic() + settings.build_wait_seconds, False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                if time.monotonic() > deadline:
+                    raise BuildBusy(
+                        f"{holder} is still building {settings.warehouse} after {settings.build_wait_seconds:g} s: "
+                        "wait for it to finish, or raise PINPIPE_BUILD_WAIT_SECONDS"
+                    ) from None
+                if not told and on_wait is not None:
+                    on_wait(f"waiting for {holder}, which is building {settings.warehouse}")
+                    told = True
+                time.sleep(0.2)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pinpipe (pid {os.getpid()})")
+        lock.flush()
+        try:
+            yield
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def building(settings: Settings, on_wait: Callable[[str], None] | None = None) -> Iterator[Settings]:
+    """Settings whose warehouse is a private copy of the current one; when the block ends without
+    an error, the copy replaces the warehouse in one rename.
+
+    Readers are never blocked by a build, nor a build by readers: an analyst's open session keeps
+    reading the file it opened, the next one opens the new build, and nobody sees a half-built or
+    failed one. Builds take turns (`_build_lock`). Only the DuckDB target has a warehouse file; on
+    the others the settings are yielded as they are.
+    """
+    if settings.target != "local":
+        yield settings
+        return
+    warehouse = Path(settings.warehouse)
+    try:
+        warehouse.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PinpipeError(
+            f"cannot create the warehouse's folder {warehouse.parent}: {error.strerror}; "
+            "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
+        ) from None
+    with _build_lock(settings, on_wait):
+        scratch = warehouse.parent / ".building" / uuid.uuid4().hex
+        # the same file name: DuckDB names the database (catalog) after it
+        private = settings.model_copy(update={"warehouse": str(scratch / warehouse.name)})
+        try:
+            _copy_warehouse(settings, private.warehouse)
+            yield private
+            _publish_warehouse(settings, private.warehouse)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def stage_copy(settings: Settings, path: str) -> str:
+    """For a build spread over processes (the DAG's tasks): the warehouse copied to ``path``, where
+    the build runs until ``publish_copy``; the DuckDB target only."""
+    if settings.target == "local":
+        with _build_lock(settings, None):
+            _copy_warehouse(settings, path)
+    return path
+
+
+def publish_copy(settings: Settings, path: str) -> str:
+    """The build at ``path`` (``stage_copy``) replaces the warehouse, whole; returns the warehouse."""
+    if settings.target == "local":
+        with _build_lock(settings, None):
+            _publish_warehouse(settings, path)
+    return settings.warehouse
+
+
+def _copy_warehouse(settings: Settings, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if Path(settings.warehouse).exists():
+        shutil.copy2(settings.warehouse, path)
+    else:
+        Path(path).unlink(missing_ok=True)
+
+
+def _publish_warehouse(settings: Settings, path: str) -> None:
+    with connect_warehouse(settings.model_copy(update={"warehouse": path})) as connection:
+        connection.execute("checkpoint")  # everything in the file itself, no write-ahead log left behind
+    os.replace(path, settings.warehouse)
 
 
 @contextmanager
@@ -86,6 +208,10 @@ def _dbt_environment(settings: Settings) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+# dbt commands that read only the project, not the lake
+READ_ONLY_COMMANDS = ("parse", "ls", "list", "compile", "debug")
 
 
 class DbtFailed(RuntimeError):
@@ -111,7 +237,7 @@ def run_dbt(
     if settings.target == "local":
         ensure_duckdb_extensions(settings.duckdb_extension_directory)
         Path(settings.warehouse).parent.mkdir(parents=True, exist_ok=True)
-    if settings.target != "databricks" and manifest is None:
+    if settings.target != "databricks" and manifest is None and args[0] not in READ_ONLY_COMMANDS:
         # every source exists from the first run on, empty until its loader writes (warm runs did it once)
         ensure_tables(Lake.from_settings(settings))
     project = str(settings.project_dir)
@@ -130,14 +256,16 @@ class WarmDbt:
     """dbt kept warm in this process for frequent runs (the streaming models every few seconds): the
     project is parsed once and each invocation reuses the manifest, saving dbt's start-up."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, on_wait: Callable[[str], None] | None = None) -> None:
+        self.settings, self.on_wait = settings, on_wait
         self._manifest: Manifest | None = None
 
     def run(self, args: list[str]) -> Any:
+        """Run dbt on a private copy of the warehouse and publish it (`building`)."""
         if self._manifest is None:
             self._manifest = run_dbt(self.settings, ["parse", "--quiet"])
-        return run_dbt(self.settings, args, manifest=self._manifest)
+        with building(self.settings, self.on_wait) as private:
+            return run_dbt(private, args, manifest=self._manifest)
 
 
 @dataclass(frozen=True)
@@ -160,6 +288,24 @@ def dirty_input_counts(results: Any) -> list[DirtyInput]:
     return sorted(found, key=lambda counted: (-counted.rows, counted.check))
 
 
+def coverage(settings: Settings) -> str:
+    """One line on what the marts were built from: complete posts, posts waiting for a partner
+    record, people (from the data_quality mart)."""
+    with connect_warehouse(settings, read_only=True) as connection:
+        checked = dict(
+            connection.execute(
+                "select check_name, [affected_rows, checked_rows] from marts.data_quality "
+                "where check_name in ('posts_incomplete', 'people_without_age_group')"
+            ).fetchall()
+        )
+    incomplete, posts = checked["posts_incomplete"]
+    _, people = checked["people_without_age_group"]
+    return (
+        f"marts built from {posts - incomplete:,} complete posts ({incomplete:,} waiting for a partner record) "
+        f"and {people:,} people"
+    )
+
+
 def target_path(settings: Settings) -> Path:
     """dbt's target directory (artifacts: manifest, run results, docs)."""
     target = Path(os.environ.get("DBT_TARGET_PATH") or "target")
@@ -176,12 +322,14 @@ def marts(settings: Settings) -> list[str]:
     return [node.rsplit(".", 1)[-1] for node in nodes]
 
 
-DOCS_FILES = ("index.html", "manifest.json", "catalog.json")
+DOCS_FILES = ("index.html", "manifest.json", "catalog.json", "static_index.html")
 
 
 def publish_docs(settings: Settings) -> str:
-    """`dbt docs generate`, then the static site copied to ``<lake>/docs/``; returns where it went."""
-    run_dbt(settings, ["docs", "generate", "--quiet"])
+    """`dbt docs generate`, then the site copied to ``<lake>/docs/``: ``index.html`` with its JSON
+    for a web server, and ``static_index.html``, one file that opens from disk; returns where."""
+    with building(settings) as private:  # the catalog is read from a copy: readers keep the warehouse
+        run_dbt(private, ["docs", "generate", "--quiet", "--static"])
     target = target_path(settings)
     destination = f"{settings.lake.rstrip('/')}/docs"
     if destination.startswith("s3://"):
@@ -199,9 +347,7 @@ def read_mart(settings: Settings, mart: str) -> pa.Table:
     """A mart of the settings' target, rows in a stable order."""
     if settings.target == "spark":
         return _read_spark_mart(mart)
-    # not read_only: dbt run in this process may still hold the file, and DuckDB shares one
-    # instance per file only between connections of the same configuration
-    with connect_warehouse(settings) as connection:
+    with connect_warehouse(settings, read_only=True) as connection:
         return connection.execute(f"select * from marts.{mart} order by all").to_arrow_table()
 
 

@@ -5,8 +5,14 @@
     {{ return(adapter.dispatch('register_bronze_tables', 'pinpipe')()) }}
 {%- endmacro %}
 
+{#- A relative lake (plain dbt without PINPIPE_LAKE) is the project's `lake/`: spelled out in full,
+    so the views keep pointing at it from any working directory. -#}
 {% macro bronze_location(table) -%}
-    {{ return(env_var('PINPIPE_LAKE', 'lake') ~ '/bronze/' ~ table) }}
+    {%- set lake = env_var('PINPIPE_LAKE', 'lake') -%}
+    {%- if not (lake.startswith('/') or '://' in lake) -%}
+        {%- set lake = invocation_args_dict.get('project_dir', '.') ~ '/' ~ lake -%}
+    {%- endif -%}
+    {{ return(lake ~ '/bronze/' ~ table) }}
 {%- endmacro %}
 
 {#- The tables of the `bronze` source (models/staging/pinterest/_pinterest__sources.yml), the one list

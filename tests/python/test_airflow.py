@@ -1,5 +1,6 @@
-"""The daily DAG: it imports, has its tasks and schedule, runs end to end with `dag.test()` on the
-embedded default (every mart right afterwards), and a failing dbt test fails the run, by name.
+"""The daily DAG: it imports (on a fresh Airflow home too), has its tasks, schedule and operator's
+settings, runs end to end with `dag.test()` on the embedded default (every mart right afterwards,
+new posts every day), and a failing dbt test fails the run, by name, with an alert.
 
 Each scenario runs Airflow in a process of its own with an Airflow home of its own (SQLite),
 since Airflow reads its configuration once, at import.
@@ -11,6 +12,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -32,8 +37,13 @@ bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags.get("pinterest_daily")
 result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()},
           "tasks": sorted(dag.task_ids) if dag else [],
-          "schedule": str(dag.schedule) if dag else None, "catchup": dag.catchup if dag else None}
-if sys.argv[2] == "run":
+          "schedule": str(dag.schedule) if dag else None, "catchup": dag.catchup if dag else None,
+          "max_active_runs": dag.max_active_runs if dag else None,
+          "dagrun_timeout_s": dag.dagrun_timeout.total_seconds() if dag and dag.dagrun_timeout else None,
+          "retries": {t.task_id: t.retries for t in dag.tasks} if dag else {},
+          "timeouts_s": {t.task_id: t.execution_timeout.total_seconds() if t.execution_timeout else None
+                         for t in dag.tasks} if dag else {}}
+for _ in range(int(sys.argv[3]) if sys.argv[2] == "run" else 0):
     run = dag.test()
     result["state"] = str(run.state)
     result["task_states"] = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
@@ -41,7 +51,32 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def _airflow(settings: Settings, tmp_path: Path, action: str) -> tuple[dict, str]:
+@contextmanager
+def _webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A real HTTP server on a free port that keeps the JSON bodies POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    finally:
+        server.shutdown()
+
+
+def _airflow(
+    settings: Settings, tmp_path: Path, action: str, *, days: int = 1, migrate: bool = True, **env_vars: str
+) -> tuple[dict, str]:
     home = tmp_path / "airflow"
     env = {
         **os.environ,
@@ -53,14 +88,16 @@ def _airflow(settings: Settings, tmp_path: Path, action: str) -> tuple[dict, str
         "PINPIPE_WAREHOUSE": settings.warehouse,
         "PINPIPE_SOURCE": "emulator",
         "PINPIPE_EMULATED_POSTS": str(POSTS),
-        "PINPIPE_RETRIES": "0",
         "PINPIPE_STATE_DIR": str(tmp_path / "state"),
         "DBT_TARGET_PATH": str(tmp_path / "target"),
+        "PINPIPE_RETRIES": "2",
+        **env_vars,
     }
     airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    if migrate:
+        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     finished = subprocess.run(
-        [sys.executable, "-c", RUN_DAG, str(PROJECT_DIR / "dags"), action],
+        [sys.executable, "-c", RUN_DAG, str(PROJECT_DIR / "dags"), action, str(days)],
         env=env,
         capture_output=True,
         text=True,
@@ -72,18 +109,31 @@ def _airflow(settings: Settings, tmp_path: Path, action: str) -> tuple[dict, str
     return json.loads(lines[-1].removeprefix("RESULT ")), output
 
 
-def test_the_dag_imports_with_its_tasks_and_schedule(settings: Settings, tmp_path: Path) -> None:
-    result, _ = _airflow(settings, tmp_path, "import")
+def test_the_dag_imports_on_a_fresh_airflow_home_with_its_tasks_schedule_and_limits(
+    settings: Settings, tmp_path: Path
+) -> None:
+    result, _ = _airflow(settings, tmp_path, "import", migrate=False)  # no `airflow db migrate` first
     assert result["import_errors"] == {}
     assert result["schedule"] == "0 12 * * *"
     assert result["catchup"] is False
+    assert result["max_active_runs"] == 1
+    assert result["dagrun_timeout_s"] == 6 * 3600
+    retries = result["retries"]
+    assert retries["dbt.stg_pinterest__pins.run"] == 2
+    assert retries["load_bronze"] == 2
+    assert retries["dbt.stg_pinterest__pins.test"] == 0
+    assert retries["dbt.data_quality.test"] == 0
+    assert all(count == 0 for task, count in retries.items() if task.endswith("test"))
+    assert all(seconds == 3600 for seconds in result["timeouts_s"].values())
     tasks = set(result["tasks"])
     assert {
         "choose_source",
         "sink_catch_up",
         "load_bronze",
         "emulate_posts",
+        "prepare_warehouse",
         "source_freshness",
+        "publish_warehouse",
         "publish_docs",
     } <= tasks
     models = {
@@ -99,15 +149,18 @@ def test_the_dag_imports_with_its_tasks_and_schedule(settings: Settings, tmp_pat
     assert not any("stream_" in task for task in tasks)  # the streaming models are not the batch day's
 
 
-def test_a_daily_run_builds_and_tests_every_mart_and_publishes_the_docs(settings: Settings, tmp_path: Path) -> None:
-    result, output = _airflow(settings, tmp_path, "run")
+def test_each_daily_run_ingests_new_posts_builds_and_tests_every_mart_and_publishes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    result, output = _airflow(settings, tmp_path, "run", days=2)  # two days: each adds POSTS new posts
     assert result["state"] == "success", output[-5000:]
     assert result["task_states"]["emulate_posts"] == "success"
     assert result["task_states"]["sink_catch_up"] == "skipped"
     assert all(state in ("success", "skipped") for state in result["task_states"].values())
     source = make_source("synthetic", 100)
-    assert_marts_equal_reference(settings, [record for batch in batches(source, POSTS) for record in batch.records()])
-    assert {p.name for p in (Path(settings.lake) / "docs").iterdir()} == {"index.html", "manifest.json", "catalog.json"}
+    assert_marts_equal_reference(settings, [r for batch in batches(source, 2 * POSTS) for r in batch.records()])
+    published = {p.name for p in (Path(settings.lake) / "docs").iterdir()}
+    assert published == {"index.html", "manifest.json", "catalog.json", "static_index.html"}
 
 
 def test_dirty_input_only_warns_but_a_broken_rule_fails_the_run_and_the_log_names_it(
@@ -129,8 +182,11 @@ def test_dirty_input_only_warns_but_a_broken_rule_fails_the_run_and_the_log_name
         for i in range(1_500)
     ]
     append(lake, "geo", broken, stream="t", start=0, source="test")
-    result, output = _airflow(settings, tmp_path, "run")
+    with _webhook() as (url, alerts):
+        result, output = _airflow(settings, tmp_path, "run", PINPIPE_ALERT_WEBHOOK_URL=url)
     assert result["state"] == "failed"
+    assert [alert["task"] for alert in alerts] == ["dbt.data_quality.test"]
+    assert alerts[0]["try"] == 1  # tests are not retried
     assert result["task_states"]["dbt.stg_pinterest__pins.test"] == "success"
     assert result["task_states"]["dbt.data_quality.test"] == "failed"
     # the marts were built all the same

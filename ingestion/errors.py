@@ -1,0 +1,23 @@
+"""Errors a user can fix: raised where the problem is found, told by the CLI in one line."""
+
+from __future__ import annotations
+
+
+class PinpipeError(Exception):
+    """Something the user can put right: the message says what was wrong and what to do."""
+
+
+class LakeMissing(PinpipeError):
+    """The lake holds no bronze tables (a mistyped path, or nothing loaded yet)."""
+
+
+class NoWarehouse(PinpipeError):
+    """The warehouse has not been built yet, or not at that path."""
+
+
+class BuildBusy(PinpipeError):
+    """Another build holds the warehouse for longer than this one would wait."""
+
+
+class ServiceDown(PinpipeError):
+    """A service a stage needs (Kafka, S3, Kinesis) does not answer."""

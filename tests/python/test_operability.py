@@ -1,0 +1,263 @@
+"""The `pinpipe` command as its users meet it: reads and builds never block each other, builds take
+turns, a wrong lake is refused instead of emptying the marts, `--posts N` adds N posts, and every
+mistake a user can make ends in one line saying what to do (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from ingestion import transform
+from ingestion.config import PROJECT_DIR, Settings
+from ingestion.services import free_port
+
+pytestmark = pytest.mark.slow
+
+PINPIPE = str(Path(sys.executable).parent / "pinpipe")
+
+
+@dataclass(frozen=True)
+class Done:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+def _pinpipe(settings: Settings, *args: str, **env: str) -> Done:
+    environment = {**os.environ, "COLUMNS": "200", **settings.environment(), **env}
+    finished = subprocess.run([PINPIPE, *args], env=environment, capture_output=True, text=True, timeout=600)
+    return Done(finished.returncode, finished.stdout, finished.stderr)
+
+
+def _one_line_error(done: Done, code: int, *phrases: str) -> None:
+    assert done.code == code, done.out + done.err
+    assert len(done.error_lines) == 1, done.err
+    assert done.error_lines[0].startswith("Error: "), done.err
+    assert "Traceback" not in done.out + done.err
+    for phrase in phrases:
+        assert phrase in done.error_lines[0], done.err
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A warehouse built by two runs of 300 new posts each."""
+    scratch = tmp_path_factory.mktemp("operability")
+    settings = Settings(lake=str(scratch / "lake"), warehouse=str(scratch / "warehouse" / "pinpipe.duckdb"))
+    for _ in range(2):
+        done = _pinpipe(settings, "run", "--posts", "300", "--rows", "1", DBT_TARGET_PATH=str(scratch / "target"))
+        assert done.code == 0, done.out + done.err
+    return settings
+
+
+def _count(settings: Settings, sql: str) -> int:
+    with transform.connect_warehouse(settings, read_only=True) as connection:
+        return int(connection.execute(sql).fetchone()[0])
+
+
+def test_posts_n_means_n_new_posts(built: Settings) -> None:
+    assert _count(built, "select count(*) from bronze.pin") == 600
+    assert _count(built, "select count(distinct _offset) from bronze.pin") == 600
+
+
+def test_a_build_prints_the_data_quality_and_what_the_marts_cover(built: Settings, tmp_path: Path) -> None:
+    done = _pinpipe(built, "transform", DBT_TARGET_PATH=str(tmp_path / "target"))
+    assert done.code == 0, done.err
+    assert "data quality" in done.out
+    assert "posts_incomplete" in done.out
+    assert "bronze freshness: " in done.out
+    assert "marts built from " in done.out
+    assert "complete posts" in done.out
+
+
+def test_a_reader_held_open_through_a_build_keeps_reading_and_the_next_reader_sees_the_build(
+    built: Settings, tmp_path: Path
+) -> None:
+    before = _count(built, "select count(*) from staging.stg_pinterest__pins")
+    reader = duckdb.connect(
+        built.warehouse, read_only=True, config=transform.duckdb_config(built.duckdb_extension_directory)
+    )
+    try:
+        done = _pinpipe(built, "run", "--posts", "200", "--rows", "1", DBT_TARGET_PATH=str(tmp_path / "target"))
+        assert done.code == 0, done.out + done.err  # the open reader did not block the build
+        assert reader.execute("select count(*) from staging.stg_pinterest__pins").fetchone()[0] == before
+    finally:
+        reader.close()
+    assert _count(built, "select count(*) from staging.stg_pinterest__pins") > before
+
+
+def test_marts_can_be_read_while_a_build_runs(built: Settings, tmp_path: Path) -> None:
+    environment = {**os.environ, **built.environment(), "DBT_TARGET_PATH": str(tmp_path / "target")}
+    build = subprocess.Popen([PINPIPE, "transform"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    building = Path(built.warehouse).parent / ".building"
+    try:
+        deadline = time.monotonic() + 120
+        while not (building.exists() and any(building.iterdir())):
+            assert build.poll() is None, "the build finished before it could be watched"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        done = _pinpipe(built, "marts", "--rows", "1")
+        assert build.poll() is None, "the build finished before the read: the test proves nothing"
+        assert done.code == 0, done.err
+        assert "1. most_popular_category_by_country" in done.out
+    finally:
+        assert build.wait(timeout=300) == 0, build.stderr.read() if build.stderr else ""
+
+
+def test_a_second_build_waits_for_the_first_and_gives_up_with_one_line(built: Settings, tmp_path: Path) -> None:
+    with open(f"{built.warehouse}.build-lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write("the nightly job (pid 4242)")
+        lock.flush()
+        try:
+            done = _pinpipe(built, "transform", PINPIPE_BUILD_WAIT_SECONDS="2", DBT_TARGET_PATH=str(tmp_path / "t"))
+        finally:
+            lock.truncate(0)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    assert "waiting for the nightly job (pid 4242)" in done.out
+    _one_line_error(done, 2, "the nightly job (pid 4242) is still building", "PINPIPE_BUILD_WAIT_SECONDS")
+
+
+def test_a_wrong_lake_is_refused_and_the_marts_keep_their_rows(built: Settings, tmp_path: Path) -> None:
+    rows = _count(built, "select count(*) from marts.most_popular_category_by_country")
+    wrong = built.model_copy(update={"lake": str(tmp_path / "lak")})
+    _one_line_error(_pinpipe(wrong, "transform"), 2, f"lake {tmp_path / 'lak'} has no bronze tables", "PINPIPE_LAKE")
+    assert not (tmp_path / "lak").exists()
+    assert _count(built, "select count(*) from marts.most_popular_category_by_country") == rows > 0
+
+
+def test_a_lake_that_is_a_file_is_refused(built: Settings, tmp_path: Path) -> None:
+    a_file = tmp_path / "lake.txt"
+    a_file.write_text("not a lake")
+    _one_line_error(_pinpipe(built.model_copy(update={"lake": str(a_file)}), "transform"), 2, "is a file, not a folder")
+
+
+def test_a_warehouse_where_nothing_can_be_written_is_refused(built: Settings) -> None:
+    unwritable = built.model_copy(update={"warehouse": "/proc/pinpipe/pinpipe.duckdb"})
+    _one_line_error(_pinpipe(unwritable, "transform"), 2, "cannot create the warehouse's folder /proc/pinpipe")
+
+
+def test_sql_that_does_not_parse_gets_one_line(built: Settings) -> None:
+    _one_line_error(_pinpipe(built, "sql", "selec 1"), 2, "the SQL does not run", 'syntax error at or near "selec"')
+
+
+def test_a_missing_warehouse_is_one_line_and_is_not_created(built: Settings, tmp_path: Path) -> None:
+    missing = built.model_copy(update={"warehouse": str(tmp_path / "nowhere" / "pinpipe.duckdb")})
+    _one_line_error(_pinpipe(missing, "marts"), 2, "no warehouse at", "pinpipe run")
+    _one_line_error(_pinpipe(missing, "sql", "select 1"), 2, "no warehouse at")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_an_unknown_target_is_one_line_naming_the_targets(built: Settings) -> None:
+    environment = {key: value for key, value in built.environment().items() if key != "PINPIPE_TARGET"}
+    finished = subprocess.run(
+        [PINPIPE, "sql", "select 1"],
+        env={**os.environ, **environment, "PINPIPE_TARGET": "nonsense"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    done = Done(finished.returncode, finished.stdout, finished.stderr)
+    _one_line_error(done, 2, "PINPIPE_TARGET", "'local', 'spark' or 'databricks'")
+
+
+def test_loading_with_s3_down_is_one_line(built: Settings) -> None:
+    closed = free_port()
+    down = built.model_copy(update={"s3_port": closed, "s3_endpoint_url": None})
+    _one_line_error(_pinpipe(down, "load"), 1, f"http://127.0.0.1:{closed} does not answer", "pinpipe services up")
+
+
+def test_the_sink_with_kafka_down_is_one_line(built: Settings) -> None:
+    closed = free_port()
+    down = built.model_copy(update={"kafka_port": closed})
+    _one_line_error(_pinpipe(down, "sink", "--until-caught-up"), 2, f"Kafka at 127.0.0.1:{closed} does not answer")
+
+
+def test_the_run_builds_the_target_it_is_given(built: Settings) -> None:
+    """`--target databricks` reaches dbt-databricks (which asks for its host), not DuckDB."""
+    environment = {key: value for key, value in built.environment().items() if key != "PINPIPE_TARGET"}
+    finished = subprocess.run(
+        [PINPIPE, "--target", "databricks", "run", "--posts", "1"],
+        env={k: v for k, v in {**os.environ, **environment}.items() if not k.startswith("DATABRICKS_")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 1
+    assert "DATABRICKS_HOST" in finished.stdout + finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+def test_csv_holds_list_columns_as_json(built: Settings) -> None:
+    done = _pinpipe(built, "sql", "--format", "csv", "select ind, coordinates from staging.stg_pinterest__geo limit 3")
+    assert done.code == 0, done.err
+    rows = list(csv.DictReader(io.StringIO(done.out)))
+    assert len(rows) == 3
+    for row in rows:
+        latitude, longitude = json.loads(row["coordinates"])
+        assert isinstance(latitude, float)
+        assert isinstance(longitude, float)
+
+
+def test_help_names_the_environment_variable_of_each_option(built: Settings) -> None:
+    done = _pinpipe(built, "--help")
+    for variable in ("PINPIPE_LAKE", "PINPIPE_WAREHOUSE", "PINPIPE_TARGET", "PINPIPE_DEBUG"):
+        assert f"env var: {variable}" in done.out
+
+
+def test_with_debug_the_traceback_is_shown(built: Settings) -> None:
+    done = _pinpipe(built, "--debug", "sql", "selec 1")
+    assert done.code == 1
+    assert "Traceback" in done.err
+
+
+def test_plain_dbt_without_the_readme_exports_points_bronze_at_the_project_lake(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
+    settings = Settings()
+    environment |= {
+        "PINPIPE_WAREHOUSE": str(tmp_path / "w.duckdb"),
+        "PINPIPE_DUCKDB_EXTENSION_DIRECTORY": str(settings.duckdb_extension_directory),
+        "DBT_TARGET_PATH": str(tmp_path / "target"),
+    }
+    dbt = str(Path(sys.executable).parent / "dbt")
+    finished = subprocess.run(
+        [
+            dbt,
+            "run",
+            "--select",
+            "stg_pinterest__quarantine",
+            "--project-dir",
+            str(PROJECT_DIR),
+            "--profiles-dir",
+            str(PROJECT_DIR),
+        ],
+        env=environment,
+        cwd=tmp_path,  # anywhere but the project
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stdout
+    with duckdb.connect(
+        str(tmp_path / "w.duckdb"), config=transform.duckdb_config(settings.duckdb_extension_directory)
+    ) as c:
+        (view,) = c.execute(
+            "select sql from duckdb_views() where schema_name = 'bronze' and view_name = 'pin'"
+        ).fetchone()
+    assert f"delta_scan('{PROJECT_DIR}/lake/bronze/pin')" in view
