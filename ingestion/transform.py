@@ -75,9 +75,15 @@ def connect_warehouse(settings: Settings, *, read_only: bool = False) -> duckdb.
             f"no warehouse at {settings.warehouse}: build it with `pinpipe run` or `pinpipe transform`, "
             "or point --warehouse (PINPIPE_WAREHOUSE) at it"
         )
-    return duckdb.connect(
-        settings.warehouse, read_only=read_only, config=duckdb_config(settings.duckdb_extension_directory)
-    )
+    config = duckdb_config(settings.duckdb_extension_directory)
+    try:
+        return duckdb.connect(settings.warehouse, read_only=read_only, config=config)
+    except duckdb.ConnectionException:
+        if not read_only:
+            raise
+        # dbt, run in this very process, still holds the file read-write: DuckDB shares its instance
+        # only with connections of the same configuration
+        return duckdb.connect(settings.warehouse, config=config)
 
 
 def check_lake(settings: Settings) -> None:
