@@ -124,10 +124,12 @@ def _quarantine_stream(table: RawTable, stream: str) -> str:
 
 @dataclass(frozen=True)
 class StreamSlice:
-    """Records ``start .. start + len(records) - 1`` of one stream, read from ``source``.
+    """Records of one stream, read from ``source``, covering offsets ``start .. end - 1``.
 
-    ``columns`` are per-record metadata aligned with ``records`` (a Kinesis record's sequence number
-    and arrival time), kept on the rows whose table has those columns.
+    Record ``i`` is at offset ``start + i``, or at ``start + positions[i]`` where some offsets hold no
+    record (``span`` offsets in all: a Kafka partition's commit markers). ``columns`` are per-record
+    metadata aligned with ``records`` (a Kinesis record's sequence number and arrival time), kept on
+    the rows whose table has those columns.
     """
 
     stream: str
@@ -135,6 +137,12 @@ class StreamSlice:
     records: pa.Table | Sequence[object]
     source: str
     columns: dict[str, pa.Array] = field(default_factory=dict)
+    positions: Sequence[int] | None = None
+    span: int | None = None
+
+    @property
+    def end(self) -> int:
+        return self.start + (self.span if self.span is not None else len(self.records))
 
 
 def append(
@@ -145,14 +153,17 @@ def append(
     stream: str,
     start: int,
     source: str,
+    positions: Sequence[int] | None = None,
+    span: int | None = None,
 ) -> AppendResult:
-    """Append records ``start .. start + len - 1`` of ``stream`` to ``bronze/<table>`` exactly once.
+    """Append records ``start .. start + len - 1`` of ``stream`` to ``bronze/<table>`` exactly once
+    (``positions`` and ``span`` as in ``StreamSlice``).
 
     ``records`` is an Arrow table of raw rows, or a sequence of raw records (dicts, or JSON text
     lines). Offsets already committed by an earlier attempt are skipped; unidentifiable records go to
     quarantine.
     """
-    return append_slices(lake, table, [StreamSlice(stream, start, records, source)])
+    return append_slices(lake, table, [StreamSlice(stream, start, records, source, positions=positions, span=span)])
 
 
 def append_slices(
@@ -172,13 +183,13 @@ def append_slices(
     appended = quarantined = already = 0
     ingested_at = datetime.now(UTC)
     for piece in slices:
-        end = piece.start + len(piece.records)
+        end = piece.end
         done = _next_offset(delta, piece.stream)
         if done >= end:
             already += len(piece.records)
             continue
         already += max(0, done - piece.start)
-        good, bad = to_bronze_rows(table, piece.records, start=piece.start)
+        good, bad = to_bronze_rows(table, piece.records, start=piece.start, positions=piece.positions)
         metadata = {
             "_stream": piece.stream,
             "_source": piece.source,
@@ -307,13 +318,16 @@ class Undecodable:
 
 
 def to_bronze_rows(
-    table: RawTable, records: pa.Table | Sequence[object], *, start: int = 0
+    table: RawTable, records: pa.Table | Sequence[object], *, start: int = 0, positions: Sequence[int] | None = None
 ) -> tuple[pa.Table, pa.Table]:
-    """Split raw records into bronze payload rows (all text, plus ``_offset``) and quarantine rows."""
+    """Split raw records into bronze payload rows (all text, plus ``_offset``) and quarantine rows;
+    record ``i`` is at offset ``start + i``, or ``start + positions[i]``."""
+    count = records.num_rows if isinstance(records, pa.Table) else len(records)
+    offsets = [start + p for p in positions] if positions is not None else list(range(start, start + count))
     if isinstance(records, pa.Table) and records.num_rows and _arrow_rows_are_keyed(table, records):
-        return _arrow_to_bronze(table, records, start), _empty_quarantine()
+        return _arrow_to_bronze(table, records, offsets), _empty_quarantine()
     rows = records.to_pylist() if isinstance(records, pa.Table) else records
-    return _records_to_bronze(table, rows, start)
+    return _records_to_bronze(table, rows, offsets, start)
 
 
 def _arrow_rows_are_keyed(table: RawTable, records: pa.Table) -> bool:
@@ -327,18 +341,20 @@ def _arrow_rows_are_keyed(table: RawTable, records: pa.Table) -> bool:
     )
 
 
-def _arrow_to_bronze(table: RawTable, records: pa.Table, start: int) -> pa.Table:
+def _arrow_to_bronze(table: RawTable, records: pa.Table, offsets: list[int]) -> pa.Table:
     """Fast path for well-formed Arrow input (the emulator, pyarrow's JSON reader): vectorised casts."""
     n = records.num_rows
     columns = {
         name: records[name].cast(pa.string()) if name in records.column_names else pa.nulls(n, pa.string())
         for name in payload_fields(table)
     }
-    columns["_offset"] = pa.array(range(start, start + n), pa.int64())
+    columns["_offset"] = pa.array(offsets, pa.int64())
     return pa.table(columns)
 
 
-def _records_to_bronze(table: RawTable, records: Sequence[object], start: int) -> tuple[pa.Table, pa.Table]:
+def _records_to_bronze(
+    table: RawTable, records: Sequence[object], offsets: list[int], start: int
+) -> tuple[pa.Table, pa.Table]:
     fields = payload_fields(table)
     good: dict[str, list[object]] = {name: [] for name in [*fields, "_unknown_fields", "_offset"]}
     bad: dict[str, list[object]] = {"table_name": [], "reason": [], "raw_record": [], "line_number": [], "_offset": []}
@@ -349,14 +365,14 @@ def _records_to_bronze(table: RawTable, records: Sequence[object], start: int) -
             bad["table_name"].append(table)
             bad["reason"].append(str(error))
             bad["raw_record"].append(_as_text(raw))
-            bad["line_number"].append(position + 1)
-            bad["_offset"].append(start + position)
+            bad["line_number"].append(offsets[position] - start + 1)
+            bad["_offset"].append(offsets[position])
             continue
         for name in fields:
             good[name].append(_value_text(record.get(name)))
         unknown = {k: v for k, v in record.items() if k not in fields}
         good["_unknown_fields"].append(json.dumps(unknown, ensure_ascii=False) if unknown else None)
-        good["_offset"].append(start + position)
+        good["_offset"].append(offsets[position])
     good_table = pa.table(
         good,
         schema=pa.schema(
@@ -409,17 +425,31 @@ def _empty_quarantine() -> pa.Table:
     return _quarantine_payload_schema().empty_table()
 
 
-def parse_lines(table: RawTable, data: bytes) -> pa.Table | list[bytes]:
-    """An object's lines as an Arrow table when every line is a well-formed record of ``table`` (fast,
-    vectorised), else as the raw lines, for the per-record path that quarantines the bad ones."""
+@dataclass(frozen=True)
+class Lines:
+    """An object's records: an Arrow table when every record is well formed (vectorised), else the
+    raw lines, for the per-record path that quarantines the bad ones. An empty line is an offset
+    without a record (a commit marker): ``positions`` then says which line each record is on."""
+
+    records: pa.Table | list[bytes]
+    positions: list[int] | None
+    span: int  # lines, records or not: the offsets the object covers
+
+
+def parse_lines(table: RawTable, data: bytes) -> Lines:
+    """The records of a JSON-lines object, one line per offset."""
     lines = data.splitlines()
+    positions = [i for i, line in enumerate(lines) if line] if b"" in lines else None
+    kept = lines if positions is None else [lines[i] for i in positions]
+    body = data if positions is None else b"\n".join(kept)
     try:
         parsed = pa_json.read_json(
-            io.BytesIO(data),
+            io.BytesIO(body),
             parse_options=pa_json.ParseOptions(
                 explicit_schema=RAW_ARROW_SCHEMAS[table], unexpected_field_behavior="error"
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return lines
-    return parsed if parsed.num_rows == len(lines) and _arrow_rows_are_keyed(table, parsed) else lines
+        return Lines(kept, positions, len(lines))
+    keyed = parsed.num_rows == len(kept) and _arrow_rows_are_keyed(table, parsed)
+    return Lines(parsed if keyed else kept, positions, len(lines))

@@ -1,15 +1,20 @@
-"""The message bus: Kafka topics, written with an idempotent producer that waits for every replica."""
+"""The message bus behind the ingest API: Kafka topics and Kinesis streams.
+
+Kafka is written with an idempotent producer that waits for every in-sync replica (``acks=all``):
+librdkafka's (confluent-kafka) by default, kafka-python's with ``PINPIPE_KAFKA_CLIENT=kafka-python``.
+A record is reported stored only with the partition and offset Kafka gave it.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from ingestion.config import Settings
 
 
 class BusError(RuntimeError):
@@ -22,45 +27,174 @@ class Acknowledgement:
     offset: int
 
 
-class KafkaBus:
-    """Sends JSON records to Kafka with ``acks=all`` and idempotence; every send is waited for."""
+Record = tuple[bytes, bytes]  # (key, value), encoded
+
+
+class KafkaBus(Protocol):
+    def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
+        """Produce the records to ``topic``; each one's partition and offset once Kafka acknowledged it."""
+        ...
+
+    def healthy(self, topic: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def kafka_bus(settings: Settings, *, timeout_s: float = 30) -> KafkaBus:
+    """The producer of the configured Kafka client."""
+    if settings.kafka_client == "kafka-python":
+        return KafkaPythonBus(settings.kafka_bootstrap_servers, timeout_s=timeout_s)
+    return ConfluentBus(settings.kafka_bootstrap_servers, timeout_s=timeout_s)
+
+
+@dataclass
+class _Deliveries:
+    """The delivery reports of one request's records, filled in by librdkafka's callbacks."""
+
+    count: int
+    acknowledgements: list[Acknowledgement | None] = field(init=False)
+    errors: list[str] = field(default_factory=list)
+    remaining: int = field(init=False)
+    done: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.acknowledgements = [None] * self.count
+        self.remaining = self.count
+        if not self.count:
+            self.done.set()
+
+    def report(self, index: int, error: Any, message: Any) -> None:
+        with self.lock:
+            if error is not None:
+                self.errors.append(str(error))
+            else:
+                self.acknowledgements[index] = Acknowledgement(message.partition(), message.offset())
+            self.remaining -= 1
+            if not self.remaining:
+                self.done.set()
+
+
+class ConfluentBus:
+    """librdkafka's producer, shared by every request of a process; a background thread serves its
+    delivery reports, and each request waits for its own records' reports."""
 
     def __init__(self, bootstrap_servers: str, *, timeout_s: float = 30) -> None:
         self.bootstrap_servers, self.timeout_s = bootstrap_servers, timeout_s
-        self._connected: KafkaProducer | None = None
+        self._producer: Any = None
+        self._connecting = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def _connected(self) -> Any:
+        """Connected on first use: an API serving only Kinesis streams needs no broker."""
+        from confluent_kafka import Producer
+
+        with self._connecting:
+            if self._producer is None:
+                self._producer = Producer(
+                    {
+                        "bootstrap.servers": self.bootstrap_servers,
+                        "enable.idempotence": True,  # with acks=all: no duplicate and no reordering on retry
+                        "acks": "all",
+                        "linger.ms": 5,
+                        "batch.size": 1024 * 1024,
+                        "batch.num.messages": 100_000,
+                        "queue.buffering.max.messages": 1_000_000,
+                        "queue.buffering.max.kbytes": 1024 * 1024,
+                        "message.timeout.ms": int(self.timeout_s * 1000),
+                    },
+                    logger=logging.getLogger(
+                        "librdkafka"
+                    ),  # librdkafka's connection chatter: Python logging, not stderr
+                )
+                self._poller = threading.Thread(target=self._serve_reports, name="kafka-deliveries", daemon=True)
+                self._poller.start()
+            return self._producer
+
+    def _serve_reports(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
+        from confluent_kafka import KafkaException
+
+        producer = self._connected()
+        deliveries = _Deliveries(len(records))
+        deadline = time.monotonic() + self.timeout_s
+        for index, (key, value) in enumerate(records):
+            while True:
+                try:
+                    producer.produce(
+                        topic, value=value, key=key, on_delivery=lambda e, m, i=index: deliveries.report(i, e, m)
+                    )
+                    break
+                except BufferError:  # the local queue is full: the reports' thread is draining it
+                    if time.monotonic() > deadline:
+                        raise BusError(f"Kafka's producer queue stayed full for {self.timeout_s:g} s") from None
+                    time.sleep(0.001)
+                except KafkaException as error:
+                    raise BusError(f"Kafka refused a record: {error}") from error
+        if not deliveries.done.wait(max(0.0, deadline - time.monotonic())):
+            raise BusError(f"Kafka did not acknowledge {deliveries.remaining} of {len(records)} records in time")
+        if deliveries.errors:
+            raise BusError(f"Kafka did not acknowledge the records: {deliveries.errors[0]}")
+        return [a for a in deliveries.acknowledgements if a is not None]
+
+    def healthy(self, topic: str) -> bool:
+        """The broker answers metadata for the topic."""
+        from confluent_kafka import KafkaException
+
+        try:
+            metadata = self._connected().list_topics(topic, timeout=5)
+        except KafkaException:
+            return False
+        found = metadata.topics.get(topic)
+        return found is not None and found.error is None and bool(found.partitions)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self.timeout_s)
+            self._stop.set()
+
+
+class KafkaPythonBus:
+    """kafka-python's producer (pure Python): every send is waited for."""
+
+    def __init__(self, bootstrap_servers: str, *, timeout_s: float = 30) -> None:
+        self.bootstrap_servers, self.timeout_s = bootstrap_servers, timeout_s
+        self._connected: Any = None
         self._connecting = threading.Lock()
 
     @property
-    def _producer(self) -> KafkaProducer:
+    def _producer(self) -> Any:
         """Connected on first use: an API serving only Kinesis streams needs no broker."""
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
         with self._connecting:
             if self._connected is None:
                 try:
-                    self._connected = self._connect()
+                    self._connected = KafkaProducer(
+                        bootstrap_servers=self.bootstrap_servers,
+                        acks="all",
+                        enable_idempotence=True,
+                        linger_ms=5,
+                        # large batches: kafka-python's per-batch overhead is Python; 1 MiB lifts the rate ~30%
+                        batch_size=1 << 20,
+                        request_timeout_ms=int(self.timeout_s * 1000),
+                        delivery_timeout_ms=int(self.timeout_s * 1000) + 5_000,
+                        max_block_ms=int(self.timeout_s * 1000),
+                    )
                 except KafkaError as error:
                     raise BusError(f"Kafka unavailable at {self.bootstrap_servers}: {error}") from error
             return self._connected
 
-    def _connect(self) -> KafkaProducer:
-        return KafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            # large batches: kafka-python's per-batch overhead is Python; 1 MiB lifts the rate ~30%
-            batch_size=1 << 20,
-            request_timeout_ms=int(self.timeout_s * 1000),
-            delivery_timeout_ms=int(self.timeout_s * 1000) + 5_000,
-            max_block_ms=int(self.timeout_s * 1000),
-        )
+    def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
+        from kafka.errors import KafkaError
 
-    def send(self, topic: str, records: Sequence[tuple[str, object]]) -> list[Acknowledgement]:
-        """Produce ``(key, value)`` records to ``topic``; return each one's partition and offset."""
         try:
-            futures = [
-                self._producer.send(topic, key=key.encode(), value=json.dumps(value, ensure_ascii=False).encode())
-                for key, value in records
-            ]
+            futures = [self._producer.send(topic, key=key, value=value) for key, value in records]
             metadata = [future.get(timeout=self.timeout_s) for future in futures]
         except KafkaError as error:
             raise BusError(f"Kafka did not acknowledge the records: {error}") from error
@@ -68,6 +202,8 @@ class KafkaBus:
 
     def healthy(self, topic: str) -> bool:
         """The broker answers metadata for the topic."""
+        from kafka.errors import KafkaError
+
         try:
             return bool(self._producer.partitions_for(topic))
         except (KafkaError, BusError):

@@ -227,15 +227,26 @@ def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_s
 def api_command(
     context: typer.Context,
     port: Annotated[int | None, typer.Option(envvar="PINPIPE_API_PORT", help="port on 127.0.0.1")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, envvar="PINPIPE_API_WORKERS", help="worker processes [default: 2]")
+    ] = None,
 ) -> None:
-    """Serve the ingest API (Kafka REST Proxy v2 compatible; OpenAPI at /docs)."""
+    """Serve the ingest API (Kafka REST Proxy v2 compatible; OpenAPI at /docs), in worker processes
+    that share the port, each with its own Kafka producer."""
     import uvicorn
 
-    from ingestion.api import create_app
-
     settings = _settings(context)
-    settings = settings if port is None else settings.model_copy(update={"api_port": port})
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.api_port)
+    given = {"api_port": port, "api_workers": workers}
+    settings = settings.model_copy(update={name: value for name, value in given.items() if value is not None})
+    os.environ.update(settings.environment())  # the workers build their settings from it
+    uvicorn.run(
+        "ingestion.api:app_from_environment",
+        factory=True,
+        host="127.0.0.1",
+        port=settings.api_port,
+        workers=settings.api_workers,
+        log_level="warning",
+    )
 
 
 @app.command(name="sink")
@@ -280,11 +291,11 @@ def _load_objects(settings: Settings, source: str | None = None) -> None:
     with _progress() as progress:
         task = progress.add_task(f"{source or 'S3'} objects → bronze", total=None)
 
-        def advance(raw: load.RawFile, result: bronze.AppendResult) -> None:
+        def advance(result: bronze.AppendResult, objects: list[load.RawFile]) -> None:
             tally.add(result)
-            progress.advance(task)
+            progress.advance(task, len(objects))
 
-        load.load_raw_objects(settings, source=source, on_object=advance)
+        load.load_raw_objects(settings, source=source, on_commit=advance)
     tally.report(settings)
 
 

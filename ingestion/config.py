@@ -63,8 +63,17 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     kafka_partitions: int = Field(default=3, ge=1, description="partitions per topic")
+    kafka_client: Literal["confluent-kafka", "kafka-python"] = Field(
+        default="confluent-kafka",
+        description="the Kafka client of the API's producer and the sink's consumer: librdkafka (confluent-kafka) "
+        "or pure Python (kafka-python)",
+    )
+    load_commit_records: int = Field(
+        default=200_000, ge=1, description="records the loader appends per Delta commit, across objects and partitions"
+    )
     sink_group: str = Field(default="pinpipe-s3-sink", description="the S3 sink's Kafka consumer group")
     api_port: int = 8080
+    api_workers: int = Field(default=2, ge=1, description="`pinpipe api` worker processes")
     api_key: str | None = Field(default=None, description="when set, requests must send it as X-API-Key")
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, description="larger request bodies get 413")
     topics: tuple[str, ...] = Field(default=("pin", "geo", "user"), description="Kafka topics, one per raw table")

@@ -8,18 +8,31 @@ with its rows, so a rerun, a crash mid-load or overlapping input never loads a r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from ingestion import clients
-from ingestion.bronze import AppendResult, Lake, append, committed_offset, ensure_tables, parse_lines
+from ingestion.bronze import (
+    AppendResult,
+    Lake,
+    Lines,
+    StreamSlice,
+    append,
+    append_slices,
+    committed_offset,
+    ensure_tables,
+    parse_lines,
+)
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, PostSource, batches
 from ingestion.errors import PinpipeError
-from ingestion.schemas import RAW_TABLES
-from ingestion.sink import parse_object_key
+from ingestion.schemas import RAW_TABLES, RawTable
+from ingestion.sink import object_key, parse_object_key
 
 
 def load_posts(
@@ -88,7 +101,13 @@ class _Store(Protocol):
     @property
     def where(self) -> str: ...
 
-    def keys(self, prefix: str) -> Iterator[str]: ...
+    def folders(self, prefix: str) -> list[str]:
+        """The folders right below ``prefix`` (each ending in ``/``)."""
+        ...
+
+    def keys(self, prefix: str, after: str | None = None) -> Iterator[str]:
+        """The objects below ``prefix``, in key order, only those after ``after`` if given."""
+        ...
 
     def read(self, key: str) -> bytes: ...
 
@@ -103,10 +122,20 @@ class _S3Store:
     def where(self) -> str:
         return f"s3://{self.bucket}/{self.root}"
 
-    def keys(self, prefix: str) -> Iterator[str]:
-        for page in self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{self.root}/{prefix}"
-        ):
+    def folders(self, prefix: str) -> list[str]:
+        found = []
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.root}/{prefix}", Delimiter="/"
+        )
+        for page in pages:
+            found += [item["Prefix"][len(self.root) + 1 :] for item in page.get("CommonPrefixes", [])]
+        return found
+
+    def keys(self, prefix: str, after: str | None = None) -> Iterator[str]:
+        listing = {"Bucket": self.bucket, "Prefix": f"{self.root}/{prefix}"}
+        if after is not None:
+            listing["StartAfter"] = f"{self.root}/{after}"
+        for page in self.s3.get_paginator("list_objects_v2").paginate(**listing):
             for item in page.get("Contents", []):
                 yield item["Key"][len(self.root) + 1 :]
 
@@ -122,10 +151,15 @@ class _FolderStore:
     def where(self) -> str:
         return str(self.root)
 
-    def keys(self, prefix: str) -> Iterator[str]:
+    def folders(self, prefix: str) -> list[str]:
+        folder = self.root / prefix
+        return sorted(f"{p.relative_to(self.root)}/" for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+    def keys(self, prefix: str, after: str | None = None) -> Iterator[str]:
         folder = self.root / prefix
         if folder.is_dir():
-            yield from (str(path.relative_to(self.root)) for path in sorted(folder.rglob("*")) if path.is_file())
+            keys = sorted(str(path.relative_to(self.root)) for path in folder.rglob("*") if path.is_file())
+            yield from (key for key in keys if after is None or key > after)
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -145,35 +179,48 @@ def _store(settings: Settings, source: str | None) -> _Store:
     return _FolderStore(folder)
 
 
-def _streams(store: _Store, topic: str) -> dict[str, list[RawFile]]:
-    """The raw objects of ``topic`` by stream, each stream's objects in offset order.
+def _streams(store: _Store, topic: str, loaded: Callable[[str], int]) -> dict[str, list[RawFile]]:
+    """The raw objects of ``topic`` still to load, by stream, each stream's objects in offset order.
 
     Objects in the sink's layout (``topics/<topic>/partition=<p>/<topic>+<p>+<start>.json``) belong
     to their Kafka partition's stream, wherever they are stored: a folder holding a copy of the
-    sink's objects loads exactly once beside the bucket. Any other JSON-lines file below
-    ``<topic>/`` (a backfill) is a stream of its own, from its first line.
+    sink's objects loads exactly once beside the bucket. A partition is listed only after the key of
+    the offset it was ``loaded`` to (keys sort by offset), and whole only when that listing does not
+    start at that offset (an object that straddles it, after a sink restart). Any other JSON-lines
+    file below ``<topic>/`` (a backfill) is a stream of its own, from its first line.
     """
+
+    def objects(keys: Iterator[str], stream: str) -> list[RawFile]:
+        found = [raw for raw in map(parse_object_key, keys) if raw is not None and raw.topic == topic]
+        return sorted((RawFile(raw.key, stream, raw.start) for raw in found), key=lambda f: f.start)
+
     streams: dict[str, list[RawFile]] = {}
-    for key in store.keys(f"topics/{topic}/"):
-        raw = parse_object_key(key)
-        if raw is not None and raw.topic == topic:
-            stream = f"kafka/{topic}/{raw.partition}"
-            streams.setdefault(stream, []).append(RawFile(key, stream, raw.start))
+    for folder in store.folders(f"topics/{topic}/"):
+        number = folder.rstrip("/").rsplit("partition=", 1)[-1]
+        if not number.isdigit():
+            continue
+        stream = f"kafka/{topic}/{int(number)}"
+        done = loaded(stream)
+        after = object_key("", topic, int(number), done - 1).lstrip("/")
+        files = objects(store.keys(folder, after=after), stream) if done else []
+        if not files or files[0].start != done:
+            files = objects(store.keys(folder), stream)
+        streams[stream] = files
     for key in store.keys(f"{topic}/"):
         if key.endswith((".json", ".jsonl")):
-            stream = f"file/{key}"
-            streams[stream] = [RawFile(key, stream, 0)]
-    return {stream: sorted(files, key=lambda f: f.start) for stream, files in streams.items()}
+            streams[f"file/{key}"] = [RawFile(key, f"file/{key}", 0)]
+    return streams
 
 
 def load_raw_objects(
     settings: Settings,
     *,
     source: str | None = None,
-    on_object: Callable[[RawFile, AppendResult], None] | None = None,
+    on_commit: Callable[[AppendResult, list[RawFile]], None] | None = None,
 ) -> list[AppendResult]:
     """Append every raw record not yet in bronze from ``source`` (an ``s3://`` prefix or a local
-    folder; default the sink's ``s3://<bucket>/raw``), stream by stream in offset order.
+    folder; default the sink's ``s3://<bucket>/raw``), stream by stream in offset order, several
+    objects and partitions per Delta commit (``on_commit`` is told of each).
 
     Each Kafka partition is a stream (``kafka/<topic>/<partition>``), as is each backfill file, whose
     next offset is committed in the Delta log with the rows; an object's lines below it are skipped,
@@ -183,21 +230,91 @@ def load_raw_objects(
     store = _store(settings, source)
     lake = Lake.from_settings(settings)
     ensure_tables(lake)
-    results = []
+    results: list[AppendResult] = []
     for topic, table in settings.topic_tables.items():
-        for stream, files in _streams(store, topic).items():
+        batch = _Batch(lake, table, settings.load_commit_records, on_commit, results)
+        loaded = functools.partial(committed_offset, lake, table)
+        for stream, files in _streams(store, topic, loaded).items():
             done = committed_offset(lake, table, stream)
             # the last object starting at or before `done` may hold records from `done` on
             first = max((i for i, f in enumerate(files) if f.start <= done), default=0)
             for raw in files[first:]:
                 if raw.start > done:
+                    batch.end_stream()
+                    batch.commit()  # what came before the gap is loaded all the same
                     raise GapError(
                         f"{stream}: bronze holds offsets below {done}, the next object {raw.key} starts at {raw.start}"
                     )
-                records = parse_lines(table, store.read(raw.key))  # one row or line per offset
-                result = append(lake, table, records, stream=stream, start=raw.start, source=f"{store.where}/{raw.key}")
-                done = max(done, raw.start + len(records))
-                results.append(result)
-                if on_object is not None:
-                    on_object(raw, result)
+                lines = parse_lines(table, store.read(raw.key))  # one line per offset
+                batch.add(raw, lines, f"{store.where}/{raw.key}", overlaps=raw.start < done)
+                done = max(done, raw.start + lines.span)
+            batch.end_stream()
+        batch.commit()
     return results
+
+
+class _Batch:
+    """Objects gathered for one commit: consecutive objects of a stream merge into one slice (one
+    slice per stream and commit, as ``append_slices`` wants); an object overlapping what came before
+    it, or one that is not all well formed, is committed on its own, trimmed by offset there."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        table: RawTable,
+        commit_records: int,
+        on_commit: Callable[[AppendResult, list[RawFile]], None] | None,
+        results: list[AppendResult],
+    ) -> None:
+        self.lake, self.table, self.commit_records = lake, table, commit_records
+        self.on_commit, self.results = on_commit, results
+        self.slices: list[StreamSlice] = []
+        self.files: list[RawFile] = []
+        self.records = 0
+        self._stream: list[tuple[RawFile, Lines, str]] = []  # the current stream's run of consecutive objects
+
+    def add(self, raw: RawFile, lines: Lines, source: str, *, overlaps: bool) -> None:
+        if overlaps or not isinstance(lines.records, pa.Table):
+            self.end_stream()
+            self.commit()
+            self._stream = [(raw, lines, source)]
+            self.end_stream()
+            self.commit()
+            return
+        self._stream.append((raw, lines, source))
+        self.records += lines.records.num_rows
+        if self.records >= self.commit_records:
+            self.end_stream()
+            self.commit()
+
+    def end_stream(self) -> None:
+        if not self._stream:
+            return
+        first = self._stream[0][0]
+        records, positions, span = [], [], 0
+        for raw, lines, _ in self._stream:
+            count = lines.records.num_rows if isinstance(lines.records, pa.Table) else len(lines.records)
+            positions += [raw.start - first.start + p for p in (lines.positions or range(count))]
+            records.append(lines.records)
+            span = raw.start - first.start + lines.span
+        merged: pa.Table | list[bytes] = (
+            pa.concat_tables(records) if all(isinstance(r, pa.Table) for r in records) else [*records[0]]
+        )
+        contiguous = positions == list(range(len(positions)))
+        sources = self._stream[0][2] if len(self._stream) == 1 else f"{self._stream[0][2]} .. {self._stream[-1][0].key}"
+        self.slices.append(
+            StreamSlice(
+                first.stream, first.start, merged, sources, positions=None if contiguous else positions, span=span
+            )
+        )
+        self.files += [raw for raw, _, _ in self._stream]
+        self._stream = []
+
+    def commit(self) -> None:
+        if not self.slices:
+            return
+        result = append_slices(self.lake, self.table, self.slices)
+        self.results.append(result)
+        if self.on_commit is not None:
+            self.on_commit(result, self.files)
+        self.slices, self.files, self.records = [], [], 0

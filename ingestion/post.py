@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from itertools import count as forever
 from typing import Any
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -65,7 +66,10 @@ class KafkaTopics:
         body: dict[str, Any] = {"records": [{"value": value} for value in values]}
         _checked(
             session.post(
-                f"{api_url}/topics/{self.names[table]}", json=body, headers={"Content-Type": KAFKA_JSON}, timeout=60
+                f"{api_url}/topics/{self.names[table]}",
+                data=orjson.dumps(body),
+                headers={"Content-Type": KAFKA_JSON},
+                timeout=60,
             )
         )
 
@@ -88,7 +92,8 @@ class KinesisStreams:
                 answer = _checked(
                     session.put(
                         f"{api_url}/streams/{stream}/records",
-                        json={"StreamName": stream, "Records": pending},
+                        data=orjson.dumps({"StreamName": stream, "Records": pending}),
+                        headers={"Content-Type": "application/json"},
                         timeout=60,
                     )
                 )

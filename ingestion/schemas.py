@@ -7,10 +7,10 @@ typing, so a dirty value is flagged there instead of being rejected or guessed a
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter
 
 RawTable = Literal["pin", "geo", "user"]
 RAW_TABLES: tuple[RawTable, ...] = ("pin", "geo", "user")
@@ -72,6 +72,13 @@ class RawUser(RawRecord):
 
 
 RAW_MODELS: dict[RawTable, type[RawRecord]] = {"pin": RawPin, "geo": RawGeo, "user": RawUser}
+
+# A request's records validated in one call, not one call per record
+RAW_LIST_ADAPTERS: dict[RawTable, TypeAdapter[list[Any]]] = {
+    "pin": TypeAdapter(list[RawPin]),
+    "geo": TypeAdapter(list[RawGeo]),
+    "user": TypeAdapter(list[RawUser]),
+}
 
 KEY_FIELD: dict[RawTable, str] = {"pin": "index", "geo": "ind", "user": "ind"}
 

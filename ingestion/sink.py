@@ -2,26 +2,28 @@
 
 Objects are named by topic, partition and first offset, as Confluent's S3 sink names them:
 ``<prefix>/topics/<topic>/partition=<p>/<topic>+<p>+<start offset>.json`` (offset zero-padded to
-ten digits so keys sort by offset). Line ``i`` of an object is the record at offset ``start + i``.
-Kafka offsets are committed only after the object is stored; after a crash the consumer resumes at
-the committed offset, so a retried flush starts at the same offset and overwrites the same key.
-The bronze loader reads objects by offset, so even objects of different lengths written for the
-same offsets (the flush timing differs after a restart) never load a record twice.
+ten digits so keys sort by offset). Line ``i`` of an object is the record at offset ``start + i``;
+an offset that holds no record (a transaction's commit marker, an aborted record skipped by a
+``read_committed`` consumer) is an empty line. Kafka offsets are committed only after the object is
+stored; after a crash the consumer resumes at the committed offset, so a retried flush starts at the
+same offset and overwrites the same key. The bronze loader reads objects by offset, so even objects
+of different lengths written for the same offsets (the flush timing differs after a restart) never
+load a record twice.
+
+The consumer is librdkafka's (confluent-kafka) by default, kafka-python with
+``PINPIPE_KAFKA_CLIENT=kafka-python``; both read only committed records.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
+from typing import Any, Protocol
 
 from ingestion import clients
 from ingestion.config import Settings
@@ -30,6 +32,8 @@ from ingestion.errors import ServiceDown
 OBJECT_KEY = re.compile(
     r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$"
 )
+
+Partition = tuple[str, int]  # (topic, partition)
 
 
 def object_key(prefix: str, topic: str, partition: int, start: int) -> str:
@@ -54,9 +58,12 @@ def parse_object_key(key: str) -> RawObject | None:
 def as_line(value: bytes | None) -> bytes:
     """One record as one line. Values with line breaks would break the framing (line i = offset
     start + i): JSON ones are re-serialized compactly, anything else is stored as a JSON string so
-    the loader quarantines it with its text."""
+    the loader quarantines it with its text. An empty value is stored as ``""`` (an empty line is
+    an offset without a record)."""
     if value is None:
         return b"null"
+    if not value.strip():
+        return json.dumps(value.decode("utf-8", errors="replace")).encode()
     if b"\n" not in value and b"\r" not in value:
         return value
     text = value.decode("utf-8", errors="replace")
@@ -68,8 +75,8 @@ def as_line(value: bytes | None) -> bytes:
 
 @dataclass(frozen=True)
 class FlushPolicy:
-    records: int = 20_000
-    bytes: int = 16 * 1024 * 1024
+    records: int = 50_000
+    bytes: int = 32 * 1024 * 1024
     seconds: float = 5.0
 
 
@@ -80,8 +87,26 @@ class _Buffer:
     size: int = 0
     opened_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def next_offset(self) -> int:
+        return self.start + len(self.lines)
+
+    def add(self, offset: int, value: bytes | None) -> None:
+        if offset < self.next_offset:  # read again (a rewind): already buffered
+            return
+        if offset > self.next_offset:  # offsets without a record: one empty line each
+            gap = offset - self.next_offset
+            self.lines.extend([b""] * gap)
+            self.size += gap
+        line = as_line(value)
+        self.lines.append(line)
+        self.size += len(line) + 1
+
+    def full(self, policy: FlushPolicy) -> bool:
+        return len(self.lines) >= policy.records or self.size >= policy.bytes
+
     def due(self, policy: FlushPolicy, now: float) -> bool:
-        return len(self.lines) >= policy.records or self.size >= policy.bytes or now - self.opened_at >= policy.seconds
+        return self.full(policy) or now - self.opened_at >= policy.seconds
 
 
 @dataclass
@@ -94,29 +119,203 @@ class SinkStalled(RuntimeError):
     """``until_caught_up`` made no progress for too long: the reason is in the message."""
 
 
-class _DropRevoked(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no type information
-    """Partitions moving drop what was read from them and not yet stored, and rewind to it: whoever
-    owns a partition next reads again from its committed offset (the start of the dropped buffer)
-    and writes the same object key; the loader trims overlaps by offset. Committing here instead is
-    not possible: kafka-python runs this listener on its network thread, where a blocking commit
-    raises. A partition assigned back to this same member keeps its in-memory position unless it is
-    rewound, which would skip the dropped records."""
+@dataclass(frozen=True)
+class Message:
+    partition: Partition
+    offset: int
+    value: bytes | None
 
-    def __init__(self, sink: S3Sink) -> None:
-        self.sink = sink
-        self.rewind: dict[TopicPartition, int] = {}
 
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        for partition in revoked:
-            buffer = self.sink.buffers.pop(partition, None)
-            if buffer is not None:
-                self.rewind[partition] = buffer.start
+class Rebalance(Protocol):
+    def revoked(self, partitions: list[Partition]) -> None: ...
 
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        for partition in assigned:
-            if partition in self.rewind:
-                self.sink.consumer.seek(partition, self.rewind[partition])
-        self.rewind.clear()
+    def assigned(self, partitions: list[Partition]) -> None: ...
+
+
+class Consumer(Protocol):
+    """What the sink needs of a Kafka consumer client, whichever library implements it."""
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Message]: ...
+
+    def commit(self, partition: Partition, next_offset: int) -> None: ...
+
+    def seek(self, partition: Partition, offset: int) -> None: ...
+
+    def assignment(self) -> set[Partition]: ...
+
+    def read_to(self, partition: Partition) -> int:
+        """The offset the consumer has read up to (commit markers and aborted records included)."""
+        ...
+
+    def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]: ...
+
+    def close(self) -> None: ...
+
+
+class _ConfluentConsumer:
+    """librdkafka's consumer: cooperative rebalancing (only the partitions that move are revoked),
+    manual commits, committed records only."""
+
+    def __init__(self, bootstrap_servers: str, group_id: str, topics: list[str], rebalance: Rebalance) -> None:
+        from confluent_kafka import Consumer as Client
+        from confluent_kafka import KafkaException
+
+        self._consumer = Client(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+                # a crashed member's partitions move to the others after 10 s instead of 45 s
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 3_000,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+                "topic.metadata.refresh.interval.ms": 5_000,
+                # an end-of-partition event says how far a partition was read, commit markers included
+                "enable.partition.eof": True,
+            },
+            logger=logging.getLogger("librdkafka"),  # its connection chatter: Python logging, not stderr
+        )
+        self._ends: dict[Partition, int] = {}
+        try:  # a broker that does not answer fails here, not silently later
+            self._consumer.list_topics(timeout=10)
+        except KafkaException as error:
+            self._consumer.close()
+            raise ServiceDown(
+                f"Kafka at {bootstrap_servers} does not answer ({error.args[0].name()}): start it with "
+                "`pinpipe services up`, or set PINPIPE_KAFKA_PORT"
+            ) from error
+        self._rebalance = rebalance
+        self._consumer.subscribe(
+            topics,
+            on_assign=lambda _, partitions: rebalance.assigned([(p.topic, p.partition) for p in partitions]),
+            on_revoke=lambda _, partitions: rebalance.revoked([(p.topic, p.partition) for p in partitions]),
+            on_lost=lambda _, partitions: rebalance.revoked([(p.topic, p.partition) for p in partitions]),
+        )
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        from confluent_kafka import KafkaError
+
+        found = []
+        for message in self._consumer.consume(num_messages=max_records, timeout=timeout_s):
+            partition, offset, error = (
+                (str(message.topic()), int(message.partition() or 0)),
+                message.offset(),
+                message.error(),
+            )
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    self._ends[partition] = int(offset or 0)
+                    continue
+                if error.retriable() or not error.fatal():
+                    continue  # librdkafka retries by itself (a broker restarting, a leader moving)
+                raise ServiceDown(f"Kafka consumer failed: {error.str()}")
+            found.append(Message(partition, int(offset or 0), message.value()))
+        return found
+
+    def commit(self, partition: Partition, next_offset: int) -> None:
+        from confluent_kafka import TopicPartition
+
+        self._consumer.commit(offsets=[TopicPartition(*partition, next_offset)], asynchronous=False)
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        from confluent_kafka import TopicPartition
+
+        self._consumer.seek(TopicPartition(*partition, offset))
+
+    def assignment(self) -> set[Partition]:
+        return {(p.topic, p.partition) for p in self._consumer.assignment()}
+
+    def read_to(self, partition: Partition) -> int:
+        from confluent_kafka import TopicPartition
+
+        (found,) = self._consumer.position([TopicPartition(*partition)])
+        return max(int(found.offset), self._ends.get(partition, -1))
+
+    def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        from confluent_kafka import TopicPartition
+
+        # the last stable offset: a read_committed consumer stops before open transactions
+        return {p: int(self._consumer.get_watermark_offsets(TopicPartition(*p), timeout=10)[1]) for p in partitions}
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class _KafkaPythonConsumer:
+    """kafka-python's consumer (pure Python). Its rebalance listener runs on the network thread,
+    where a blocking commit raises: revoked partitions are dropped and rewound instead of flushed."""
+
+    def __init__(self, bootstrap_servers: str, group_id: str, topics: list[str], rebalance: Rebalance) -> None:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
+
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no type information
+            def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+                rebalance.revoked([(p.topic, p.partition) for p in revoked])
+
+            def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+                rebalance.assigned([(p.topic, p.partition) for p in assigned])
+
+        self._partition = TopicPartition
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=bootstrap_servers,
+                group_id=group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+                max_poll_records=10_000,
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=3_000,
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=16 * 1024 * 1024,
+                # a group leader that joined before it had the topics' metadata assigns nothing, and
+                # only notices the partitions at its next metadata refresh: keep that one short
+                metadata_max_age_ms=5_000,
+            )
+        except KafkaError as error:
+            raise ServiceDown(
+                f"Kafka at {bootstrap_servers} does not answer ({type(error).__name__}): start it with "
+                "`pinpipe services up`, or set PINPIPE_KAFKA_PORT"
+            ) from error
+        for topic in topics:  # and fetch the metadata before joining, so the first assignment has it
+            self._consumer.partitions_for_topic(topic)
+        self._consumer.subscribe(topics, listener=Listener())
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [
+            Message((partition.topic, partition.partition), message.offset, message.value)
+            for partition, messages in polled.items()
+            for message in messages
+        ]
+
+    def commit(self, partition: Partition, next_offset: int) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        self._consumer.commit({self._partition(*partition): OffsetAndMetadata(next_offset, "", -1)})
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        self._consumer.seek(self._partition(*partition), offset)
+
+    def assignment(self) -> set[Partition]:
+        return {(p.topic, p.partition) for p in self._consumer.assignment()}
+
+    def read_to(self, partition: Partition) -> int:
+        return int(self._consumer.position(self._partition(*partition)))
+
+    def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        ends = self._consumer.end_offsets([self._partition(*p) for p in partitions])
+        return {(p.topic, p.partition): int(end) for p, end in ends.items()}
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
 
 
 class S3Sink:
@@ -124,58 +323,63 @@ class S3Sink:
 
     def __init__(
         self,
-        bootstrap_servers: str,
-        topics: list[str],
+        consumer: Callable[[Rebalance], Consumer],
         s3_client: Any,
         bucket: str,
         *,
         prefix: str = "raw",
-        group_id: str = "pinpipe-s3-sink",
         policy: FlushPolicy = FlushPolicy(),
+        flush_revoked: bool = True,
     ) -> None:
         self.s3, self.bucket, self.prefix, self.policy = s3_client, bucket, prefix, policy
-        self.buffers: dict[TopicPartition, _Buffer] = {}
-        try:
-            self.consumer = self._connect(bootstrap_servers, group_id)
-        except KafkaError as error:
-            raise ServiceDown(
-                f"Kafka at {bootstrap_servers} does not answer ({type(error).__name__}): start it with "
-                "`pinpipe services up`, or set PINPIPE_KAFKA_PORT"
-            ) from error
-        for topic in topics:  # and fetch the metadata before joining, so the first assignment has it
-            self.consumer.partitions_for_topic(topic)
-        self.consumer.subscribe(topics, listener=_DropRevoked(self))
+        self.buffers: dict[Partition, _Buffer] = {}
         self.stats = SinkStats()
-
-    @staticmethod
-    def _connect(bootstrap_servers: str, group_id: str) -> KafkaConsumer:
-        return KafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=10_000,
-            # a crashed member's partitions move to the others after 10 s instead of Kafka's 45 s
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=3_000,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=16 * 1024 * 1024,
-            # a group leader that joined before it had the topics' metadata assigns nothing, and
-            # only notices the partitions at its next metadata refresh: keep that one short
-            metadata_max_age_ms=5_000,
-        )
+        self._flush_revoked = flush_revoked
+        self._rewind: dict[Partition, int] = {}
+        self._on_flush: Callable[[str, int], None] | None = None
+        self.consumer = consumer(self)
 
     @classmethod
     def from_settings(cls, settings: Settings, policy: FlushPolicy = FlushPolicy()) -> S3Sink:
-        """The sink of ``settings``: its broker, topics, bucket and consumer group."""
+        """The sink of ``settings``: its Kafka client, broker, topics, bucket and consumer group."""
+        topics = list(settings.topics)
+        kind = _ConfluentConsumer if settings.kafka_client == "confluent-kafka" else _KafkaPythonConsumer
+
+        def consumer(rebalance: Rebalance) -> Consumer:
+            return kind(settings.kafka_bootstrap_servers, settings.sink_group, topics, rebalance)
+
         return cls(
-            settings.kafka_bootstrap_servers,
-            list(settings.topics),
+            consumer,
             clients.s3_client(settings),
             settings.s3_bucket,
-            group_id=settings.sink_group,
             policy=policy,
+            flush_revoked=settings.kafka_client == "confluent-kafka",
         )
+
+    # --- rebalancing ---------------------------------------------------------------------------------
+
+    def revoked(self, partitions: list[Partition]) -> None:
+        """Partitions moving to another member: their buffers are stored and committed first
+        (librdkafka allows it in the callback), so the next owner starts right after them. With
+        kafka-python a blocking commit raises there: the buffers are dropped and the partitions
+        rewound to their start instead, and whoever owns them next reads those records again and
+        writes the same object key (the loader trims overlaps by offset)."""
+        for partition in partitions:
+            if partition not in self.buffers:
+                continue
+            if self._flush_revoked:
+                self._flush(partition)
+            else:
+                self._rewind[partition] = self.buffers.pop(partition).start
+
+    def assigned(self, partitions: list[Partition]) -> None:
+        # a partition assigned back to this member keeps its in-memory position unless rewound,
+        # which would skip the dropped records
+        for partition in partitions:
+            if partition in self._rewind:
+                self.consumer.seek(partition, self._rewind.pop(partition))
+
+    # --- consuming ----------------------------------------------------------------------------------
 
     def run(
         self,
@@ -187,60 +391,65 @@ class S3Sink:
     ) -> SinkStats:
         """Consume and flush until stopped, or, with ``until_caught_up``, until every partition's
         records up to the end offsets seen at start are stored and committed."""
-        targets: dict[TopicPartition, int] | None = None
+        self._on_flush = on_flush
+        targets: dict[Partition, int] | None = None
         progress_at, seen = time.monotonic(), -1
         try:
             while stop is None or not stop.is_set():
-                polled = self.consumer.poll(timeout_ms=200)
+                messages = self.consumer.poll(max_records=10_000, timeout_s=0.2)
                 if until_caught_up:
-                    read = sum(len(messages) for messages in polled.values()) + self.stats.records
+                    read = len(messages) + self.stats.records
                     if read != seen:
                         progress_at, seen = time.monotonic(), read
                     elif time.monotonic() - progress_at > stall_timeout_s:
                         raise SinkStalled(self._stall_report(targets))
-                for partition, messages in polled.items():
-                    for message in messages:
-                        buffer = self.buffers.setdefault(partition, _Buffer(message.offset))
-                        line = as_line(message.value)
-                        buffer.lines.append(line)
-                        buffer.size += len(line) + 1
-                        if len(buffer.lines) >= self.policy.records or buffer.size >= self.policy.bytes:
-                            self._flush(partition, on_flush)
+                for message in messages:
+                    buffer = self.buffers.get(message.partition)
+                    if buffer is None:
+                        buffer = self.buffers[message.partition] = _Buffer(message.offset)
+                    buffer.add(message.offset, message.value)
+                    if buffer.full(self.policy):
+                        self._flush(message.partition)
                 now = time.monotonic()
                 for partition in [p for p, b in self.buffers.items() if b.due(self.policy, now)]:
-                    self._flush(partition, on_flush)
+                    self._flush(partition)
                 if until_caught_up:
                     assigned = self.consumer.assignment()
                     if not assigned:
                         continue
                     if targets is None or set(targets) != assigned:
-                        targets = self.consumer.end_offsets(list(assigned))
-                    if all(self.consumer.position(p) >= end for p, end in targets.items()):
+                        targets = self.consumer.end_offsets(assigned)
+                    if all(self._read_through(p) >= end for p, end in targets.items()):
                         for partition in list(self.buffers):
-                            self._flush(partition, on_flush)
+                            self._flush(partition)
                         return self.stats
             return self.stats
         finally:
-            self.consumer.close(autocommit=False)
+            self.consumer.close()
 
-    def _stall_report(self, targets: dict[TopicPartition, int] | None) -> str:
+    def _read_through(self, partition: Partition) -> int:
+        buffer = self.buffers.get(partition)
+        return max(buffer.next_offset if buffer is not None else -1, self.consumer.read_to(partition))
+
+    def _stall_report(self, targets: dict[Partition, int] | None) -> str:
         assigned = self.consumer.assignment()
         behind = {
-            f"{p.topic}/{p.partition}": (self.consumer.position(p), end)
-            for p, end in (targets or {}).items()
-            if p in assigned and self.consumer.position(p) < end
+            f"{topic}/{number}": (self._read_through((topic, number)), end)
+            for (topic, number), end in (targets or {}).items()
+            if (topic, number) in assigned and self._read_through((topic, number)) < end
         }
         return f"sink made no progress: assigned {len(assigned)} partitions, behind (position, end): {behind or 'none'}"
 
-    def _flush(self, partition: TopicPartition, on_flush: Callable[[str, int], None] | None) -> None:
+    def _flush(self, partition: Partition) -> None:
         buffer = self.buffers.pop(partition)
         if not buffer.lines:
             return
-        key = object_key(self.prefix, partition.topic, partition.partition, buffer.start)
+        topic, number = partition
+        key = object_key(self.prefix, topic, number, buffer.start)
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"\n".join(buffer.lines) + b"\n")
-        next_offset = buffer.start + len(buffer.lines)
-        self.consumer.commit({partition: OffsetAndMetadata(next_offset, "", -1)})
-        self.stats.records += len(buffer.lines)
+        self.consumer.commit(partition, buffer.next_offset)
+        records = sum(1 for line in buffer.lines if line)
+        self.stats.records += records
         self.stats.objects += 1
-        if on_flush:
-            on_flush(key, len(buffer.lines))
+        if self._on_flush:
+            self._on_flush(key, records)

@@ -256,9 +256,10 @@ class StreamConsumer:
     def _slice(shard: _Shard) -> StreamSlice:
         payloads = [_payload(record["Data"]) for record in shard.buffered]
         records: pa.Table | list[bytes | Undecodable] | list[bytes] = payloads
-        lines = [p for p in payloads if isinstance(p, bytes) and b"\n" not in p]
+        # one record per line (an empty one would read as an offset without a record: not here)
+        lines = [p for p in payloads if isinstance(p, bytes) and p.strip() and b"\n" not in p and b"\r" not in p]
         if len(lines) == len(payloads):
-            records = parse_lines(shard.table, b"\n".join(lines))  # vectorised when every record is well formed
+            records = parse_lines(shard.table, b"\n".join(lines)).records  # vectorised when all are well formed
         columns = {
             "_shard_id": pa.array([shard.shard_id] * len(payloads), pa.string()),
             "_sequence_number": pa.array([r["SequenceNumber"] for r in shard.buffered], pa.string()),

@@ -1,5 +1,13 @@
 """The ingest API (FastAPI): Kafka REST Proxy v2 compatible topics and the seeds' Kinesis streams."""
 
-from ingestion.api.app import create_app
+from fastapi import FastAPI
 
-__all__ = ["create_app"]
+from ingestion.api.app import create_app
+from ingestion.config import Settings
+
+__all__ = ["app_from_environment", "create_app"]
+
+
+def app_from_environment() -> FastAPI:
+    """The API of the ``PINPIPE_*`` environment: what each worker process of `pinpipe api` serves."""
+    return create_app(Settings())

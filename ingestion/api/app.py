@@ -23,14 +23,14 @@ from ingestion import clients
 from ingestion.api.common import ApiError, Requests
 from ingestion.api.streams import streams_router
 from ingestion.api.topics import topics_router
-from ingestion.bus import KafkaBus, KinesisBus
+from ingestion.bus import KafkaBus, KinesisBus, kafka_bus
 from ingestion.config import Settings
 
 
 def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: KinesisBus | None = None) -> FastAPI:
     """The API for ``settings``; ``bus`` defaults to a Kafka producer on the configured broker and
     ``kinesis`` to a client of the configured Kinesis endpoint."""
-    kafka = bus or KafkaBus(settings.kafka_bootstrap_servers)
+    kafka = bus or kafka_bus(settings)
     streams = kinesis or KinesisBus(clients.kinesis_client(settings))
     requests = Requests(settings)
     metrics = requests.metrics

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from ingestion.config import Settings
+from ingestion.schemas import RAW_LIST_ADAPTERS, RawTable
 
 
 class ApiError(Exception):
@@ -52,21 +53,22 @@ class Requests:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"Request body over {limit} bytes.")
-        body = b""
+        chunks, size = [], 0
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
                 raise ApiError(413, f"Request body over {limit} bytes.")
-        return body
+        return b"".join(chunks)
 
     async def json(self, request: Request, accepted: set[str]) -> object:
         content_type = request.headers.get("content-type", "").split(";")[0].strip()
         if content_type not in accepted:
             raise ApiError(415, f"Content-Type must be one of {sorted(accepted)}, got {content_type!r}.")
         body = await self.body(request)
-        try:
-            return json.loads(body)
-        except ValueError as error:
+        try:  # strict JSON: no NaN or Infinity, no nesting deeper than 1,024
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as error:
             raise ApiError(400, f"Request body is not valid JSON: {error}") from None
 
 
@@ -76,6 +78,34 @@ def field_errors(where: str, error: ValidationError) -> str:
         location = ".".join(str(part) for part in problem["loc"])
         details.append(f"{where}.{location}: {problem['msg']}")
     return "; ".join(details)
+
+
+def raw_record_problems(table: RawTable, values: list[dict[str, Any]], where: str) -> list[str]:
+    """What is wrong with each invalid record of ``values`` (one validation of the whole list), each
+    named by ``where`` formatted with its index; empty when all are valid."""
+    try:
+        RAW_LIST_ADAPTERS[table].validate_python(values)
+    except ValidationError as error:
+        by_record: dict[int, list[str]] = {}
+        for problem in error.errors():
+            index, *location = problem["loc"]
+            by_record.setdefault(int(index), []).append(
+                f"{where.format(index)}.{'.'.join(map(str, location))}: {problem['msg']}"
+            )
+        return ["; ".join(found) for _, found in sorted(by_record.items())]
+    return []
+
+
+def encoded_records(values: list[dict[str, Any]], where: str) -> list[bytes] | ApiError:
+    """Each record as the JSON bytes produced to the bus, or the error naming the records that cannot
+    be written as JSON other consumers can read (a lone surrogate in a string, say)."""
+    encoded, problems = [], []
+    for index, value in enumerate(values):
+        try:
+            encoded.append(orjson.dumps(value))
+        except orjson.JSONEncodeError as error:
+            problems.append(f"{where.format(index)}: not encodable as JSON: {error}")
+    return invalid_records(problems, "put") if problems else encoded
 
 
 def invalid_records(problems: list[str], what: str) -> ApiError:

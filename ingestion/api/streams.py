@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -45,10 +46,10 @@ def _stream_payload(data: dict[str, Any] | str) -> dict[str, Any]:
     if isinstance(data, dict):
         return data
     try:
-        value = json.loads(data)
+        value = orjson.loads(data)
     except ValueError:
         try:
-            value = json.loads(base64.b64decode(data, validate=True))
+            value = orjson.loads(base64.b64decode(data, validate=True))
         except (ValueError, binascii.Error):
             raise ValueError("not a JSON object, nor a JSON string or base64 of one") from None
     if not isinstance(value, dict):
@@ -66,7 +67,10 @@ def _stream_record(table: RawTable, where: str, data: dict[str, Any] | str, key:
         RAW_MODELS[table].model_validate(payload)
     except ValidationError as error:
         return field_errors(f"{where}.Data", error)
-    return json.dumps(payload, ensure_ascii=False).encode(), key or str(payload[KEY_FIELD[table]])
+    try:
+        return orjson.dumps(payload), key or str(payload[KEY_FIELD[table]])
+    except orjson.JSONEncodeError as error:  # a lone surrogate: not JSON another consumer can read
+        return f"{where}.Data: not encodable as JSON: {error}"
 
 
 def _writable(stream: str, body_stream: str | None) -> RawTable:

@@ -6,11 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from ingestion.api.common import ApiError, Requests, field_errors, invalid_records, parsed
+from ingestion.api.common import (
+    ApiError,
+    Requests,
+    encoded_records,
+    invalid_records,
+    parsed,
+    raw_record_problems,
+)
 from ingestion.bus import BusError, KafkaBus
-from ingestion.schemas import KAFKA_JSON, KEY_FIELD, RAW_MODELS
+from ingestion.schemas import KAFKA_JSON, KEY_FIELD
 
 ACCEPTED_CONTENT_TYPES = {KAFKA_JSON, "application/json"}
 
@@ -37,20 +44,18 @@ def topics_router(requests: Requests, bus: KafkaBus) -> APIRouter:
         payload = await requests.json(request, ACCEPTED_CONTENT_TYPES)
         produce_request = parsed(ProduceRequest, payload, '{"records": [{"key"?, "value"}]}')
         table = settings.topic_tables[topic]
-        problems = []
-        for index, record in enumerate(produce_request.records):
-            try:
-                RAW_MODELS[table].model_validate(record.value)
-            except ValidationError as error:
-                problems.append(field_errors(f"records[{index}].value", error))
+        values = [record.value for record in produce_request.records]
+        problems = raw_record_problems(table, values, "records[{}].value")
         if problems:
-            metrics.rejected.labels(topic).inc(len(produce_request.records))
+            metrics.rejected.labels(topic).inc(len(values))
             raise invalid_records(problems, "produced")
+        encoded = encoded_records(values, "records[{}].value")
+        if isinstance(encoded, ApiError):
+            metrics.rejected.labels(topic).inc(len(values))
+            raise encoded
         # the post's key partitions its pin, geo and user records alike, unless the client sets one
-        keyed = [
-            (str(record.key if record.key is not None else record.value[KEY_FIELD[table]]), record.value)
-            for record in produce_request.records
-        ]
+        keys = [r.key if r.key is not None else r.value[KEY_FIELD[table]] for r in produce_request.records]
+        keyed = [(str(key).encode(), value) for key, value in zip(keys, encoded, strict=True)]
         try:
             acknowledgements = await run_in_threadpool(bus.send, topic, keyed)
         except BusError as error:

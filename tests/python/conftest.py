@@ -51,9 +51,16 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     broker.down()
 
 
-@pytest.fixture
-def stack(s3_server: S3Server, kafka_broker: KafkaBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings for one test on the real services: its own topics, bucket, lake, warehouse and API port."""
+@pytest.fixture(params=["confluent-kafka", "kafka-python"])
+def stack(
+    s3_server: S3Server,
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Settings:
+    """Settings for one test on the real services, with each Kafka client: its own topics, bucket,
+    lake, warehouse and API port."""
     monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
     run = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -68,6 +75,7 @@ def stack(s3_server: S3Server, kafka_broker: KafkaBroker, tmp_path: Path, monkey
         lake=f"s3://test-{run}/lake",
         warehouse=str(tmp_path / "warehouse.duckdb"),
         api_port=free_port(),
+        kafka_client=request.param,
     )
     s3_server.ensure_bucket(settings.s3_bucket)
     KafkaBroker(settings).ensure_topics()

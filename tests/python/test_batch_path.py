@@ -88,12 +88,7 @@ def _s3_records(settings: Settings) -> list[tuple[str, int, int]]:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = {
-        f"PINPIPE_{name.upper()}": json.dumps(list(value)) if isinstance(value, tuple) else str(value)
-        for name, value in settings.model_dump().items()
-        if value is not None
-    }
-    return {**os.environ, **env}
+    return {**os.environ, **settings.environment()}
 
 
 def _end_offsets(settings: Settings) -> dict[TopicPartition, int]:
@@ -159,7 +154,9 @@ def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> No
         "from ingestion.config import Settings; from ingestion.load import load_raw_objects;"
         "load_raw_objects(Settings())"
     )
-    loader = subprocess.Popen([sys.executable, "-c", script], env=_env(stack))
+    loader = subprocess.Popen(
+        [sys.executable, "-c", script], env=_env(stack.model_copy(update={"load_commit_records": 300}))
+    )
     kill_once_committed(loader, Lake.from_settings(stack), "pin", version=5, timeout=60)
     assert len(_bronze_offsets(stack)) < 12_000  # killed mid-load
 
