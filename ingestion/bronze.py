@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import yaml
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.schemas import (
@@ -81,19 +81,35 @@ class Lake:
 
     root: str
     storage_options: dict[str, str] | None = None
+    # tables opened by this Lake: reading a whole log again on every look costs the loader most of its time
+    _opened: dict[str, DeltaTable] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
         return cls(settings.lake, settings.storage_options)
 
+    def __reduce__(self) -> tuple[type[Lake], tuple[str, dict[str, str] | None]]:
+        return Lake, (self.root, self.storage_options)  # a child process opens its own tables
+
     def uri(self, table: str) -> str:
         return f"{self.root.rstrip('/')}/bronze/{table}"
 
     def delta_table(self, table: str) -> DeltaTable | None:
+        """``bronze/<table>`` at its latest version (other writers' commits included), or None if it
+        does not exist yet. Opened once, then brought up to date by reading only the newer log entries."""
+        opened = self._opened.get(table)
+        if opened is not None:
+            try:
+                opened.update_incremental()
+                return opened
+            except (DeltaError, OSError):  # its log entries since cleaned up, or the table gone: open it anew
+                del self._opened[table]
         try:
-            return DeltaTable(self.uri(table), storage_options=self.storage_options)
+            opened = DeltaTable(self.uri(table), storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+        self._opened[table] = opened
+        return opened
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,11 @@ class AppendResult:
 def committed_offset(lake: Lake, table: str, stream: str) -> int:
     """The next offset of ``stream`` to load into ``table``: 0 when the stream never wrote there."""
     return _next_offset(lake.delta_table(table), stream)
+
+
+def committed_offsets(lake: Lake, table: str) -> Callable[[str], int]:
+    """``committed_offset`` of any stream, read from one look at the table's log."""
+    return partial(_next_offset, lake.delta_table(table))
 
 
 def ensure_tables(lake: Lake) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ingestion.config import Settings
 
@@ -21,8 +21,7 @@ class BusError(RuntimeError):
     """The bus did not acknowledge a record: the caller must not report it as stored."""
 
 
-@dataclass(frozen=True)
-class Acknowledgement:
+class Acknowledgement(NamedTuple):  # one per record: a tuple is the cheapest to make
     partition: int
     offset: int
 

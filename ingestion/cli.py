@@ -295,11 +295,12 @@ def load_command(
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between loads, never mid-load
         signal.signal(stop_signal, lambda *_: stop.set())
     tally = _BronzeTally()
+    loader = load.RawObjectLoader(settings, source)
     with _progress() as progress:
         task = progress.add_task(f"{source or 'S3'} objects → bronze, every {every:g} s", total=None)
         while not stop.is_set():
             started = time.monotonic()
-            for result in load.load_raw_objects(settings, source=source):
+            for result in loader.load():
                 tally.add(result)
                 progress.advance(task, result.appended + result.quarantined)
             stop.wait(max(0.0, every - (time.monotonic() - started)))

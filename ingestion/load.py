@@ -8,7 +8,6 @@ with its rows, so a rerun, a crash mid-load or overlapping input never loads a r
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from ingestion.bronze import (
     append,
     append_slices,
     committed_offset,
+    committed_offsets,
     ensure_tables,
     parse_lines,
 )
@@ -218,39 +218,52 @@ def load_raw_objects(
     source: str | None = None,
     on_commit: Callable[[AppendResult, list[RawFile]], None] | None = None,
 ) -> list[AppendResult]:
-    """Append every raw record not yet in bronze from ``source`` (an ``s3://`` prefix or a local
-    folder; default the sink's ``s3://<bucket>/raw``), stream by stream in offset order, several
-    objects and partitions per Delta commit (``on_commit`` is told of each).
+    """Append every raw record not yet in bronze from ``source``; see ``RawObjectLoader``."""
+    return RawObjectLoader(settings, source).load(on_commit)
+
+
+class RawObjectLoader:
+    """Appends raw records to bronze from ``source`` (an ``s3://`` prefix or a local folder; default
+    the sink's ``s3://<bucket>/raw``), stream by stream in offset order, several objects and
+    partitions per Delta commit. One loader keeps its client and open tables between loads.
 
     Each Kafka partition is a stream (``kafka/<topic>/<partition>``), as is each backfill file, whose
     next offset is committed in the Delta log with the rows; an object's lines below it are skipped,
     so a rerun, a crash mid-load, or overlapping objects from a restarted sink never load a record
     twice, and a missing range of offsets stops the load (``GapError``) instead of being skipped.
     """
-    store = _store(settings, source)
-    lake = Lake.from_settings(settings)
-    ensure_tables(lake)
-    results: list[AppendResult] = []
-    for topic, table in settings.topic_tables.items():
-        batch = _Batch(lake, table, settings.load_commit_records, on_commit, results)
-        loaded = functools.partial(committed_offset, lake, table)
-        for stream, files in _streams(store, topic, loaded).items():
-            done = committed_offset(lake, table, stream)
-            # the last object starting at or before `done` may hold records from `done` on
-            first = max((i for i, f in enumerate(files) if f.start <= done), default=0)
-            for raw in files[first:]:
-                if raw.start > done:
-                    batch.end_stream()
-                    batch.commit()  # what came before the gap is loaded all the same
-                    raise GapError(
-                        f"{stream}: bronze holds offsets below {done}, the next object {raw.key} starts at {raw.start}"
-                    )
-                lines = parse_lines(table, store.read(raw.key))  # one line per offset
-                batch.add(raw, lines, f"{store.where}/{raw.key}", overlaps=raw.start < done)
-                done = max(done, raw.start + lines.span)
-            batch.end_stream()
-        batch.commit()
-    return results
+
+    def __init__(self, settings: Settings, source: str | None = None) -> None:
+        self.settings = settings
+        self.store = _store(settings, source)
+        self.lake = Lake.from_settings(settings)
+        ensure_tables(self.lake)
+
+    def load(self, on_commit: Callable[[AppendResult, list[RawFile]], None] | None = None) -> list[AppendResult]:
+        """Every record not yet in bronze (``on_commit`` is told of each commit)."""
+        store, lake = self.store, self.lake
+        results: list[AppendResult] = []
+        for topic, table in self.settings.topic_tables.items():
+            batch = _Batch(lake, table, self.settings.load_commit_records, on_commit, results)
+            loaded = committed_offsets(lake, table)
+            for stream, files in _streams(store, topic, loaded).items():
+                done = loaded(stream)
+                # the last object starting at or before `done` may hold records from `done` on
+                first = max((i for i, f in enumerate(files) if f.start <= done), default=0)
+                for raw in files[first:]:
+                    if raw.start > done:
+                        batch.end_stream()
+                        batch.commit()  # what came before the gap is loaded all the same
+                        raise GapError(
+                            f"{stream}: bronze holds offsets below {done}, "
+                            f"the next object {raw.key} starts at {raw.start}"
+                        )
+                    lines = parse_lines(table, store.read(raw.key))  # one line per offset
+                    batch.add(raw, lines, f"{store.where}/{raw.key}", overlaps=raw.start < done)
+                    done = max(done, raw.start + lines.span)
+                batch.end_stream()
+            batch.commit()
+        return results
 
 
 class _Batch:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ingestion import clients
 from ingestion.config import Settings
@@ -62,7 +62,7 @@ def as_line(value: bytes | None) -> bytes:
     an offset without a record)."""
     if value is None:
         return b"null"
-    if not value.strip():
+    if not value or value.isspace():
         return json.dumps(value.decode("utf-8", errors="replace")).encode()
     if b"\n" not in value and b"\r" not in value:
         return value
@@ -119,8 +119,7 @@ class SinkStalled(RuntimeError):
     """``until_caught_up`` made no progress for too long: the reason is in the message."""
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):  # a tuple: made once per record, where a dataclass costs 3x more
     partition: Partition
     offset: int
     value: bytes | None

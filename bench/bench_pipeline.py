@@ -1,0 +1,298 @@
+"""The batch path as production runs it: posting client, API, sink and loader all at once, on the
+real services (Kafka, versitygw) this script starts; and each stage alone. Both Kafka clients.
+
+Every component is a process of its own, started the way a user starts it (`pinpipe api`,
+`pinpipe sink`, `pinpipe load --every`, `pinpipe emulate --to api`). The pipelined figure is posts/s
+from the first POST to the last bronze commit (every record of every topic committed in bronze,
+read from the Delta log's offsets). Alone: the posting client and the API into Kafka (records/s
+acknowledged), the sink draining a full backlog (records/s stored), the loader on the stored
+objects (records/s in bronze). CPU seconds per process are reported beside.
+
+    .venv/bin/python bench/bench_pipeline.py                          # 100k and 1M posts, both clients
+    .venv/bin/python bench/bench_pipeline.py --posts 30000 --clients confluent-kafka
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from ingestion.bronze import Lake
+from ingestion.config import Settings
+from ingestion.services import KafkaBroker, S3Server, free_port
+
+PINPIPE = [sys.executable, "-m", "ingestion"]
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings.environment(), "PINPIPE_API_URL": f"http://127.0.0.1:{settings.api_port}"}
+
+
+@contextmanager
+def _running(name: str, command: list[str], settings: Settings, logs: Path) -> Iterator[psutil.Process]:
+    """A component as a process of its own (and its children: the API's workers), stopped on exit."""
+    with (logs / f"{name}.log").open("wb") as log:
+        process = subprocess.Popen(
+            command, env=_env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield psutil.Process(process.pid)
+    finally:
+        if process.poll() is None:
+            # SIGINT: what py-spy, when it wraps the component, answers by writing its profile
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    """CPU time of the process and its children so far (an exited child is no longer counted)."""
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _wait_api(settings: Settings, timeout: float = 60) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{settings.api_port}/healthz", timeout=5).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the API did not start")
+        time.sleep(0.2)
+
+
+def _in_bronze(settings: Settings) -> int:
+    """Records committed in bronze: the sum of every Kafka partition stream's next offset."""
+    lake, total = Lake.from_settings(settings), 0
+    for topic, table in settings.topic_tables.items():
+        delta = lake.delta_table(table)
+        if delta is None:
+            continue
+        for partition in range(settings.kafka_partitions):
+            total += delta.transaction_version(f"kafka/{topic}/{partition}") or 0
+    return total
+
+
+def _fresh(base: Settings, client: str) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    settings = base.model_copy(
+        update={
+            "topics": (f"pin-{run}", f"geo-{run}", f"user-{run}"),
+            "s3_bucket": f"bench-{run}",
+            "sink_group": f"sink-{run}",
+            "lake": f"s3://bench-{run}/lake",
+            "kafka_client": client,
+            "api_port": free_port(),
+        }
+    )
+    S3Server(settings).ensure_bucket(settings.s3_bucket)
+    KafkaBroker(settings).ensure_topics()
+    return settings
+
+
+def _post_command(posts: int, batch: int, concurrency: int, settings: Settings) -> list[str]:
+    return [
+        *PINPIPE,
+        "emulate",
+        "--to",
+        "api",
+        "--posts",
+        str(posts),
+        "--batch-size",
+        str(batch),
+        "--concurrency",
+        str(concurrency),
+        "--api-url",
+        f"http://127.0.0.1:{settings.api_port}",
+    ]
+
+
+def _profiled(name: str, command: list[str], profile: Path | None) -> list[str]:
+    """The command, run under py-spy (sampling, folded stacks into ``profile/<name>.txt``) if asked."""
+    if profile is None:
+        return command
+    output = str(profile / f"{name}.txt")
+    return [PY_SPY, "record", "--format", "raw", "--subprocesses", "--rate", "200", "-o", output, "--", *command]
+
+
+def _hot_spots(profile: Path, name: str, top: int = 8) -> list[tuple[str, float]]:
+    """The functions a profiled component spent its samples in (self time), as shares."""
+    selves: dict[str, int] = {}
+    total = 0
+    for line in (profile / f"{name}.txt").read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        selves[leaf] = selves.get(leaf, 0) + int(count)
+        total += int(count)
+    return [(leaf, n / total) for leaf, n in sorted(selves.items(), key=lambda item: -item[1])[:top]]
+
+
+def pipelined(
+    base: Settings, client: str, posts: int, batch: int, concurrency: int, logs: Path, profile: Path | None = None
+) -> dict[str, float]:
+    settings = _fresh(base, client)
+    records = 3 * posts
+    with (
+        _running("api", _profiled("api", [*PINPIPE, "api"], profile), settings, logs) as api,
+        _running("sink", _profiled("sink", [*PINPIPE, "sink"], profile), settings, logs) as sink,
+        _running(
+            "loader", _profiled("loader", [*PINPIPE, "load", "--every", "0.5"], profile), settings, logs
+        ) as loader,
+    ):
+        _wait_api(settings)
+        started = time.perf_counter()
+        poster = subprocess.run(
+            _profiled("poster", _post_command(posts, batch, concurrency, settings), profile),
+            env=_env(settings),
+            capture_output=True,
+            text=True,
+        )
+        if poster.returncode != 0:
+            raise RuntimeError(poster.stdout + poster.stderr)
+        posted = time.perf_counter() - started
+        while _in_bronze(settings) < records:
+            if time.perf_counter() - started > 3600:
+                raise RuntimeError(f"only {_in_bronze(settings):,} of {records:,} records reached bronze")
+            time.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        cpu = {name: _cpu_seconds(p) for name, p in (("api", api), ("sink", sink), ("loader", loader))}
+    return {
+        "posts_per_s": posts / elapsed,
+        "seconds": elapsed,
+        "posting_s": posted,
+        **{f"{k}_cpu_s": v for k, v in cpu.items()},
+    }
+
+
+def alone(base: Settings, client: str, posts: int, batch: int, concurrency: int, logs: Path) -> dict[str, float]:
+    settings = _fresh(base, client)
+    records = 3 * posts
+    with _running("api-alone", [*PINPIPE, "api"], settings, logs) as api:
+        _wait_api(settings)
+        started = time.perf_counter()
+        subprocess.run(
+            _post_command(posts, batch, concurrency, settings), env=_env(settings), check=True, capture_output=True
+        )
+        api_s = time.perf_counter() - started
+        api_cpu = _cpu_seconds(api)
+    started = time.perf_counter()
+    subprocess.run([*PINPIPE, "sink", "--until-caught-up"], env=_env(settings), check=True, capture_output=True)
+    sink_s = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run([*PINPIPE, "load"], env=_env(settings), check=True, capture_output=True)
+    load_s = time.perf_counter() - started
+    assert _in_bronze(settings) == records
+    return {
+        "api_records_per_s": records / api_s,
+        "api_cpu_s": api_cpu,
+        "sink_records_per_s": records / sink_s,
+        "load_records_per_s": records / load_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--posts", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--clients", nargs="*", default=["confluent-kafka", "kafka-python"])
+    parser.add_argument("--batch-size", type=int, default=500, help="posts per request")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    parser.add_argument("--profile", type=Path, help="only the pipelined run, each component under py-spy; "
+                        "folded stacks and hot spots into this folder")  # fmt: skip
+    args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        state = Path(scratch) / "state"
+        logs = Path(scratch) / "logs"
+        logs.mkdir()
+        base = Settings(
+            state_dir=state,
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            s3_port=free_port(),
+            kafka_partitions=3,
+        ).with_local_s3()
+        servers = [S3Server(base), KafkaBroker(base)]
+        for server in servers:
+            server.up()
+        try:
+            for client in args.clients:
+                for posts in args.posts:
+                    row = {"client": client, "posts": posts}
+                    if args.profile is not None:
+                        row |= pipelined(base, client, posts, args.batch_size, args.concurrency, logs, args.profile)
+                        for name in ("poster", "api", "sink", "loader"):
+                            print(name, [(leaf, f"{share:.0%}") for leaf, share in _hot_spots(args.profile, name)])
+                        continue
+                    row |= alone(base, client, posts, args.batch_size, args.concurrency, logs)
+                    row |= pipelined(base, client, posts, args.batch_size, args.concurrency, logs)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+        finally:
+            for server in servers:
+                server.down()
+    table = Table(
+        title=f"batch path, {platform.machine()}, {os.cpu_count()} cores, Kafka and versitygw on the same machine"
+    )
+    for column in (
+        "client",
+        "posts",
+        "pipelined posts/s",
+        "API alone records/s",
+        "sink alone records/s",
+        "loader alone records/s",
+        "API CPU s",
+        "sink CPU s",
+        "loader CPU s",
+    ):
+        table.add_column(column, justify="right")
+    for row in rows:
+        if "api_records_per_s" not in row:
+            continue
+        table.add_row(
+            row["client"],
+            f"{row['posts']:,}",
+            f"{row['posts_per_s']:,.0f}",
+            f"{row['api_records_per_s']:,.0f}",
+            f"{row['sink_records_per_s']:,.0f}",
+            f"{row['load_records_per_s']:,.0f}",
+            f"{row['api_cpu_s']:.0f}",
+            f"{row['sink_cpu_s']:.0f}",
+            f"{row['loader_cpu_s']:.0f}",
+        )
+    Console(width=200).print(table)
+
+
+if __name__ == "__main__":
+    main()
