@@ -35,6 +35,7 @@ from ingestion.schemas import (
     RAW_ARROW_SCHEMAS,
     RawTable,
     bronze_schema,
+    is_key,
     payload_fields,
     stream_bronze_schema,
 )
@@ -416,8 +417,8 @@ def _identified(table: RawTable, raw: object) -> dict[str, Any]:
         raise _Unidentifiable(f"not a JSON object but {type(raw).__name__}")
     key = KEY_FIELD[table]
     value = raw.get(key)
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
-        raise _Unidentifiable(f"field {key!r} must be an integer key, got {json.dumps(value)}")
+    if not is_key(value):
+        raise _Unidentifiable(f"field {key!r} must be an integer key within bigint, got {json.dumps(value)}")
     return raw
 
 

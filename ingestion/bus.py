@@ -1,17 +1,23 @@
 """The message bus behind the ingest API: Kafka topics and Kinesis streams.
 
-Kafka is written with an idempotent producer that waits for every in-sync replica (``acks=all``):
-librdkafka's (confluent-kafka) by default, kafka-python's with ``PINPIPE_KAFKA_CLIENT=kafka-python``.
-A record is reported stored only with the partition and offset Kafka gave it.
+Kafka is written with a transactional producer (idempotent, ``acks=all``): librdkafka's
+(confluent-kafka) by default, kafka-python's with ``PINPIPE_KAFKA_CLIENT=kafka-python``. A record
+is reported stored only once the transaction holding it is committed, with the partition and
+offset Kafka gave it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
+import socket
 import threading
-import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 from ingestion.config import Settings
@@ -19,6 +25,15 @@ from ingestion.config import Settings
 
 class BusError(RuntimeError):
     """The bus did not acknowledge a record: the caller must not report it as stored."""
+
+
+class RecordRefused(BusError):
+    """Kafka refused a record for what it is (too large for the topic, say): retrying cannot help.
+    ``request`` is the caller's place in a group commit, ``index`` the record's in its request."""
+
+    def __init__(self, request: int, index: int, reason: str) -> None:
+        super().__init__(f"record {index}: {reason}")
+        self.request, self.index = request, index
 
 
 class Acknowledgement(NamedTuple):  # one per record: a tuple is the cheapest to make
@@ -31,7 +46,8 @@ Record = tuple[bytes, bytes]  # (key, value), encoded
 
 class KafkaBus(Protocol):
     def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
-        """Produce the records to ``topic``; each one's partition and offset once Kafka acknowledged it."""
+        """Produce the records to ``topic`` all or none; each one's partition and offset once the
+        transaction holding them is committed."""
         ...
 
     def healthy(self, topic: str) -> bool: ...
@@ -40,113 +56,203 @@ class KafkaBus(Protocol):
 
 
 def kafka_bus(settings: Settings, *, timeout_s: float = 30) -> KafkaBus:
-    """The producer of the configured Kafka client."""
-    if settings.kafka_client == "kafka-python":
-        return KafkaPythonBus(settings.kafka_bootstrap_servers, timeout_s=timeout_s)
-    return ConfluentBus(settings.kafka_bootstrap_servers, timeout_s=timeout_s)
+    """The transactional producer of the configured Kafka client, one per process."""
+    producer = KafkaPythonProducer if settings.kafka_client == "kafka-python" else ConfluentProducer
+    return TransactionalBus(producer(settings.kafka_bootstrap_servers, timeout_s), timeout_s=timeout_s)
 
 
 @dataclass
-class _Deliveries:
-    """The delivery reports of one request's records, filled in by librdkafka's callbacks."""
+class _Request:
+    """One caller's records, waiting for the transaction that holds them to commit or abort."""
 
-    count: int
-    acknowledgements: list[Acknowledgement | None] = field(init=False)
-    errors: list[str] = field(default_factory=list)
-    remaining: int = field(init=False)
+    topic: str
+    records: Sequence[Record]
+    acknowledgements: list[Acknowledgement] = field(default_factory=list)
+    error: BusError | None = None
     done: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        self.acknowledgements = [None] * self.count
-        self.remaining = self.count
-        if not self.count:
-            self.done.set()
-
-    def report(self, index: int, error: Any, message: Any) -> None:
-        with self.lock:
-            if error is not None:
-                self.errors.append(str(error))
-            else:
-                self.acknowledgements[index] = Acknowledgement(message.partition(), message.offset())
-            self.remaining -= 1
-            if not self.remaining:
-                self.done.set()
 
 
-class ConfluentBus:
-    """librdkafka's producer, shared by every request of a process; a background thread serves its
-    delivery reports, and each request waits for its own records' reports."""
+class Producer(Protocol):
+    """A Kafka client's transactional producer, used from one thread."""
 
-    def __init__(self, bootstrap_servers: str, *, timeout_s: float = 30) -> None:
-        self.bootstrap_servers, self.timeout_s = bootstrap_servers, timeout_s
-        self._producer: Any = None
-        self._connecting = threading.Lock()
+    def publish(self, requests: Sequence[_Request]) -> None:
+        """Produce every request's records in one transaction and commit it; on failure abort it,
+        recreate the producer if it cannot go on, and raise ``BusError`` (``RecordRefused`` when a
+        record itself was refused)."""
+        ...
+
+    def healthy(self, topic: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class TransactionalBus:
+    """Every request is all or nothing: its records are produced in a Kafka transaction, which the
+    sink's ``read_committed`` consumer sees whole or not at all, so a failed request retried by its
+    client is stored once. Requests that arrive together share a transaction (group commit: one
+    commit round trip for many requests); a thread of their own produces them, and each caller waits
+    for its own. When one request's record is refused, the others of its transaction fail with a
+    retryable error and none of them is stored."""
+
+    MAX_GROUP_RECORDS = 100_000
+
+    def __init__(self, producer: Producer, *, timeout_s: float = 30) -> None:
+        self.producer, self.timeout_s = producer, timeout_s
+        self._queue: queue.Queue[_Request] = queue.Queue()
         self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
 
-    def _connected(self) -> Any:
-        """Connected on first use: an API serving only Kinesis streams needs no broker."""
-        from confluent_kafka import Producer
+    def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
+        if not records:
+            return []
+        with self._starting:  # started on first use: an API serving only Kinesis streams needs no broker
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._commit_groups, name="kafka-transactions", daemon=True)
+                self._thread.start()
+        request = _Request(topic, records)
+        self._queue.put(request)
+        waited = self.timeout_s * 3  # acknowledgements, then the commit, then an abort
+        if not request.done.wait(waited):
+            raise BusError(f"Kafka did not commit the records in {waited:g} s")
+        if request.error is not None:
+            raise request.error
+        return request.acknowledgements
 
-        with self._connecting:
+    def _commit_groups(self) -> None:
+        while not self._stop.is_set():
+            try:
+                group = [self._queue.get(timeout=0.1)]
+            except queue.Empty:
+                continue
+            size = len(group[0].records)
+            while size < self.MAX_GROUP_RECORDS:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+                size += len(group[-1].records)
+            try:
+                self.producer.publish(group)
+            except RecordRefused as error:
+                shared = BusError("Kafka aborted the transaction this request shared with a refused record; retry it")
+                for number, request in enumerate(group):
+                    request.error = error if number == error.request else shared
+            except BusError as error:
+                for request in group:
+                    request.error = error
+            except Exception as error:  # noqa: BLE001 - never leave a caller waiting on this thread
+                for request in group:
+                    request.error = BusError(f"Kafka producer failed: {error}")
+            for request in group:
+                request.done.set()
+
+    def healthy(self, topic: str) -> bool:
+        return self.producer.healthy(topic)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout_s)
+        self.producer.close()
+
+
+def _transactional_id() -> str:
+    # unique per live process, so a second API process never fences the first; kept for the process's
+    # life, so a producer made again after a failure fences the old one and ends its open transaction
+    return f"pinpipe-api-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class ConfluentProducer:
+    """librdkafka's transactional producer (idempotent, ``acks=all``)."""
+
+    ABORT_TIMEOUT_S = 5.0  # an abort that cannot reach the broker is left to the broker's transaction timeout
+
+    def __init__(self, bootstrap_servers: str, timeout_s: float) -> None:
+        self.bootstrap_servers, self.timeout_s = bootstrap_servers, timeout_s
+        self.transactional_id = _transactional_id()
+        self._producer: Any = None
+        self._making = threading.Lock()  # the health check may make it too
+
+    def _ready(self, timeout_s: float) -> Any:
+        from confluent_kafka import KafkaException, Producer
+
+        with self._making:
             if self._producer is None:
-                self._producer = Producer(
+                producer = Producer(
                     {
                         "bootstrap.servers": self.bootstrap_servers,
-                        "enable.idempotence": True,  # with acks=all: no duplicate and no reordering on retry
-                        "acks": "all",
+                        "transactional.id": self.transactional_id,
+                        "transaction.timeout.ms": int(self.timeout_s * 1000),
                         "linger.ms": 5,
                         "batch.size": 1024 * 1024,
                         "batch.num.messages": 100_000,
                         "queue.buffering.max.messages": 1_000_000,
                         "queue.buffering.max.kbytes": 1024 * 1024,
-                        "message.timeout.ms": int(self.timeout_s * 1000),
                     },
-                    logger=logging.getLogger(
-                        "librdkafka"
-                    ),  # librdkafka's connection chatter: Python logging, not stderr
+                    logger=logging.getLogger("librdkafka"),  # its connection chatter: Python logging, not stderr
                 )
-                self._poller = threading.Thread(target=self._serve_reports, name="kafka-deliveries", daemon=True)
-                self._poller.start()
+                try:
+                    producer.init_transactions(timeout_s)
+                except KafkaException as error:
+                    raise BusError(f"Kafka unavailable at {self.bootstrap_servers}: {error.args[0].str()}") from None
+                self._producer = producer
             return self._producer
 
-    def _serve_reports(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
+    def publish(self, requests: Sequence[_Request]) -> None:
+        from confluent_kafka import KafkaError, KafkaException
 
-    def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
+        producer = self._ready(self.timeout_s)
+        refused: list[tuple[int, RecordRefused]] = []  # (size, refusal)
+
+        def acknowledge(request: int, record: int, error: Any, message: Any) -> None:
+            if error is None:
+                requests[request].acknowledgements[record] = Acknowledgement(message.partition(), message.offset())
+            elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                refused.append((len(message), RecordRefused(request, record, error.str())))
+
+        try:
+            producer.begin_transaction()
+            for r, request in enumerate(requests):
+                request.acknowledgements = [Acknowledgement(-1, -1)] * len(request.records)
+                for i, (key, value) in enumerate(request.records):
+                    report = partial(acknowledge, r, i)
+                    try:
+                        producer.produce(request.topic, value=value, key=key, on_delivery=report)
+                    except BufferError:  # the local queue is full: send what it holds, then once more
+                        producer.flush(self.timeout_s)
+                        producer.produce(request.topic, value=value, key=key, on_delivery=report)
+            unacknowledged = producer.flush(self.timeout_s)  # serves the delivery reports
+            if unacknowledged:
+                self._abort()
+                raise BusError(f"Kafka did not acknowledge {unacknowledged} records in {self.timeout_s:g} s")
+            producer.commit_transaction(self.timeout_s)
+        except (KafkaException, BufferError) as error:
+            kafka_error = error.args[0] if isinstance(error, KafkaException) else None
+            self._abort()
+            if refused:  # a batch too large fails every record in it: the largest is the culprit
+                raise max(refused, key=lambda found: found[0])[1] from None
+            reason = kafka_error.str() if kafka_error is not None else "the producer's queue stayed full"
+            raise BusError(f"Kafka did not commit the records: {reason}") from None
+
+    def _abort(self) -> None:
+        """Abort the open transaction, then drop the producer: the next request makes a new one under
+        the same transactional id, which fences this one and starts from a clean epoch (a producer
+        that saw a refused batch may otherwise fail its next transaction on skipped sequence numbers)."""
         from confluent_kafka import KafkaException
 
-        producer = self._connected()
-        deliveries = _Deliveries(len(records))
-        deadline = time.monotonic() + self.timeout_s
-        for index, (key, value) in enumerate(records):
-            while True:
-                try:
-                    producer.produce(
-                        topic, value=value, key=key, on_delivery=lambda e, m, i=index: deliveries.report(i, e, m)
-                    )
-                    break
-                except BufferError:  # the local queue is full: the reports' thread is draining it
-                    if time.monotonic() > deadline:
-                        raise BusError(f"Kafka's producer queue stayed full for {self.timeout_s:g} s") from None
-                    time.sleep(0.001)
-                except KafkaException as error:
-                    raise BusError(f"Kafka refused a record: {error}") from error
-        if not deliveries.done.wait(max(0.0, deadline - time.monotonic())):
-            raise BusError(f"Kafka did not acknowledge {deliveries.remaining} of {len(records)} records in time")
-        if deliveries.errors:
-            raise BusError(f"Kafka did not acknowledge the records: {deliveries.errors[0]}")
-        return [a for a in deliveries.acknowledgements if a is not None]
+        with contextlib.suppress(KafkaException):
+            self._producer.abort_transaction(self.ABORT_TIMEOUT_S)
+        self._producer = None
 
     def healthy(self, topic: str) -> bool:
-        """The broker answers metadata for the topic."""
+        """The producer is ready for transactions (made again if it was dropped) and the broker
+        answers metadata for the topic, each within 5 s."""
         from confluent_kafka import KafkaException
 
         try:
-            metadata = self._connected().list_topics(topic, timeout=5)
-        except KafkaException:
+            metadata = self._ready(5).list_topics(topic, timeout=5)
+        except (KafkaException, BusError):
             return False
         found = metadata.topics.get(topic)
         return found is not None and found.error is None and bool(found.partitions)
@@ -154,63 +260,99 @@ class ConfluentBus:
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush(self.timeout_s)
-            self._stop.set()
 
 
-class KafkaPythonBus:
-    """kafka-python's producer (pure Python): every send is waited for."""
+class KafkaPythonProducer:
+    """kafka-python's transactional producer (pure Python)."""
 
-    def __init__(self, bootstrap_servers: str, *, timeout_s: float = 30) -> None:
+    def __init__(self, bootstrap_servers: str, timeout_s: float) -> None:
         self.bootstrap_servers, self.timeout_s = bootstrap_servers, timeout_s
-        self._connected: Any = None
-        self._connecting = threading.Lock()
+        self.transactional_id = _transactional_id()
+        self._producer: Any = None
+        self._making = threading.Lock()  # the health check may make it too
 
-    @property
-    def _producer(self) -> Any:
-        """Connected on first use: an API serving only Kinesis streams needs no broker."""
+    def _ready(self) -> Any:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        with self._connecting:
-            if self._connected is None:
-                try:
-                    self._connected = KafkaProducer(
-                        bootstrap_servers=self.bootstrap_servers,
-                        acks="all",
-                        enable_idempotence=True,
-                        linger_ms=5,
-                        # large batches: kafka-python's per-batch overhead is Python; 1 MiB lifts the rate ~30%
-                        batch_size=1 << 20,
-                        request_timeout_ms=int(self.timeout_s * 1000),
-                        delivery_timeout_ms=int(self.timeout_s * 1000) + 5_000,
-                        max_block_ms=int(self.timeout_s * 1000),
-                    )
-                except KafkaError as error:
-                    raise BusError(f"Kafka unavailable at {self.bootstrap_servers}: {error}") from error
-            return self._connected
+        with self._making:
+            if self._producer is not None:
+                return self._producer
+            producer = None
+            try:
+                producer = KafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    transactional_id=self.transactional_id,
+                    transaction_timeout_ms=int(self.timeout_s * 1000),
+                    linger_ms=5,
+                    # large batches: kafka-python's per-batch overhead is Python; 1 MiB lifts the rate ~30%
+                    batch_size=1 << 20,
+                    request_timeout_ms=int(self.timeout_s * 1000),
+                    delivery_timeout_ms=int(self.timeout_s * 1000) + 5_000,
+                    max_block_ms=int(self.timeout_s * 1000),
+                )
+                producer.init_transactions()
+            except KafkaError as error:
+                if producer is not None:
+                    producer.close(timeout=0)
+                raise BusError(f"Kafka unavailable at {self.bootstrap_servers}: {error}") from error
+            self._producer = producer
+        return self._producer
 
-    def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
+    def publish(self, requests: Sequence[_Request]) -> None:
+        from kafka.errors import KafkaError, MessageSizeTooLargeError
+
+        producer = self._ready()
+        futures: list[list[Any]] = []
+        try:
+            producer.begin_transaction()
+            futures = [
+                [producer.send(request.topic, key=key, value=value) for key, value in request.records]
+                for request in requests
+            ]
+            producer.flush(timeout=self.timeout_s)
+            for request, sent in zip(requests, futures, strict=True):
+                request.acknowledgements = [
+                    Acknowledgement(m.partition, m.offset) for m in (f.get(timeout=self.timeout_s) for f in sent)
+                ]
+            producer.commit_transaction()
+        except KafkaError as error:
+            self._abort()
+            failed = [
+                (r, i, f.exception)
+                for r, sent in enumerate(futures)
+                for i, f in enumerate(sent)
+                if f.is_done and isinstance(f.exception, MessageSizeTooLargeError)
+            ]
+            if failed:  # a batch too large fails every record in it: the largest is the culprit
+                number, index, refusal = max(failed, key=lambda found: len(requests[found[0]].records[found[1]][1]))
+                raise RecordRefused(number, index, str(refusal)) from None
+            raise BusError(f"Kafka did not commit the records: {error}") from None
+
+    def _abort(self) -> None:
+        """Abort the open transaction, then drop the producer, as ``ConfluentProducer._abort`` does."""
         from kafka.errors import KafkaError
 
-        try:
-            futures = [self._producer.send(topic, key=key, value=value) for key, value in records]
-            metadata = [future.get(timeout=self.timeout_s) for future in futures]
-        except KafkaError as error:
-            raise BusError(f"Kafka did not acknowledge the records: {error}") from error
-        return [Acknowledgement(m.partition, m.offset) for m in metadata]
+        with contextlib.suppress(KafkaError):
+            self._producer.abort_transaction()
+        self._producer.close(timeout=0)
+        self._producer = None
 
     def healthy(self, topic: str) -> bool:
-        """The broker answers metadata for the topic."""
+        """The producer is ready for transactions and the broker answers metadata for the topic."""
         from kafka.errors import KafkaError
 
         try:
-            return bool(self._producer.partitions_for(topic))
-        except (KafkaError, BusError):
+            # its metadata is cached: a broker gone since still has partitions, so reach it too
+            host, _, port = self.bootstrap_servers.split(",")[0].rpartition(":")
+            socket.create_connection((host, int(port)), timeout=5).close()
+            return bool(self._ready().partitions_for(topic))
+        except (KafkaError, BusError, OSError):
             return False
 
     def close(self) -> None:
-        if self._connected is not None:
-            self._connected.close(timeout=self.timeout_s)
+        if self._producer is not None:
+            self._producer.close(timeout=self.timeout_s)
 
 
 class NoSuchStream(BusError):

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -23,9 +24,10 @@ from rich.table import Table
 
 from ingestion import bronze, load, post, services, sink, transform
 from ingestion import stack as stack_api
+from ingestion.bus import BusError
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, SourceName, make_source
-from ingestion.errors import PinpipeError
+from ingestion.errors import PinpipeError, ServiceDown
 from ingestion.sink import FlushPolicy
 
 app = typer.Typer(
@@ -189,6 +191,7 @@ def _post(
             rate=rate,
             destination=destination,
             api_key=settings.api_key,
+            give_up_after=settings.post_give_up_seconds,
             on_batch=lambda batch: progress.advance(task, len(batch)),
         )
     console.print(f"posted {result.posts:,} posts ({result.records:,} records) to {url}")
@@ -258,8 +261,34 @@ def sink_command(
     flush_bytes: Annotated[int, typer.Option(min=1)] = FlushPolicy.bytes,
     flush_seconds: Annotated[float, typer.Option(min=0.0)] = FlushPolicy.seconds,
 ) -> None:
-    """Kafka → S3: JSON-lines objects per topic partition, offsets committed after each object."""
-    _sink(_settings(context).with_local_s3(), until_caught_up, FlushPolicy(flush_records, flush_bytes, flush_seconds))
+    """Kafka → S3: JSON-lines objects per topic partition, offsets committed after each object.
+    Restarted on its own when Kafka or S3 fails (unless --until-caught-up)."""
+    settings, policy = _settings(context).with_local_s3(), FlushPolicy(flush_records, flush_bytes, flush_seconds)
+    _supervised("sink", lambda: _sink(settings, until_caught_up, policy), restart=not until_caught_up)
+
+
+def _supervised(stage: str, run: Callable[[], None], *, restart: bool) -> None:
+    """Run a long-running stage; when a service it needs fails (Kafka, S3, Kinesis down or erroring
+    past the clients' own retries), say so in one line and run it again after a backoff (1 s,
+    doubling to 60 s, back to 1 s after a minute of running). Every stage resumes from what it
+    committed, so a restart neither loses nor repeats a record."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    delay = 1.0
+    while True:
+        started = time.monotonic()
+        try:
+            run()
+            return
+        except (ServiceDown, BusError, BotoCoreError, ClientError, ConnectionError) as error:
+            if not restart:
+                raise
+            delay = 1.0 if time.monotonic() - started > 60 else delay
+            errors.print(
+                f"{stage} stopped: {explain(error)[0]}; restarting in {delay:g} s", highlight=False, soft_wrap=True
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
 
 def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = FlushPolicy()) -> None:
@@ -295,15 +324,19 @@ def load_command(
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between loads, never mid-load
         signal.signal(stop_signal, lambda *_: stop.set())
     tally = _BronzeTally()
-    loader = load.RawObjectLoader(settings, source)
-    with _progress() as progress:
-        task = progress.add_task(f"{source or 'S3'} objects → bronze, every {every:g} s", total=None)
+
+    def keep_loading() -> None:
+        loader = load.RawObjectLoader(settings, source)
         while not stop.is_set():
             started = time.monotonic()
             for result in loader.load():
                 tally.add(result)
                 progress.advance(task, result.appended + result.quarantined)
             stop.wait(max(0.0, every - (time.monotonic() - started)))
+
+    with _progress() as progress:
+        task = progress.add_task(f"{source or 'S3'} objects → bronze, every {every:g} s", total=None)
+        _supervised("loader", keep_loading, restart=True)
     tally.report(settings)
 
 
@@ -338,7 +371,7 @@ def stream_command(
     from ingestion.stream import StreamConsumer
 
     settings = _settings(context)
-    consumer = StreamConsumer.from_settings(settings, flush_records=flush_records, flush_seconds=flush_seconds)
+    consumers: list[StreamConsumer] = []  # a new one on each restart: it resumes from what bronze holds
     refresher, refresh_log = None, settings.state_dir / "refresh.log"
     if dbt_every is not None:
         # dbt in a process of its own: sharing this one's interpreter would slow the consumer down;
@@ -356,9 +389,19 @@ def stream_command(
     try:
         with _progress() as progress:
             records = progress.add_task("Kinesis → bronze streams (records)", total=None)
-            consumer.run(until_caught_up=until_caught_up, on_flush=lambda flushed: progress.advance(records, flushed))
+
+            def consume() -> None:
+                consumers.append(
+                    StreamConsumer.from_settings(settings, flush_records=flush_records, flush_seconds=flush_seconds)
+                )
+                consumers[-1].run(
+                    until_caught_up=until_caught_up, on_flush=lambda flushed: progress.advance(records, flushed)
+                )
+
+            _supervised("stream consumer", consume, restart=not until_caught_up)
     except KeyboardInterrupt:
-        consumer.flush()
+        if consumers:
+            consumers[-1].flush()
     finally:
         if refresher is not None:
             refresher.terminate()  # it finishes the run under way, if any
@@ -367,7 +410,8 @@ def stream_command(
     if refresher is not None:  # the last records committed reach the models too
         with transform.building(settings, on_wait=console.print) as private:
             transform.run_dbt(private, ["run", "--quiet", "--select", "streaming"])
-    console.print(f"bronze stream tables at {settings.lake}/bronze: {consumer.committed:,} records committed")
+    committed = sum(c.committed for c in consumers)
+    console.print(f"bronze stream tables at {settings.lake}/bronze: {committed:,} records committed")
 
 
 @app.command(name="compact")
@@ -639,7 +683,7 @@ def explain(error: Exception) -> tuple[str, int]:
         return f"the SQL does not run: {first_line}", 2
     if isinstance(error, duckdb.IOException):
         return f"{first_line} (is another program holding the warehouse open for writing?)", 1
-    if isinstance(error, transform.DbtFailed):
+    if isinstance(error, transform.DbtFailed | post.ApiRejected):
         return first_line, 1
     if type(error).__name__ in {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError"}:
         endpoint = re.search(r"https?://[^/\"]+", first_line)

@@ -11,6 +11,14 @@ from typing import Any
 from ingestion.config import Settings
 
 
+def _retrying() -> Any:
+    """Transient errors (throttling, 5xx, lost connections) retried with jittered exponential backoff,
+    a few seconds in all; longer outages end the call, and a supervised stage restarts."""
+    from botocore.config import Config
+
+    return Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+
+
 def s3_client(settings: Settings) -> Any:  # boto3's client classes are generated at run time
     """A boto3 S3 client for the configured endpoint (the local server, or AWS when none is set)."""
     import boto3
@@ -21,13 +29,13 @@ def s3_client(settings: Settings) -> Any:  # boto3's client classes are generate
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
+        config=_retrying(),
     )
 
 
 def kinesis_client(settings: Settings) -> Any:
     """A boto3 Kinesis client for the configured endpoint (the local Kinesis by default)."""
     import boto3
-    from botocore.config import Config
 
     return boto3.client(
         "kinesis",
@@ -35,7 +43,7 @@ def kinesis_client(settings: Settings) -> Any:
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        config=_retrying(),
     )
 
 

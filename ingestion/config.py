@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     api_workers: int = Field(default=2, ge=1, description="`pinpipe api` worker processes")
     api_key: str | None = Field(default=None, description="when set, requests must send it as X-API-Key")
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, description="larger request bodies get 413")
+    api_max_record_bytes: int = Field(
+        default=1_000_000,
+        description="a record's key and value together, at most (Kafka's and librdkafka's default limit): larger "
+        "ones get 422 before any record of the request is produced",
+    )
+    post_give_up_seconds: float = Field(
+        default=120.0, gt=0, description="the posting client sends a failed request again until this has passed"
+    )
+    api_open_paths: tuple[str, ...] = Field(
+        default=("/healthz", "/healthz/streams"), description="paths served without the API key when one is set"
+    )
     topics: tuple[str, ...] = Field(default=("pin", "geo", "user"), description="Kafka topics, one per raw table")
     kinesis_server: Literal["kinesis-mock", "kinesalite"] = Field(
         default="kinesis-mock",

@@ -8,14 +8,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count as forever
 from typing import Any
 
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ingestion.emulate import PostBatch, PostSource, batches
 from ingestion.schemas import KAFKA_JSON, KEY_FIELD, RAW_TABLES, RawTable
@@ -27,33 +27,57 @@ class PostResult:
     records: int
 
 
-def _session(retries: int, api_key: str | None) -> requests.Session:
-    session = requests.Session()
-    # 5xx and lost connections are retried with exponential backoff; 4xx never are
-    retry = Retry(
-        total=retries,
-        backoff_factor=0.2,
-        status_forcelist=(500, 502, 503, 504),
-        allowed_methods=None,
-        raise_on_status=False,
-    )
-    session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
-    session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
-    if api_key:
-        session.headers["X-API-Key"] = api_key
-    return session
-
-
 class ApiRejected(RuntimeError):
-    """The API refused a request (4xx) or kept failing after the retries."""
+    """The API refused a request (4xx), or kept failing (5xx, no answer) until the client gave up."""
 
 
-def _checked(response: requests.Response) -> Any:
-    if response.status_code != 200:
-        raise ApiRejected(
-            f"{response.request.method} {response.request.path_url} answered {response.status_code}: {response.text}"
+class _Transient(Exception):
+    """A 5xx or no answer: worth sending again, the API being all or nothing per request."""
+
+
+@dataclass(frozen=True)
+class Client:
+    """Requests to the API: 5xx answers and lost connections are sent again with exponential
+    backoff until ``give_up_after`` seconds have passed since the first try; 4xx never are."""
+
+    api_url: str
+    api_key: str | None = None
+    give_up_after: float = 120.0
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def __post_init__(self) -> None:
+        self.session.mount("http://", HTTPAdapter(pool_maxsize=32))
+        if self.api_key:
+            self.session.headers["X-API-Key"] = self.api_key
+
+    def call(self, method: str, path: str, body: object, content_type: str) -> Any:
+        data = orjson.dumps(body)
+        retrying = Retrying(
+            stop=stop_after_delay(self.give_up_after),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type(_Transient),
+            reraise=True,
         )
-    return response.json()
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._once(method, path, data, content_type)
+        except _Transient as error:
+            raise ApiRejected(f"{method} {path}: gave up after {self.give_up_after:g} s: {error}") from None
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    def _once(self, method: str, path: str, data: bytes, content_type: str) -> Any:
+        try:
+            response = self.session.request(
+                method, f"{self.api_url}{path}", data=data, headers={"Content-Type": content_type}, timeout=(5, 60)
+            )
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise _Transient(f"no answer from {self.api_url}: {type(error).__name__}") from None
+        if response.status_code >= 500:
+            raise _Transient(f"answered {response.status_code}: {response.text[:300]}")
+        if response.status_code != 200:
+            raise ApiRejected(f"{method} {path} answered {response.status_code}: {response.text}")
+        return response.json()
 
 
 @dataclass(frozen=True)
@@ -62,16 +86,8 @@ class KafkaTopics:
 
     names: dict[RawTable, str]
 
-    def send(self, session: requests.Session, api_url: str, table: RawTable, values: list[dict[str, Any]]) -> None:
-        body: dict[str, Any] = {"records": [{"value": value} for value in values]}
-        _checked(
-            session.post(
-                f"{api_url}/topics/{self.names[table]}",
-                data=orjson.dumps(body),
-                headers={"Content-Type": KAFKA_JSON},
-                timeout=60,
-            )
-        )
+    def send(self, client: Client, table: RawTable, values: list[dict[str, Any]]) -> None:
+        client.call("POST", f"/topics/{self.names[table]}", {"records": [{"value": v} for v in values]}, KAFKA_JSON)
 
 
 @dataclass(frozen=True)
@@ -82,21 +98,15 @@ class KinesisStreams:
     names: dict[RawTable, str]
     retries: int = 8
 
-    def send(self, session: requests.Session, api_url: str, table: RawTable, values: list[dict[str, Any]]) -> None:
+    def send(self, client: Client, table: RawTable, values: list[dict[str, Any]]) -> None:
         stream = self.names[table]
         for first in range(0, len(values), 500):
             pending: list[dict[str, Any]] = [
                 {"Data": value, "PartitionKey": str(value[KEY_FIELD[table]])} for value in values[first : first + 500]
             ]
             for attempt in range(self.retries + 1):
-                answer = _checked(
-                    session.put(
-                        f"{api_url}/streams/{stream}/records",
-                        data=orjson.dumps({"StreamName": stream, "Records": pending}),
-                        headers={"Content-Type": "application/json"},
-                        timeout=60,
-                    )
-                )
+                body = {"StreamName": stream, "Records": pending}
+                answer = client.call("PUT", f"/streams/{stream}/records", body, "application/json")
                 if not answer["FailedRecordCount"]:
                     break
                 pending = [
@@ -138,20 +148,20 @@ def post_batches(
     rate: float | None = None,
     destination: Destination | None = None,
     api_key: str | None = None,
-    retries: int = 8,
+    give_up_after: float = 120.0,
     on_batch: Callable[[PostBatch], None] | None = None,
 ) -> PostResult:
     """Send posts ``0 .. count - 1`` (or forever when ``count`` is None) to ``destination`` (default:
-    the Kafka topics pin, geo, user): each batch of posts is one request per table. Raises on a 4xx
-    or on a 5xx that outlasts the retries."""
+    the Kafka topics pin, geo, user): each batch of posts is one request per table. Raises
+    ``ApiRejected`` on a 4xx, or when 5xx answers or silence outlast ``give_up_after`` seconds."""
     destination = destination or KafkaTopics({table: table for table in RAW_TABLES})
-    session = _session(retries, api_key)
+    client = Client(api_url, api_key, give_up_after)
     limiter = _RateLimiter(rate)
 
     def send(batch: PostBatch) -> PostBatch:
         limiter.wait(len(batch))
         for table in RAW_TABLES:
-            destination.send(session, api_url, table, batch.table(table).to_pylist())
+            destination.send(client, table, batch.table(table).to_pylist())
         return batch
 
     def stream() -> Iterator[PostBatch]:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
 from typing_extensions import TypedDict
 
 RawTable = Literal["pin", "geo", "user"]
@@ -36,13 +36,22 @@ def _parse_timestamp(value: object) -> datetime:
 
 RawTimestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
 
+# A post's key, as the API checks it and the loader keeps it: a JSON integer within bigint (staging
+# casts keys to bigint; 5.0, true and "5" are not keys)
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+RawKey = Annotated[int, Strict(), Field(ge=_BIGINT_MIN, le=_BIGINT_MAX)]
+
+
+def is_key(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and _BIGINT_MIN <= value <= _BIGINT_MAX
+
 
 class RawRecord(BaseModel):
     model_config = ConfigDict(extra="allow", strict=False)
 
 
 class RawPin(RawRecord):
-    index: int
+    index: RawKey
     unique_id: str
     title: str
     description: str
@@ -57,7 +66,7 @@ class RawPin(RawRecord):
 
 
 class RawGeo(RawRecord):
-    ind: int
+    ind: RawKey
     timestamp: RawTimestamp
     latitude: float
     longitude: float
@@ -65,7 +74,7 @@ class RawGeo(RawRecord):
 
 
 class RawUser(RawRecord):
-    ind: int
+    ind: RawKey
     first_name: str
     last_name: str
     age: int

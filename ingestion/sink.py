@@ -148,6 +148,10 @@ class Consumer(Protocol):
 
     def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]: ...
 
+    def committed(self, partition: Partition) -> int:
+        """The group's committed offset of the partition, or its first offset when none is."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -242,6 +246,14 @@ class _ConfluentConsumer:
         # the last stable offset: a read_committed consumer stops before open transactions
         return {p: int(self._consumer.get_watermark_offsets(TopicPartition(*p), timeout=10)[1]) for p in partitions}
 
+    def committed(self, partition: Partition) -> int:
+        from confluent_kafka import TopicPartition
+
+        (found,) = self._consumer.committed([TopicPartition(*partition)], timeout=10)
+        if found.offset >= 0:
+            return int(found.offset)
+        return int(self._consumer.get_watermark_offsets(TopicPartition(*partition), timeout=10)[0])
+
     def close(self) -> None:
         self._consumer.close()
 
@@ -309,6 +321,15 @@ class _KafkaPythonConsumer:
     def read_to(self, partition: Partition) -> int:
         return int(self._consumer.position(self._partition(*partition)))
 
+    def committed(self, partition: Partition) -> int:
+        topic_partition = self._partition(*partition)
+        found = self._consumer.committed(topic_partition)
+        return (
+            int(found)
+            if found is not None
+            else int(self._consumer.beginning_offsets([topic_partition])[topic_partition])
+        )
+
     def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
         ends = self._consumer.end_offsets([self._partition(*p) for p in partitions])
         return {(p.topic, p.partition): int(end) for p, end in ends.items()}
@@ -335,6 +356,9 @@ class S3Sink:
         self.stats = SinkStats()
         self._flush_revoked = flush_revoked
         self._rewind: dict[Partition, int] = {}
+        # where each partition's next object starts: objects tile the offsets from the committed one,
+        # so offsets without a record (aborted ones, transaction markers) are never a gap
+        self._next: dict[Partition, int] = {}
         self._on_flush: Callable[[str, int], None] | None = None
         self.consumer = consumer(self)
 
@@ -364,6 +388,7 @@ class S3Sink:
         rewound to their start instead, and whoever owns them next reads those records again and
         writes the same object key (the loader trims overlaps by offset)."""
         for partition in partitions:
+            self._next.pop(partition, None)
             if partition not in self.buffers:
                 continue
             if self._flush_revoked:
@@ -405,7 +430,10 @@ class S3Sink:
                 for message in messages:
                     buffer = self.buffers.get(message.partition)
                     if buffer is None:
-                        buffer = self.buffers[message.partition] = _Buffer(message.offset)
+                        start = self._next.get(message.partition)
+                        if start is None:
+                            start = self._next[message.partition] = self.consumer.committed(message.partition)
+                        buffer = self.buffers[message.partition] = _Buffer(min(start, message.offset))
                     buffer.add(message.offset, message.value)
                     if buffer.full(self.policy):
                         self._flush(message.partition)
@@ -447,6 +475,7 @@ class S3Sink:
         key = object_key(self.prefix, topic, number, buffer.start)
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"\n".join(buffer.lines) + b"\n")
         self.consumer.commit(partition, buffer.next_offset)
+        self._next[partition] = buffer.next_offset
         records = sum(1 for line in buffer.lines if line)
         self.stats.records += records
         self.stats.objects += 1

@@ -54,7 +54,10 @@ def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: Kinesis
     @app.middleware("http")
     async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        if requests.authorized(request):
+            response = await call_next(request)
+        else:  # every path but the open ones (/healthz), the docs and metrics included
+            response = await _api_error(request, ApiError(401, "Missing or wrong API key: send it as X-API-Key."))
         route = request.scope.get("route")
         path = route.path if route is not None else "unmatched"
         metrics.requests.labels(path, str(response.status_code)).inc()

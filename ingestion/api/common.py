@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +26,11 @@ class ApiError(Exception):
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The API's metrics. Topic and stream labels are only the configured ones (others count as
+    ``unknown``), so requests to made-up names cannot grow the number of series."""
+
+    def __init__(self, known: Iterable[str]) -> None:
+        self.known = frozenset(known)
         self.registry = CollectorRegistry()
         self.requests = Counter("pinpipe_api_requests", "HTTP requests", ["route", "status"], registry=self.registry)
         # topic: a Kafka topic or a Kinesis stream
@@ -36,17 +42,27 @@ class Metrics:
         )
         self.latency = Histogram("pinpipe_api_request_seconds", "request latency", ["route"], registry=self.registry)
 
+    def topic(self, name: str) -> str:
+        return name if name in self.known else "unknown"
+
 
 @dataclass
 class Requests:
     """Reading requests the way every route does: the API key, the size limit, the content type."""
 
     settings: Settings
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(init=False)
 
-    def authorize(self, request: Request) -> None:
-        if self.settings.api_key and request.headers.get("x-api-key") != self.settings.api_key:
-            raise ApiError(401, "Missing or wrong API key: send it in the X-API-Key header.")
+    def __post_init__(self) -> None:
+        self.metrics = Metrics([*self.settings.topics, *self.settings.streams])
+
+    def authorized(self, request: Request) -> bool:
+        """No key is set, the path is open, or the request sends the key (compared in constant time)."""
+        key = self.settings.api_key
+        if not key or request.url.path in self.settings.api_open_paths:
+            return True
+        sent = request.headers.get("x-api-key", "")
+        return hmac.compare_digest(sent.encode(), key.encode())
 
     async def body(self, request: Request) -> bytes:
         limit = self.settings.api_max_body_bytes

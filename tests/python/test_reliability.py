@@ -1,0 +1,217 @@
+"""Faults on the real services (Kafka, versitygw): a request is all or nothing, the API's producer
+recovers from a broker outage by itself, the posting client gives up when told, and a stage whose
+S3 goes away restarts by itself. Records are counted as multisets: a duplicate counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from ingestion.bronze import QUARANTINE, Lake
+from ingestion.clients import kafka_admin
+from ingestion.config import Settings
+from ingestion.emulate import make_source
+from ingestion.load import load_raw_objects
+from ingestion.post import ApiRejected, KafkaTopics, post_batches
+from ingestion.schemas import KAFKA_JSON, payload_fields
+from ingestion.services import KafkaBroker, S3Server, free_port
+from ingestion.sink import S3Sink
+from ingestion.stack import api_server
+
+pytestmark = pytest.mark.slow
+
+
+def _bronze(settings: Settings) -> Counter:
+    """Every bronze record as (topic, its payload fields), counted: a record loaded twice counts twice."""
+    lake, found = Lake.from_settings(settings), Counter()
+    for topic, table in settings.topic_tables.items():
+        for row in lake.delta_table(table).to_pyarrow_table().to_pylist():
+            found[
+                (topic, *(float(row[f]) if f in {"latitude", "longitude"} else row[f] for f in payload_fields(table)))
+            ] += 1
+    return found
+
+
+def _as_bronze(topic: str, table: str, record: dict) -> tuple:
+    text = {f: v if isinstance(v, str) else json.dumps(v) for f, v in record.items()}
+    return (topic, *(float(text[f]) if f in {"latitude", "longitude"} else text[f] for f in payload_fields(table)))
+
+
+def _posted(settings: Settings, start: int, count: int) -> Counter:
+    posts = make_source("synthetic", 7).batch(start, count)
+    return Counter(
+        _as_bronze(topic, table, record)
+        for topic, table in settings.topic_tables.items()
+        for record in posts.table(table).to_pylist()
+    )
+
+
+def _stored_lines(s3: S3Server, bucket: str) -> int:
+    client, lines = s3.client(), 0
+    for item in client.list_objects_v2(Bucket=bucket, Prefix="raw/").get("Contents", []):
+        lines += sum(
+            1 for line in client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().splitlines() if line
+        )
+    return lines
+
+
+def _to_bronze(settings: Settings) -> None:
+    S3Sink.from_settings(settings).run(until_caught_up=True)
+    load_raw_objects(settings)
+
+
+def test_a_request_with_a_refused_record_stores_nothing_and_its_retry_stores_each_record_once(
+    stack: Settings,
+) -> None:
+    """The broker refuses the last record of a request (too large for its topic): the request is a
+    4xx naming that record and none of its records is stored; sent again without it, each once."""
+    pin_topic = stack.topics[0]
+    admin = kafka_admin(stack)
+    try:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, pin_topic, configs={"max.message.bytes": "200000"})]
+        )
+    finally:
+        admin.close()
+    pins = make_source("synthetic", 7).batch(0, 20).pin.to_pylist()
+    too_large = {**pins[-1], "description": "x" * 300_000}
+    with api_server(stack) as url:
+        session = requests.Session()
+        headers = {"Content-Type": KAFKA_JSON}
+        half = session.post(
+            f"{url}/topics/{pin_topic}",
+            json={"records": [{"value": p} for p in [*pins[:19], too_large]]},
+            headers=headers,
+        )
+        if stack.kafka_client == "confluent-kafka":
+            assert half.status_code == 422, half.text
+            assert "records[19]" in half.json()["message"]
+        else:  # kafka-python's futures do not say which record the broker refused: a retryable 503
+            assert half.status_code in (422, 503), half.text
+        retried = session.post(
+            f"{url}/topics/{pin_topic}", json={"records": [{"value": p} for p in pins[:19]]}, headers=headers
+        )
+        assert retried.status_code == 200, retried.text
+    _to_bronze(stack)
+    assert _bronze(stack) == Counter(_as_bronze(pin_topic, "pin", p) for p in pins[:19])
+
+
+def test_the_api_recovers_from_a_60_second_broker_outage_and_stores_each_acknowledged_record_once(
+    stack: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Kafka goes away for 60 s while the same API process keeps serving: /healthz says so, posts get
+    503 (not stored), and once the broker is back the same process accepts again; every post the
+    client saw acknowledged is in bronze exactly once."""
+    stack = stack.model_copy(
+        update={"state_dir": tmp_path / "state", "kafka_port": free_port(), "kafka_controller_port": free_port()}
+    )
+    broker = KafkaBroker(stack)
+    broker.up()
+    request.addfinalizer(broker.down)
+    topics = KafkaTopics({table: topic for topic, table in stack.topic_tables.items()})
+    with api_server(stack) as url:
+        post_batches(url, make_source("synthetic", 7), 1_000, destination=topics)
+        broker.down()
+        assert requests.get(f"{url}/healthz", timeout=30).status_code == 503
+        with pytest.raises(ApiRejected, match="gave up after 5 s"):  # the client gives up when told to
+            post_batches(url, make_source("synthetic", 7), 100, destination=topics, give_up_after=5)
+        time.sleep(max(0.0, 60 - 30))  # the rest of a minute away
+        broker.up()
+        deadline = time.monotonic() + 60
+        while requests.get(f"{url}/healthz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the API did not see the broker back"
+            time.sleep(0.5)
+        # the same process accepts again: the posts sent during the outage, then new ones
+        post_batches(url, make_source("synthetic", 7), 2_000, destination=topics, give_up_after=60)
+    _to_bronze(stack)
+    assert _bronze(stack) == _posted(stack, 0, 1_000) + _posted(stack, 0, 2_000)
+
+
+def test_a_record_the_api_would_refuse_is_quarantined_by_the_loader(stack: Settings) -> None:
+    """Written to Kafka past the API, keys that are not JSON integers within bigint go to quarantine
+    with the reason, so staging never meets one."""
+    from kafka import KafkaProducer
+
+    geo_topic = stack.topics[1]
+    geo = make_source("synthetic", 7).batch(0, 1).geo.to_pylist()[0]
+    producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap_servers)
+    bad_keys = [2**70, "5", 5.0, True, "-7", None]
+    for key in [geo["ind"], *bad_keys]:
+        producer.send(geo_topic, json.dumps({**geo, "ind": key}).encode())
+    producer.flush()
+    producer.close()
+    _to_bronze(stack)
+    assert _bronze(stack) == Counter([_as_bronze(geo_topic, "geo", geo)])
+    quarantined = Lake.from_settings(stack).delta_table(QUARANTINE).to_pyarrow_table().to_pylist()
+    assert len(quarantined) == len(bad_keys)
+    assert all("must be an integer key within bigint" in q["reason"] for q in quarantined)
+
+
+def test_the_posting_command_gives_up_in_one_line(tmp_path: Path) -> None:
+    closed = free_port()
+    env = {**os.environ, "PINPIPE_STATE_DIR": str(tmp_path / "state"), "PINPIPE_POST_GIVE_UP_SECONDS": "2"}
+    pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    done = subprocess.run(
+        [pinpipe, "emulate", "--to", "api", "--posts", "10", "--api-url", f"http://127.0.0.1:{closed}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, done.stderr
+    assert "gave up after 2 s" in errors[0]
+
+
+def test_a_sink_whose_s3_is_away_restarts_by_itself_and_stores_every_record_once(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """`pinpipe sink` with its S3 down says so in a line and tries again; once S3 is up it stores
+    every record, none twice."""
+    s3 = S3Server(stack.model_copy(update={"state_dir": tmp_path / "state", "s3_port": free_port()}))
+    stack = stack.model_copy(update={"s3_port": s3.settings.s3_port, "s3_endpoint_url": s3.endpoint_url})
+    topics = KafkaTopics({table: topic for topic, table in stack.topic_tables.items()})
+    with api_server(stack) as url:
+        post_batches(url, make_source("synthetic", 7), 500, destination=topics)
+    pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    sink = subprocess.Popen(
+        [pinpipe, "sink", "--flush-seconds", "1"],
+        env={**os.environ, **stack.environment()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = sink.stderr.readline()  # type: ignore[union-attr]
+        assert first.startswith("sink stopped:"), first
+        assert "restarting in" in first
+        s3.up()
+        s3.ensure_bucket(stack.s3_bucket)
+        deadline = time.monotonic() + 120
+        while _stored_lines(s3, stack.s3_bucket) < 1_500:
+            assert time.monotonic() < deadline, "the sink did not store the records once S3 was back"
+            assert sink.poll() is None, "the sink exited"
+            time.sleep(1)
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        try:
+            sink.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+    try:
+        load_raw_objects(stack)
+        in_bronze = _bronze(stack)
+    finally:
+        s3.down()
+    assert in_bronze == _posted(stack, 0, 500)
