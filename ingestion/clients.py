@@ -21,25 +21,20 @@ def _retrying() -> Any:
 
 def s3_client(settings: Settings) -> Any:  # boto3's client classes are generated at run time
     """A boto3 S3 client for the configured endpoint (the local server, or AWS when none is set)."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.s3_region,
-        aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key,
-        config=_retrying(),
-    )
+    return _aws_client("s3", settings.s3_endpoint_url, settings)
 
 
 def kinesis_client(settings: Settings) -> Any:
     """A boto3 Kinesis client for the configured endpoint (the local Kinesis by default)."""
+    return _aws_client("kinesis", settings.kinesis_url, settings)
+
+
+def _aws_client(service: str, endpoint_url: str | None, settings: Settings) -> Any:
     import boto3
 
     return boto3.client(
-        "kinesis",
-        endpoint_url=settings.kinesis_url,
+        service,
+        endpoint_url=endpoint_url,
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,

@@ -48,20 +48,7 @@ def load_posts(
     The stream id names the source and its seed, so re-running is incremental: posts already loaded
     are skipped and only the new ones are generated and appended.
     """
-    lake = Lake.from_settings(settings)
-    ensure_tables(lake)
-    stream = f"emulator/{source.name}"
-    resume = min(committed_offset(lake, table, stream) for table in RAW_TABLES)
-    results = []
-    for batch in batches(source, count, start=resume, batch_size=batch_size):
-        batch_results = [
-            append(lake, table, batch.table(table), stream=stream, start=batch.start, source=f"emulator:{source.name}")
-            for table in RAW_TABLES
-        ]
-        results.extend(batch_results)
-        if on_batch is not None:
-            on_batch(batch, batch_results)
-    return results
+    return _PostLoader(settings, source).load(count, batch_size, on_batch)
 
 
 def load_new_posts(
@@ -74,10 +61,39 @@ def load_new_posts(
 ) -> list[AppendResult]:
     """``count`` posts of ``source`` after the last one bronze holds: what `pinpipe run --posts N`
     and the daily DAG load, so each run adds N posts however many came before."""
-    lake = Lake.from_settings(settings)
-    ensure_tables(lake)
-    loaded = min(committed_offset(lake, table, f"emulator/{source.name}") for table in RAW_TABLES)
-    return load_posts(settings, source, loaded + count, batch_size=batch_size, on_batch=on_batch)
+    loader = _PostLoader(settings, source)
+    return loader.load(loader.loaded + count, batch_size, on_batch)
+
+
+class _PostLoader:
+    """Posts of an emulator source into bronze, from the first one not yet in all three tables."""
+
+    def __init__(self, settings: Settings, source: PostSource) -> None:
+        self.lake, self.source = Lake.from_settings(settings), source
+        ensure_tables(self.lake)
+        self.stream = f"emulator/{source.name}"
+        self.loaded = min(committed_offset(self.lake, table, self.stream) for table in RAW_TABLES)
+
+    def load(
+        self, count: int, batch_size: int, on_batch: Callable[[PostBatch, list[AppendResult]], None] | None
+    ) -> list[AppendResult]:
+        results = []
+        for batch in batches(self.source, count, start=self.loaded, batch_size=batch_size):
+            batch_results = [
+                append(
+                    self.lake,
+                    table,
+                    batch.table(table),
+                    stream=self.stream,
+                    start=batch.start,
+                    source=f"emulator:{self.source.name}",
+                )
+                for table in RAW_TABLES
+            ]
+            results.extend(batch_results)
+            if on_batch is not None:
+                on_batch(batch, batch_results)
+        return results
 
 
 class GapError(RuntimeError):

@@ -59,12 +59,9 @@ class Client:
             reraise=True,
         )
         try:
-            for attempt in retrying:
-                with attempt:
-                    return self._once(method, path, data, content_type)
+            return retrying(self._once, method, path, data, content_type)
         except _Transient as error:
             raise ApiRejected(f"{method} {path}: gave up after {self.give_up_after:g} s: {error}") from None
-        raise AssertionError("unreachable: tenacity returns or raises")
 
     def _once(self, method: str, path: str, data: bytes, content_type: str) -> Any:
         try:

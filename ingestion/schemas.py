@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 RawTable = Literal["pin", "geo", "user"]
@@ -40,10 +40,16 @@ RawTimestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
 # casts keys to bigint; 5.0, true and "5" are not keys)
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 RawKey = Annotated[int, Strict(), Field(ge=_BIGINT_MIN, le=_BIGINT_MAX)]
+_KEY: TypeAdapter[int] = TypeAdapter(RawKey)
 
 
 def is_key(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and _BIGINT_MIN <= value <= _BIGINT_MAX
+    """``value`` is a key by ``RawKey``'s rule (the loader's check of records that came past the API)."""
+    try:
+        _KEY.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 class RawRecord(BaseModel):

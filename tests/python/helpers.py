@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,9 +11,61 @@ from collections import Counter
 
 from ingestion import transform
 from ingestion.bronze import Lake, append
+from ingestion.clients import s3_client
 from ingestion.config import Settings
+from ingestion.emulate import make_source
+from ingestion.schemas import payload_fields
+from ingestion.sink import parse_object_key
 
 import reference
+
+# --- records counted as multisets: a record stored twice counts twice ----------------------------
+
+
+def _text(value: object) -> str | None:
+    """A payload value as bronze keeps it (strings unchanged, anything else as its JSON), numbers
+    in one spelling: bronze may hold the double 121.0 as "121" or "121.0"."""
+    text = value if isinstance(value, str) or value is None else json.dumps(value)
+    try:
+        return repr(float(text)) if text is not None else None
+    except ValueError:
+        return text
+
+
+def record(topic: str, table: str, values: dict) -> tuple:
+    """A record's identity for counting: its topic and every payload field as bronze holds it."""
+    return (topic, *(_text(values.get(field)) for field in payload_fields(table)))
+
+
+def posted(settings: Settings, start: int, count: int) -> Counter:
+    """The multiset of records in posts start .. start+count-1 of the synthetic source."""
+    posts = make_source("synthetic", 7).batch(start, count)
+    return Counter(
+        record(topic, table, values)
+        for topic, table in settings.topic_tables.items()
+        for values in posts.table(table).to_pylist()
+    )
+
+
+def in_bronze(settings: Settings) -> Counter:
+    """The multiset of records in bronze: a record loaded twice counts twice."""
+    found: Counter = Counter()
+    for topic, table in settings.topic_tables.items():
+        for row in Lake.from_settings(settings).delta_table(table).to_pyarrow_table().to_pylist():
+            found[record(topic, table, row)] += 1
+    return found
+
+
+def in_s3(settings: Settings) -> Counter:
+    """The multiset of records in the sink's objects (an empty line is an offset without a record)."""
+    client, found = s3_client(settings), Counter()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix="raw/"):
+        for item in page.get("Contents", []):
+            raw = parse_object_key(item["Key"])
+            lines = client.get_object(Bucket=settings.s3_bucket, Key=raw.key)["Body"].read().splitlines()
+            table = settings.topic_tables[raw.topic]
+            found.update(record(raw.topic, table, json.loads(line)) for line in lines if line)
+    return found
 
 
 def _comparable(value: object) -> object:

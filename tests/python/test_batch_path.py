@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,11 @@ from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.load import load_raw_objects
 from ingestion.post import KafkaTopics, post_batches
-from ingestion.schemas import payload_fields
 from ingestion.services import KafkaBroker, free_port
-from ingestion.sink import FlushPolicy, S3Sink, parse_object_key
+from ingestion.sink import FlushPolicy, S3Sink
 from ingestion.stack import api_server
 
-from helpers import kill_once_committed
+from helpers import in_bronze, in_s3, kill_once_committed, posted
 
 pytestmark = pytest.mark.slow
 
@@ -79,52 +77,6 @@ def _bronze_offsets(settings: Settings) -> list[tuple[str, int, int]]:
     return offsets
 
 
-def _text(value: object) -> str | None:
-    """A payload value as bronze keeps it (strings unchanged, anything else as its JSON), numbers
-    in one spelling: bronze may hold the double 121.0 as "121" or "121.0"."""
-    text = value if isinstance(value, str) or value is None else json.dumps(value)
-    try:
-        return repr(float(text)) if text is not None else None
-    except ValueError:
-        return text
-
-
-def _record(topic: str, table: str, values: dict) -> tuple:
-    """A record's identity for counting: its topic and every payload field as bronze holds it."""
-    return (topic, *(_text(values.get(field)) for field in payload_fields(table)))
-
-
-def _posted(settings: Settings, start: int, count: int) -> Counter:
-    """The multiset of records in posts start .. start+count-1 of the synthetic source."""
-    posts = make_source("synthetic", 7).batch(start, count)
-    return Counter(
-        _record(topic, table, values)
-        for topic, table in settings.topic_tables.items()
-        for values in posts.table(table).to_pylist()
-    )
-
-
-def _in_bronze(settings: Settings) -> Counter:
-    """The multiset of records in bronze: a record loaded twice counts twice."""
-    found: Counter = Counter()
-    for topic, table in settings.topic_tables.items():
-        for row in _bronze(settings, table):
-            found[_record(topic, table, row)] += 1
-    return found
-
-
-def _in_s3(settings: Settings) -> Counter:
-    """The multiset of records in the sink's objects (an empty line is an offset without a record)."""
-    client, found = s3_client(settings), Counter()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket, Prefix="raw/"):
-        for item in page.get("Contents", []):
-            raw = parse_object_key(item["Key"])
-            lines = client.get_object(Bucket=settings.s3_bucket, Key=raw.key)["Body"].read().splitlines()
-            table = settings.topic_tables[raw.topic]
-            found.update(_record(raw.topic, table, json.loads(line)) for line in lines if line)
-    return found
-
-
 def _in_kafka(settings: Settings) -> int:
     """Records a read_committed consumer finds in the topics (aborted ones and markers not counted)."""
     consumer = KafkaConsumer(
@@ -156,7 +108,7 @@ def test_posted_records_reach_bronze_exactly_once_with_their_content(stack: Sett
     assert len(acknowledged) == 9_000
     assert len(set(acknowledged)) == 9_000
     assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
-    assert _in_bronze(stack) == _posted(stack, 0, 3_000)  # every record with its content, once
+    assert in_bronze(stack) == posted(stack, 0, 3_000)  # every record with its content, once
 
 
 def test_a_sink_killed_mid_stream_stores_every_record_once(stack: Settings) -> None:
@@ -175,13 +127,13 @@ def test_a_sink_killed_mid_stream_stores_every_record_once(stack: Settings) -> N
     finally:
         os.kill(sink.pid, signal.SIGKILL)
         sink.wait()
-    assert _in_s3(stack).total() < 12_000  # killed mid-stream
+    assert in_s3(stack).total() < 12_000  # killed mid-stream
 
     _sink(stack)  # restarted: resumes at the committed offsets
-    assert _in_s3(stack) == _posted(stack, 0, 4_000)  # objects may overlap; no record is stored twice
+    assert in_s3(stack) == posted(stack, 0, 4_000)  # objects may overlap; no record is stored twice
     _load(stack)
     assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
-    assert _in_bronze(stack) == _posted(stack, 0, 4_000)
+    assert in_bronze(stack) == posted(stack, 0, 4_000)
 
 
 def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> None:
@@ -200,7 +152,7 @@ def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> No
 
     _load(stack)
     assert sorted(_bronze_offsets(stack)) == sorted(acknowledged)
-    assert _in_bronze(stack) == _posted(stack, 0, 4_000)
+    assert in_bronze(stack) == posted(stack, 0, 4_000)
 
 
 def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
@@ -244,7 +196,7 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
     assert result[0].posts == posts
     _sink(stack)
     _load(stack)
-    assert _in_bronze(stack) == _posted(stack, 0, posts)  # retried requests were aborted, not stored twice
+    assert in_bronze(stack) == posted(stack, 0, posts)  # retried requests were aborted, not stored twice
 
 
 def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Settings) -> None:

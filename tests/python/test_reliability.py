@@ -23,46 +23,14 @@ from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.load import load_raw_objects
 from ingestion.post import ApiRejected, KafkaTopics, post_batches
-from ingestion.schemas import KAFKA_JSON, payload_fields
+from ingestion.schemas import KAFKA_JSON
 from ingestion.services import KafkaBroker, S3Server, free_port
 from ingestion.sink import S3Sink
 from ingestion.stack import api_server
 
+from helpers import in_bronze, in_s3, posted, record
+
 pytestmark = pytest.mark.slow
-
-
-def _bronze(settings: Settings) -> Counter:
-    """Every bronze record as (topic, its payload fields), counted: a record loaded twice counts twice."""
-    lake, found = Lake.from_settings(settings), Counter()
-    for topic, table in settings.topic_tables.items():
-        for row in lake.delta_table(table).to_pyarrow_table().to_pylist():
-            found[
-                (topic, *(float(row[f]) if f in {"latitude", "longitude"} else row[f] for f in payload_fields(table)))
-            ] += 1
-    return found
-
-
-def _as_bronze(topic: str, table: str, record: dict) -> tuple:
-    text = {f: v if isinstance(v, str) else json.dumps(v) for f, v in record.items()}
-    return (topic, *(float(text[f]) if f in {"latitude", "longitude"} else text[f] for f in payload_fields(table)))
-
-
-def _posted(settings: Settings, start: int, count: int) -> Counter:
-    posts = make_source("synthetic", 7).batch(start, count)
-    return Counter(
-        _as_bronze(topic, table, record)
-        for topic, table in settings.topic_tables.items()
-        for record in posts.table(table).to_pylist()
-    )
-
-
-def _stored_lines(s3: S3Server, bucket: str) -> int:
-    client, lines = s3.client(), 0
-    for item in client.list_objects_v2(Bucket=bucket, Prefix="raw/").get("Contents", []):
-        lines += sum(
-            1 for line in client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().splitlines() if line
-        )
-    return lines
 
 
 def _to_bronze(settings: Settings) -> None:
@@ -103,7 +71,7 @@ def test_a_request_with_a_refused_record_stores_nothing_and_its_retry_stores_eac
         )
         assert retried.status_code == 200, retried.text
     _to_bronze(stack)
-    assert _bronze(stack) == Counter(_as_bronze(pin_topic, "pin", p) for p in pins[:19])
+    assert in_bronze(stack) == Counter(record(pin_topic, "pin", p) for p in pins[:19])
 
 
 def test_the_api_recovers_from_a_60_second_broker_outage_and_stores_each_acknowledged_record_once(
@@ -134,7 +102,7 @@ def test_the_api_recovers_from_a_60_second_broker_outage_and_stores_each_acknowl
         # the same process accepts again: the posts sent during the outage, then new ones
         post_batches(url, make_source("synthetic", 7), 2_000, destination=topics, give_up_after=60)
     _to_bronze(stack)
-    assert _bronze(stack) == _posted(stack, 0, 1_000) + _posted(stack, 0, 2_000)
+    assert in_bronze(stack) == posted(stack, 0, 1_000) + posted(stack, 0, 2_000)
 
 
 def test_a_record_the_api_would_refuse_is_quarantined_by_the_loader(stack: Settings) -> None:
@@ -151,7 +119,7 @@ def test_a_record_the_api_would_refuse_is_quarantined_by_the_loader(stack: Setti
     producer.flush()
     producer.close()
     _to_bronze(stack)
-    assert _bronze(stack) == Counter([_as_bronze(geo_topic, "geo", geo)])
+    assert in_bronze(stack) == Counter([record(geo_topic, "geo", geo)])
     quarantined = Lake.from_settings(stack).delta_table(QUARANTINE).to_pyarrow_table().to_pylist()
     assert len(quarantined) == len(bad_keys)
     assert all("must be an integer key within bigint" in q["reason"] for q in quarantined)
@@ -199,7 +167,7 @@ def test_a_sink_whose_s3_is_away_restarts_by_itself_and_stores_every_record_once
         s3.up()
         s3.ensure_bucket(stack.s3_bucket)
         deadline = time.monotonic() + 120
-        while _stored_lines(s3, stack.s3_bucket) < 1_500:
+        while in_s3(stack).total() < 1_500:
             assert time.monotonic() < deadline, "the sink did not store the records once S3 was back"
             assert sink.poll() is None, "the sink exited"
             time.sleep(1)
@@ -211,7 +179,7 @@ def test_a_sink_whose_s3_is_away_restarts_by_itself_and_stores_every_record_once
             sink.kill()
     try:
         load_raw_objects(stack)
-        in_bronze = _bronze(stack)
+        loaded = in_bronze(stack)
     finally:
         s3.down()
-    assert in_bronze == _posted(stack, 0, 500)
+    assert loaded == posted(stack, 0, 500)
