@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,25 +305,31 @@ class KafkaBroker:
         admin.close()
         return True
 
-    def _wait_for_group_coordinator(self, timeout: float = 90) -> None:
+    def _wait_for_group_coordinator(self, timeout: float = 90, attempt_s: float = 20) -> None:
         """Kafka creates its offsets topic on the first consumer group and answers NOT_COORDINATOR
-        until it is loaded: a probe group joins once here, so the sink never waits on that."""
+        until it is loaded: a probe group joins once here, so the sink never waits on that. Each
+        attempt is a new probe in a new group: after a restart, kafka-python's probe can stay stuck
+        on a coordinator it marked dead, and a group of an old name may hold a member of the last
+        run that the coordinator waits for."""
         from kafka import KafkaConsumer
 
-        probe = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id="pinpipe-ready", metadata_max_age_ms=1_000
-        )
-        try:
-            probe.subscribe([self.settings.topics[0]])
-            deadline = time.monotonic() + timeout
-            while not probe.assignment():
-                if time.monotonic() > deadline:
-                    raise ServiceError(
-                        f"kafka: no consumer group could join in {timeout:.0f} s; see {self.process.log}"
-                    )
-                probe.poll(timeout_ms=200)
-        finally:
-            probe.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = KafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                group_id=f"pinpipe-ready-{uuid.uuid4().hex[:8]}",
+                metadata_max_age_ms=1_000,
+            )
+            try:
+                probe.subscribe([self.settings.topics[0]])
+                given_up = min(deadline, time.monotonic() + attempt_s)
+                while time.monotonic() < given_up:
+                    probe.poll(timeout_ms=200)
+                    if probe.assignment():
+                        return
+            finally:
+                probe.close()
+        raise ServiceError(f"kafka: no consumer group could join in {timeout:.0f} s; see {self.process.log}")
 
     def ensure_topics(self) -> None:
         from kafka.admin import NewTopic
