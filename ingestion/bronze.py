@@ -29,6 +29,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from ingestion.config import PROJECT_DIR, Settings
+from ingestion.failpoints import failpoint
 from ingestion.schemas import (
     KEY_FIELD,
     QUARANTINE_SCHEMA,
@@ -235,6 +236,7 @@ def append_slices(
         appended += good.num_rows
     if bad_parts:
         _commit(lake, quarantine or lake.uri(QUARANTINE), pa.concat_tables(bad_parts), bad_offsets)
+        failpoint("bronze.after_quarantine_commit")
     if offsets:
         # committed even when empty, so the recorded offsets move past quarantined records
         _commit(lake, delta or lake.uri(target), pa.concat_tables(good_parts), offsets)

@@ -31,6 +31,7 @@ from ingestion.bronze import (
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, PostSource, batches
 from ingestion.errors import PinpipeError
+from ingestion.failpoints import failpoint
 from ingestion.schemas import RAW_TABLES, RawTable
 from ingestion.sink import object_key, parse_object_key
 
@@ -79,17 +80,19 @@ class _PostLoader:
     ) -> list[AppendResult]:
         results = []
         for batch in batches(self.source, count, start=self.loaded, batch_size=batch_size):
-            batch_results = [
-                append(
-                    self.lake,
-                    table,
-                    batch.table(table),
-                    stream=self.stream,
-                    start=batch.start,
-                    source=f"emulator:{self.source.name}",
+            batch_results = []
+            for table in RAW_TABLES:
+                batch_results.append(
+                    append(
+                        self.lake,
+                        table,
+                        batch.table(table),
+                        stream=self.stream,
+                        start=batch.start,
+                        source=f"emulator:{self.source.name}",
+                    )
                 )
-                for table in RAW_TABLES
-            ]
+                failpoint("load.posts.after_table")
             results.extend(batch_results)
             if on_batch is not None:
                 on_batch(batch, batch_results)
@@ -343,6 +346,7 @@ class _Batch:
         if not self.slices:
             return
         result = append_slices(self.lake, self.table, self.slices)
+        failpoint("load.raw.after_commit")
         self.results.append(result)
         if self.on_commit is not None:
             self.on_commit(result, self.files)

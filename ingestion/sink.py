@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Protocol
 from ingestion import clients
 from ingestion.config import Settings
 from ingestion.errors import ServiceDown
+from ingestion.failpoints import failpoint
 
 OBJECT_KEY = re.compile(
     r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$"
@@ -474,6 +475,7 @@ class S3Sink:
         topic, number = partition
         key = object_key(self.prefix, topic, number, buffer.start)
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"\n".join(buffer.lines) + b"\n")
+        failpoint("sink.after_put")
         self.consumer.commit(partition, buffer.next_offset)
         self._next[partition] = buffer.next_offset
         records = sum(1 for line in buffer.lines if line)

@@ -38,6 +38,7 @@ from ingestion.bronze import (
     stream_positions,
 )
 from ingestion.config import Settings
+from ingestion.failpoints import failpoint
 from ingestion.schemas import RawTable
 
 
@@ -229,6 +230,7 @@ class StreamConsumer:
             by_table.setdefault(shard.table, []).append(self._slice(shard))
         for table, slices in by_table.items():
             result = append_slices(self.lake, table, slices, target=STREAM_TABLES[table])
+            failpoint("stream.after_table_commit")
             self.committed += result.appended + result.quarantined
         flushed = 0
         for shard in pending:

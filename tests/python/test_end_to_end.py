@@ -11,11 +11,21 @@ from ingestion.config import Settings
 from ingestion.emulate import batches, make_source
 from ingestion.load import load_posts
 
-from helpers import assert_marts_equal_reference
-
-pytestmark = pytest.mark.slow
+from helpers import append_dirty_posts, assert_marts_equal_reference
 
 
+def test_a_small_bronze_with_every_kind_of_dirt_builds_and_every_mart_equals_the_reference(settings: Settings) -> None:
+    """The quick loop's check of the SQL (`make test-fast`): a few hundred real rows and the dirt."""
+    source = make_source("aicore", 3)
+    load_posts(settings, source, 400)
+    dirt = append_dirty_posts(Lake.from_settings(settings))
+    transform.run_dbt(settings, ["build"])  # every model, data test and unit test
+
+    records = [record for batch in batches(source, 400) for record in batch.records()]
+    assert_marts_equal_reference(settings, [*records, *dirt])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("source_name", "posts"), [("aicore", 6_000), ("synthetic", 30_000)])
 def test_every_mart_equals_the_independent_computation(settings: Settings, source_name: str, posts: int) -> None:
     source = make_source(source_name, 100)
@@ -26,6 +36,7 @@ def test_every_mart_equals_the_independent_computation(settings: Settings, sourc
     assert_marts_equal_reference(settings, records)
 
 
+@pytest.mark.slow
 def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Settings) -> None:
     source = make_source("aicore", 11)
     load_posts(settings, source, 2_000)
@@ -40,6 +51,7 @@ def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Se
     assert_marts_equal_reference(settings, [r for b in batches(source, 3_000) for r in b.records()])
 
 
+@pytest.mark.slow
 def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_lost(settings: Settings) -> None:
     lake = Lake.from_settings(settings)
     load_posts(settings, make_source("aicore", 1), 1_000)

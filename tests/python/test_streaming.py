@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from ingestion.bronze import Lake
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.emulate import make_source
+from ingestion.failpoints import ENVIRONMENT_VARIABLE
 from ingestion.post import KinesisStreams, post_batches
 from ingestion.schemas import RAW_TABLES
 from ingestion.services import KinesisServer, free_port
@@ -30,7 +32,7 @@ from ingestion.stack import api_server
 from ingestion.stream import StreamConsumer
 
 import reference
-from helpers import kill_once_committed
+from helpers import in_tables, kill_once_committed, record
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +175,35 @@ def test_a_consumer_killed_mid_batch_resumes_without_loss_or_duplicates(streamin
         json.dumps({k: str(v[k]) for k in ("ind", "first_name", "last_name", "age", "date_joined")})
         for v in map(json.loads, records)
     )
+
+
+def test_a_consumer_killed_between_two_tables_commits_resumes_each_table_without_loss_or_duplicates(
+    streaming: Settings,
+) -> None:
+    posts = make_source("synthetic", 6).batch(0, 1_500)
+    tables = {table: f"{table}_stream" for table in ("pin", "user")}
+    for table in tables:
+        records = [json.dumps(v).encode() for v in posts.table(table).to_pylist()]
+        _put_directly(streaming, table, records, [str(i) for i in range(len(records))])
+    command = [
+        str(Path(sys.executable).parent / "pinpipe"),
+        "stream",
+        "--flush-records",
+        "400",
+        "--flush-seconds",
+        "60",
+    ]
+    env = {**os.environ, **streaming.environment(), ENVIRONMENT_VARIABLE: "stream.after_table_commit@3"}
+    # each flush commits pin_stream and user_stream: the 3rd commit is the first table of the 2nd flush
+    killed = subprocess.run(command, env=env, capture_output=True, timeout=180)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    commits = {stream: Lake.from_settings(streaming).delta_table(stream).version() for stream in tables.values()}
+    assert sorted(commits.values()) == [1, 2], f"the kill did not leave the tables out of step: {commits}"
+
+    _consume(streaming)  # restarted: each table resumes after its own last committed records
+    lake = Lake.from_settings(streaming)
+    want = Counter(record(table, table, v) for table in tables for v in posts.table(table).to_pylist())
+    assert in_tables(lake, tables) == want
 
 
 def test_a_split_shard_keeps_order_per_partition_key_and_loses_nothing(streaming: Settings) -> None:

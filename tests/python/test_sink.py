@@ -1,0 +1,213 @@
+"""The S3 sink's own logic against an in-memory partition log and bucket: how objects tile the
+offsets, when they are flushed, where a restarted or rebalanced sink resumes. The real broker and
+S3 server are in test_batch_path.py; these run in-process, so `make mutate` sees them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import pytest
+
+from ingestion.sink import (
+    FlushPolicy,
+    Message,
+    Partition,
+    Rebalance,
+    S3Sink,
+    SinkStalled,
+    _Buffer,
+    as_line,
+    object_key,
+    parse_object_key,
+)
+
+PIN: Partition = ("pin", 0)
+GEO: Partition = ("geo", 1)
+
+
+class PartitionLog:
+    """Partitions as lists of values; None at an offset is a commit marker or an aborted record
+    (a read_committed consumer never returns it, but reads past it)."""
+
+    def __init__(self, partitions: dict[Partition, list[bytes | None]]) -> None:
+        self.partitions = partitions
+        self.committed: dict[Partition, int] = {}
+        self.commits: list[tuple[Partition, int]] = []
+
+
+class FakeConsumer:
+    """The sink's ``Consumer`` over a ``PartitionLog``: ``batch`` records per poll, round robin."""
+
+    def __init__(self, log: PartitionLog, rebalance: Rebalance, batch: int = 7) -> None:
+        self.log, self.rebalance, self.batch = log, rebalance, batch
+        self.assigned = set(log.partitions)
+        self.position = {p: log.committed.get(p, 0) for p in log.partitions}
+        self.seeks: list[tuple[Partition, int]] = []
+        self.closed = False
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        messages = []
+        for partition in sorted(self.assigned):
+            values = self.log.partitions[partition]
+            taken = 0
+            while self.position[partition] < len(values) and taken < min(self.batch, max_records):
+                offset = self.position[partition]
+                self.position[partition] += 1
+                if values[offset] is not None:
+                    messages.append(Message(partition, offset, values[offset]))
+                    taken += 1
+        return messages
+
+    def commit(self, partition: Partition, next_offset: int) -> None:
+        self.log.committed[partition] = next_offset
+        self.log.commits.append((partition, next_offset))
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        self.seeks.append((partition, offset))
+        self.position[partition] = offset
+
+    def assignment(self) -> set[Partition]:
+        return set(self.assigned)
+
+    def read_to(self, partition: Partition) -> int:
+        return self.position[partition]
+
+    def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        return {p: len(self.log.partitions[p]) for p in partitions}
+
+    def committed(self, partition: Partition) -> int:
+        return self.log.committed.get(partition, 0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Bucket:
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.puts: list[str] = []
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes) -> None:  # noqa: N803 - boto3's names
+        self.objects[Key] = Body
+        self.puts.append(Key)
+
+    def lines(self, partition: Partition) -> list[bytes]:
+        """The partition's objects' lines in key order, each object starting where its key says."""
+        topic, number = partition
+        found: list[bytes] = []
+        for key in sorted(k for k in self.objects if f"/partition={number}/{topic}+" in k):
+            start = parse_object_key(key).start
+            assert start == len(found), f"{key} starts at {start}, the objects before it end at {len(found)}"
+            found += self.objects[key].splitlines()
+        return found
+
+
+def _sink(log: PartitionLog, bucket: Bucket, policy: FlushPolicy, **options: object) -> S3Sink:
+    consumers: list[FakeConsumer] = []
+
+    def consumer(rebalance: Rebalance) -> FakeConsumer:
+        consumers.append(FakeConsumer(log, rebalance))
+        return consumers[-1]
+
+    return S3Sink(consumer, bucket, "bucket", policy=policy, **options)  # type: ignore[arg-type]
+
+
+def _values(n: int, first: int = 0) -> list[bytes | None]:
+    return [json.dumps({"index": first + i}).encode() for i in range(n)]
+
+
+def test_objects_tile_every_offset_markers_included_and_each_commit_follows_its_put() -> None:
+    pins = _values(10)
+    pins[3] = pins[4] = None  # an aborted record and a transaction marker
+    log, bucket = PartitionLog({PIN: [*pins, None], GEO: _values(5)}), Bucket()
+    stats = _sink(log, bucket, FlushPolicy(records=4, seconds=3600)).run(until_caught_up=True)
+
+    assert bucket.lines(PIN) == [b"" if v is None else v for v in pins]  # the trailing marker needs no line
+    assert bucket.lines(GEO) == _values(5)
+    assert (stats.records, stats.objects) == (13, len(bucket.objects))
+    assert all(len([line for line in body.splitlines() if line]) <= 4 for body in bucket.objects.values())
+    assert log.committed == {PIN: 10, GEO: 5}
+    # the n-th commit is the end of the n-th object put
+    ends = []
+    for key in bucket.puts:
+        raw = parse_object_key(key)
+        ends.append(((raw.topic, raw.partition), raw.start + len(bucket.objects[key].splitlines())))
+    assert log.commits == ends
+
+
+def test_an_object_is_flushed_by_size_as_well_as_by_count() -> None:
+    log, bucket = PartitionLog({PIN: _values(50)}), Bucket()
+    line = len(_values(1)[0]) + 1
+    _sink(log, bucket, FlushPolicy(records=1_000, bytes=10 * line, seconds=3600)).run(until_caught_up=True)
+    sizes = [len(body) for body in bucket.objects.values()]
+    assert len(sizes) == 5, sizes
+    assert bucket.lines(PIN) == _values(50)
+
+
+def test_a_restarted_sink_writes_from_the_committed_offset_over_the_uncommitted_object() -> None:
+    log, bucket = PartitionLog({PIN: _values(30)}), Bucket()
+    # an earlier sink put offsets 10 .. 19 and died before committing them
+    bucket.put_object(Bucket="bucket", Key=object_key("raw", "pin", 0, 10), Body=b"\n".join(_values(10, 10)) + b"\n")
+    log.committed[PIN] = 10
+    _sink(log, bucket, FlushPolicy(records=12, seconds=3600)).run(until_caught_up=True)
+    assert object_key("raw", "pin", 0, 10) in bucket.puts  # replaced, same key
+    assert [line for key in sorted(bucket.objects) for line in bucket.objects[key].splitlines()] == _values(20, 10)
+    assert log.committed[PIN] == 30
+
+
+def _buffer_one_poll(sink: S3Sink) -> None:
+    """What the sink's loop does with one poll, without the flushes at its end."""
+    for message in sink.consumer.poll(10, 0):
+        sink.buffers.setdefault(message.partition, _Buffer(0)).add(message.offset, message.value)
+
+
+def test_revoked_partitions_are_flushed_or_dropped_and_rewound() -> None:
+    log, bucket = PartitionLog({PIN: _values(20)}), Bucket()
+    sink = _sink(log, bucket, FlushPolicy(records=100, seconds=3600))
+    _buffer_one_poll(sink)
+    sink.revoked([PIN])
+    assert log.committed[PIN] == 7
+    assert PIN not in sink.buffers
+
+    dropping = _sink(PartitionLog({PIN: _values(20)}), Bucket(), FlushPolicy(), flush_revoked=False)
+    consumer = dropping.consumer
+    _buffer_one_poll(dropping)
+    dropping.revoked([PIN])
+    assert PIN not in dropping.buffers
+    assert consumer.log.committed == {}
+    dropping.assigned([PIN])
+    assert consumer.seeks == [(PIN, 0)]  # read again from the dropped buffer's start
+
+
+def test_a_sink_that_makes_no_progress_says_which_partitions_are_behind() -> None:
+    log, bucket = PartitionLog({PIN: _values(5)}), Bucket()
+    sink = _sink(log, bucket, FlushPolicy(seconds=3600))
+    sink.consumer.end_offsets = lambda partitions: dict.fromkeys(partitions, 99)  # type: ignore[method-assign]
+    with pytest.raises(SinkStalled, match=r"behind \(position, end\): \{'pin/0': \(5, 99\)\}"):
+        sink.run(until_caught_up=True, stall_timeout_s=0.3)
+    assert sink.consumer.closed
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        (None, b"null"),
+        (b"", b'""'),
+        (b"  ", b'"  "'),
+        (b'{"a": 1}', b'{"a": 1}'),
+        (b'{"a":\n 1}', b'{"a":1}'),
+        (b"not\njson", b'"not\\njson"'),
+        (b"\r\n", b'"\\r\\n"'),
+    ],
+)
+def test_every_value_is_one_line(value: bytes | None, line: bytes) -> None:
+    assert as_line(value) == line
+
+
+def test_object_keys_sort_by_offset_and_parse_back() -> None:
+    keys = [object_key("raw", "pin", 3, start) for start in (0, 9, 10, 1_000_000)]
+    assert sorted(keys) == keys
+    parsed = parse_object_key(keys[2])
+    assert (parsed.topic, parsed.partition, parsed.start) == ("pin", 3, 10)
+    assert parse_object_key("raw/topics/pin/partition=3/notes.txt") is None
