@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev run test test-fast lint fmt bench airflow docs clean
+.PHONY: install dev run test test-fast mutate lint fmt bench airflow docs clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	@echo "==> creating the virtualenv $(VENV) ($(PYTHON))"
@@ -34,9 +34,16 @@ run: install
 test: dev
 	$(BIN)/pytest
 
-## the quick unit tests only
+## the quick loop (about 2 minutes): unit tests, in-process kill tests, and a dbt build of a small
+## bronze compared with the reference; no Kafka, S3 or Kinesis
 test-fast: dev
 	$(BIN)/pytest -m "not slow"
+
+## mutation testing of the exactly-once modules (bronze, sink, stream) with mutmut: slow, not in CI;
+## `.venv/bin/mutmut results` lists the survivors, `.venv/bin/mutmut show <name>` shows one
+mutate: dev
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 ## every check a change must pass: Python lint, format and types; dbt's YAML; SQL style; model layout
 LINT_SCRATCH := $(CURDIR)/.state/lint

@@ -389,13 +389,14 @@ class S3Sink:
         rewound to their start instead, and whoever owns them next reads those records again and
         writes the same object key (the loader trims overlaps by offset)."""
         for partition in partitions:
+            if partition in self.buffers:
+                if self._flush_revoked:
+                    self._flush(partition)
+                else:
+                    self._rewind[partition] = self.buffers.pop(partition).start
+            # forgotten after the flush: if the partition comes back, its next object starts where
+            # the group committed, not over objects another member stored meanwhile
             self._next.pop(partition, None)
-            if partition not in self.buffers:
-                continue
-            if self._flush_revoked:
-                self._flush(partition)
-            else:
-                self._rewind[partition] = self.buffers.pop(partition).start
 
     def assigned(self, partitions: list[Partition]) -> None:
         # a partition assigned back to this member keeps its in-memory position unless rewound,
@@ -418,16 +419,14 @@ class S3Sink:
         records up to the end offsets seen at start are stored and committed."""
         self._on_flush = on_flush
         targets: dict[Partition, int] | None = None
-        progress_at, seen = time.monotonic(), -1
+        progress_at = time.monotonic()
         try:
             while stop is None or not stop.is_set():
                 messages = self.consumer.poll(max_records=10_000, timeout_s=0.2)
-                if until_caught_up:
-                    read = len(messages) + self.stats.records
-                    if read != seen:
-                        progress_at, seen = time.monotonic(), read
-                    elif time.monotonic() - progress_at > stall_timeout_s:
-                        raise SinkStalled(self._stall_report(targets))
+                if messages:
+                    progress_at = time.monotonic()
+                elif until_caught_up and time.monotonic() - progress_at > stall_timeout_s:
+                    raise SinkStalled(self._stall_report(targets))
                 for message in messages:
                     buffer = self.buffers.get(message.partition)
                     if buffer is None:

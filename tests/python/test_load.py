@@ -15,6 +15,8 @@ from ingestion.emulate import make_source
 from ingestion.load import GapError, NoRawObjects, load_raw_objects
 from ingestion.sink import object_key
 
+from helpers import in_tables, record
+
 
 def _write(folder: Path, key: str, records: list[object]) -> None:
     path = folder / key
@@ -49,6 +51,9 @@ def test_sink_objects_and_backfill_files_in_a_folder_load_exactly_once(settings:
     )
     assert _rows(settings, "geo") == Counter({("file/geo/backfill/2020.jsonl", o): 1 for o in range(40)})
     assert _rows(settings, QUARANTINE) == Counter({("file/geo/backfill/2020.jsonl", 40): 1})
+    lake = Lake.from_settings(settings)
+    assert in_tables(lake, {"pin": "pin"}) == Counter(record("pin", "pin", pin) for pin in pins[:200])
+    assert in_tables(lake, {"geo": "geo"}) == Counter(record("geo", "geo", geo) for geo in posts.geo.to_pylist()[:40])
 
     # the backfill file grows: only its new lines load
     _write(

@@ -5,7 +5,10 @@ S3 server are in test_batch_path.py; these run in-process, so `make mutate` sees
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -39,14 +42,21 @@ class PartitionLog:
 class FakeConsumer:
     """The sink's ``Consumer`` over a ``PartitionLog``: ``batch`` records per poll, round robin."""
 
-    def __init__(self, log: PartitionLog, rebalance: Rebalance, batch: int = 7) -> None:
+    def __init__(self, log: PartitionLog, rebalance: Rebalance, batch: int = 7, joins_after_polls: int = 0) -> None:
         self.log, self.rebalance, self.batch = log, rebalance, batch
-        self.assigned = set(log.partitions)
+        self.assigned: set[Partition] = set()
+        self.joins_after_polls = joins_after_polls  # polls before the group assigns the partitions
         self.position = {p: log.committed.get(p, 0) for p in log.partitions}
         self.seeks: list[tuple[Partition, int]] = []
         self.closed = False
 
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        if not self.assigned:
+            if self.joins_after_polls:
+                self.joins_after_polls -= 1
+                return []
+            self.assigned = set(self.log.partitions)
+            self.rebalance.assigned(sorted(self.assigned))  # as a real consumer does, inside poll
         messages = []
         for partition in sorted(self.assigned):
             values = self.log.partitions[partition]
@@ -89,6 +99,7 @@ class Bucket:
         self.puts: list[str] = []
 
     def put_object(self, Bucket: str, Key: str, Body: bytes) -> None:  # noqa: N803 - boto3's names
+        assert Bucket == "bucket"
         self.objects[Key] = Body
         self.puts.append(Key)
 
@@ -103,14 +114,19 @@ class Bucket:
         return found
 
 
-def _sink(log: PartitionLog, bucket: Bucket, policy: FlushPolicy, **options: object) -> S3Sink:
-    consumers: list[FakeConsumer] = []
-
+def _sink(
+    log: PartitionLog,
+    bucket: Bucket,
+    policy: FlushPolicy,
+    *,
+    batch: int = 7,
+    joins_after_polls: int = 0,
+    **options: Any,
+) -> S3Sink:
     def consumer(rebalance: Rebalance) -> FakeConsumer:
-        consumers.append(FakeConsumer(log, rebalance))
-        return consumers[-1]
+        return FakeConsumer(log, rebalance, batch, joins_after_polls)
 
-    return S3Sink(consumer, bucket, "bucket", policy=policy, **options)  # type: ignore[arg-type]
+    return S3Sink(consumer, bucket, "bucket", policy=policy, **options)
 
 
 def _values(n: int, first: int = 0) -> list[bytes | None]:
@@ -121,7 +137,7 @@ def test_objects_tile_every_offset_markers_included_and_each_commit_follows_its_
     pins = _values(10)
     pins[3] = pins[4] = None  # an aborted record and a transaction marker
     log, bucket = PartitionLog({PIN: [*pins, None], GEO: _values(5)}), Bucket()
-    stats = _sink(log, bucket, FlushPolicy(records=4, seconds=3600)).run(until_caught_up=True)
+    stats = _sink(log, bucket, FlushPolicy(records=4, seconds=3600), joins_after_polls=2).run(until_caught_up=True)
 
     assert bucket.lines(PIN) == [b"" if v is None else v for v in pins]  # the trailing marker needs no line
     assert bucket.lines(GEO) == _values(5)
@@ -162,6 +178,21 @@ def _buffer_one_poll(sink: S3Sink) -> None:
         sink.buffers.setdefault(message.partition, _Buffer(0)).add(message.offset, message.value)
 
 
+def test_a_partition_assigned_back_starts_where_the_group_committed_not_where_this_member_stopped() -> None:
+    log, bucket = PartitionLog({PIN: _values(30)}), Bucket()
+    sink = _sink(log, bucket, FlushPolicy(records=100, seconds=3600))
+    _buffer_one_poll(sink)
+    sink.revoked([GEO, PIN])  # GEO has no buffer; PIN's is flushed all the same
+    assert log.committed == {PIN: 7}
+    # another member stored and committed offsets 7 .. 19 meanwhile; the partition comes back
+    log.committed[PIN] = 20
+    sink.consumer.seek(PIN, 20)
+    sink.assigned([PIN])
+    sink.run(until_caught_up=True)
+    assert sorted(bucket.objects) == [object_key("raw", "pin", 0, start) for start in (0, 20)]
+    assert bucket.objects[object_key("raw", "pin", 0, 20)].splitlines() == _values(10, 20)
+
+
 def test_revoked_partitions_are_flushed_or_dropped_and_rewound() -> None:
     log, bucket = PartitionLog({PIN: _values(20)}), Bucket()
     sink = _sink(log, bucket, FlushPolicy(records=100, seconds=3600))
@@ -181,12 +212,77 @@ def test_revoked_partitions_are_flushed_or_dropped_and_rewound() -> None:
 
 
 def test_a_sink_that_makes_no_progress_says_which_partitions_are_behind() -> None:
-    log, bucket = PartitionLog({PIN: _values(5)}), Bucket()
+    log, bucket = PartitionLog({PIN: _values(5), GEO: _values(3)}), Bucket()
     sink = _sink(log, bucket, FlushPolicy(seconds=3600))
-    sink.consumer.end_offsets = lambda partitions: dict.fromkeys(partitions, 99)  # type: ignore[method-assign]
-    with pytest.raises(SinkStalled, match=r"behind \(position, end\): \{'pin/0': \(5, 99\)\}"):
+    # the records the group's end offsets promise never come
+    sink.consumer.end_offsets = lambda partitions: {p: 99 if p == PIN else 3 for p in partitions}  # type: ignore[method-assign]
+    with pytest.raises(SinkStalled, match=r"assigned 2 partitions, behind \(position, end\): \{'pin/0': \(5, 99\)\}$"):
         sink.run(until_caught_up=True, stall_timeout_s=0.3)
     assert sink.consumer.closed
+
+
+def test_a_slow_but_steady_partition_is_not_a_stall() -> None:
+    """One record per poll, none flushed yet: still progress (it was reported as a stall before)."""
+    log, bucket = PartitionLog({PIN: _values(8)}), Bucket()
+    sink = _sink(log, bucket, FlushPolicy(records=100, seconds=3600), batch=1)
+    polled = sink.consumer.poll
+
+    def slowly(max_records: int, timeout_s: float) -> list[Message]:
+        time.sleep(0.1)
+        return polled(max_records, timeout_s)
+
+    sink.consumer.poll = slowly  # type: ignore[method-assign]
+    sink.run(until_caught_up=True, stall_timeout_s=0.25)
+    assert bucket.lines(PIN) == _values(8)
+
+
+def test_buffers_flush_when_their_time_is_up_and_a_stop_ends_the_run_after_its_flushes() -> None:
+    log, bucket = PartitionLog({PIN: _values(30)}), Bucket()
+    stop, flushed = threading.Event(), []
+
+    def on_flush(key: str, records: int) -> None:
+        flushed.append((key, records))
+        if sum(count for _, count in flushed) == 30:
+            stop.set()
+
+    sink = _sink(log, bucket, FlushPolicy(records=1_000, seconds=0), joins_after_polls=2)
+    stats = sink.run(stop=stop, on_flush=on_flush)
+    assert bucket.lines(PIN) == _values(30)
+    assert [count for _, count in flushed] == [7, 7, 7, 7, 2]  # one object per poll: each buffer was due
+    assert [key for key, _ in flushed] == bucket.puts
+    assert stats.records == 30
+
+
+def test_a_run_until_caught_up_stops_at_the_end_offsets_seen_when_it_began() -> None:
+    """A producer still writing does not keep the run going: it stops at the ends it first saw."""
+    log, bucket = PartitionLog({PIN: _values(20)}), Bucket()
+    sink = _sink(log, bucket, FlushPolicy(records=1_000, seconds=3600), batch=3)
+    ends = sink.consumer.end_offsets
+
+    def growing(partitions: Iterable[Partition]) -> dict[Partition, int]:
+        found = ends(partitions)
+        log.partitions[PIN] += _values(5, len(log.partitions[PIN]))  # 5 more records each time it looks
+        return found
+
+    sink.consumer.end_offsets = growing  # type: ignore[method-assign]
+    sink.run(until_caught_up=True, stall_timeout_s=5)
+    assert bucket.lines(PIN)[:20] == _values(20)
+
+
+def test_a_buffer_counts_the_bytes_of_the_object_it_becomes_and_is_due_by_count_size_or_age() -> None:
+    buffer = _Buffer(10, opened_at=100.0)
+    for offset, value in [(10, b'{"a": 1}'), (13, b"x\ny"), (14, None)]:
+        buffer.add(offset, value)
+    buffer.add(11, b"read again")  # a rewind: already buffered, ignored
+    body = b"\n".join(buffer.lines) + b"\n"
+    assert body == b'{"a": 1}\n\n\n"x\\ny"\nnull\n'
+    assert (buffer.size, buffer.next_offset) == (len(body), 15)
+    assert buffer.full(FlushPolicy(records=5, bytes=10_000))
+    assert not buffer.full(FlushPolicy(records=6, bytes=len(body) + 1))
+    assert buffer.full(FlushPolicy(records=6, bytes=len(body)))
+    assert not buffer.due(FlushPolicy(records=6, bytes=10_000, seconds=5), now=104.9)
+    assert buffer.due(FlushPolicy(records=6, bytes=10_000, seconds=5), now=105.0)
+    assert buffer.due(FlushPolicy(records=5, bytes=10_000, seconds=5), now=100.0)
 
 
 @pytest.mark.parametrize(
@@ -199,6 +295,8 @@ def test_a_sink_that_makes_no_progress_says_which_partitions_are_behind() -> Non
         (b'{"a":\n 1}', b'{"a":1}'),
         (b"not\njson", b'"not\\njson"'),
         (b"\r\n", b'"\\r\\n"'),
+        (b'{"a":\r 1,\n "b": "\xc3\xa9"}', b'{"a":1,"b":"\xc3\xa9"}'),  # compact, UTF-8 kept as it is
+        (b"\xff\nnot utf-8", b'"\\ufffd\\nnot utf-8"'),  # undecodable bytes replaced, never an error
     ],
 )
 def test_every_value_is_one_line(value: bytes | None, line: bytes) -> None:
