@@ -43,6 +43,9 @@ test-fast: dev
 ## `.venv/bin/mutmut results` lists the survivors, `.venv/bin/mutmut show <name>` shows one
 mutate: dev
 	$(BIN)/mutmut run --max-children 2
+	@echo "==> the survivors once more, one by one (a batch run has reported killed mutants as surviving)"
+	survivors="$$($(BIN)/mutmut results | grep survived | cut -d: -f1)"; \
+		if [ -n "$$survivors" ]; then $(BIN)/mutmut run $$survivors; fi
 	$(BIN)/mutmut results
 
 ## every check a change must pass: Python lint, format and types; dbt's YAML; SQL style; model layout

@@ -188,7 +188,11 @@ with DAG(
             should_detach_multiple_parents_tests=True,
         ),
         # cosmos runs dbt in a copy of the project: the settings' absolute paths, the run's own warehouse
-        operator_args={"install_deps": False, "env": BUILDING.environment()},
+        # and production's flags: unit tests are for `make test` and CI, not the daily run
+        operator_args={
+            "install_deps": False,
+            "env": BUILDING.environment() | BUILDING.production_dbt_environment(),
+        },
         default_args=DEFAULT_ARGS,
     )
 

@@ -38,6 +38,12 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 
+FullRefreshOption = Annotated[
+    bool,
+    typer.Option(
+        "--full-refresh", help="rebuild the incremental staging models from all of bronze, not only its new rows"
+    ),
+]
 SourceOption = Annotated[SourceName, typer.Option(help="aicore replays the real rows; synthetic generates posts")]
 PostsOption = Annotated[int, typer.Option(min=1, help="new posts to emulate (after those bronze already holds)")]
 SeedOption = Annotated[int, typer.Option(help="emulator seed: same seed, same posts")]
@@ -471,14 +477,18 @@ def refresh(
 def transform_command(
     context: typer.Context,
     select: Annotated[str | None, typer.Option(help="dbt node selection")] = None,
+    full_refresh: FullRefreshOption = False,
 ) -> None:
-    """dbt build: staging, intermediate and marts with every data and unit test."""
-    _build(_settings(context), select)
+    """dbt build: staging, intermediate and marts with every data test (unit tests: PINPIPE_RUN_UNIT_TESTS=true)."""
+    _build(_settings(context), select, full_refresh=full_refresh)
 
 
-def _build(settings: Settings, select: str | None = None) -> None:
+def _build(settings: Settings, select: str | None = None, *, full_refresh: bool = False) -> None:
     """`dbt source freshness` then `dbt build`, on a private copy of the warehouse published whole
-    when both succeed (readers never wait, nor see a failed build); then what the build covers."""
+    when both succeed (readers never wait, nor see a failed build); then what the build covers.
+
+    Staging is incremental; when its rows came from another bronze (another lake, or this one
+    rebuilt), the build is run again with ``--full-refresh`` instead of failing."""
     if settings.target != "databricks":
         transform.check_lake(settings)
     statuses: Counter[str] = Counter()
@@ -499,7 +509,18 @@ def _build(settings: Settings, select: str | None = None) -> None:
 
             args = ["build", "--quiet", *(["--select", select] if select else [])]
             try:
-                results = transform.run_dbt(private, args, on_event)
+                try:
+                    results = transform.run_dbt(
+                        private, [*args, *(["--full-refresh"] if full_refresh else [])], on_event, production=True
+                    )
+                except transform.DbtFailed as failed:
+                    if full_refresh or not transform.built_from_another_bronze(failed.results):
+                        raise
+                    console.print(
+                        f"staging was built from another bronze than {settings.lake}: rebuilding it from scratch"
+                    )
+                    statuses.clear()
+                    results = transform.run_dbt(private, [*args, "--full-refresh"], on_event, production=True)
                 progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
             finally:
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
@@ -643,6 +664,7 @@ def run(
     ] = Stack.embedded,
     batch_size: Annotated[int | None, typer.Option(min=1, help="posts per bronze commit or per request")] = None,
     rows: Annotated[int, typer.Option(help="rows shown per mart")] = 15,
+    full_refresh: FullRefreshOption = False,
 ) -> None:
     """The main job: posts → bronze → dbt build → the marts, on the embedded default or the full stack."""
     settings = _settings(context)
@@ -659,7 +681,7 @@ def run(
             _post(settings, url, topics, source, posts, seed, batch_size or 500, None, 4)
         _sink(settings, until_caught_up=True)
         _load_objects(settings)
-    _build(settings)
+    _build(settings, full_refresh=full_refresh)
     _print_marts(settings, rows)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,10 @@ def stream_table(stream: str) -> RawTable | None:
     (the seeds' naming); None for a stream that carries none of them."""
     suffix = stream.rsplit("-", 1)[-1]
     return suffix if suffix in RAW_TABLES else None  # type: ignore[return-value]
+
+
+# the dbt variables production runs may set (Settings.production_dbt_environment)
+PRODUCTION_DBT_VARIABLES = ("DBT_EXCLUDE_RESOURCE_TYPES",)
 
 
 class Settings(BaseSettings):
@@ -52,6 +57,29 @@ class Settings(BaseSettings):
         default_factory=lambda given: Path(given["cache_dir"]) / "duckdb-extensions",
         description="where DuckDB finds the delta and httpfs extensions (default <cache dir>/duckdb-extensions); "
         "every DuckDB the project opens is told: dbt's profile, the CLI, the DAG; never ~/.duckdb",
+    )
+    duckdb_memory: str = Field(
+        default="3GB",
+        description="DuckDB's memory_limit for builds and queries: beyond it DuckDB spills to the temp "
+        "directory instead of failing (a laptop keeps room for everything else)",
+    )
+    duckdb_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="DuckDB's worker threads (default: one per core)"
+    )
+    duckdb_temp_directory: Path = Field(
+        default_factory=lambda given: Path(given["state_dir"]) / "duckdb-spill",
+        description="where DuckDB spills what does not fit in its memory limit (default <state dir>/duckdb-spill)",
+    )
+    run_unit_tests: bool = Field(
+        default=False,
+        description="production builds (`pinpipe run`, `transform`, the DAG) skip dbt's unit tests, "
+        "which test the SQL, not the data; `make test` and CI run them",
+    )
+    staging_lookback_minutes: int = Field(
+        default=60,
+        ge=0,
+        description="incremental staging re-reads bronze rows ingested this long before its newest row, "
+        "so a writer that committed late (a slow append started earlier) is never missed",
     )
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint for an s3:// lake")
     s3_region: str = "us-east-1"
@@ -124,6 +152,13 @@ class Settings(BaseSettings):
         self.spark_warehouse = str(Path(self.spark_warehouse).resolve())
         self.cache_dir = self.cache_dir.resolve()
         self.duckdb_extension_directory = self.duckdb_extension_directory.resolve()
+        self.duckdb_temp_directory = self.duckdb_temp_directory.resolve()
+
+    def production_dbt_environment(self) -> dict[str, str]:
+        """What a production run (`pinpipe run`, `transform`, the DAG) adds to dbt's environment:
+        unit tests skipped, as dbt advises (they test the SQL against fixtures, not the day's data;
+        `make test` and CI run them), unless ``run_unit_tests``."""
+        return {} if self.run_unit_tests else {"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"}
 
     def environment(self) -> dict[str, str]:
         """These settings as the ``PINPIPE_*`` variables that rebuild them in a child process."""

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
-from ingestion.config import Settings
+from ingestion.config import PRODUCTION_DBT_VARIABLES, Settings
 from ingestion.errors import BuildBusy, LakeMissing, NoWarehouse, PinpipeError
 from ingestion.schemas import RAW_TABLES
 
@@ -200,12 +200,16 @@ def _publish_warehouse(settings: Settings, path: str) -> None:
 
 
 @contextmanager
-def _dbt_environment(settings: Settings) -> Iterator[None]:
+def _dbt_environment(settings: Settings, *, production: bool) -> Iterator[None]:
     """dbt reads the profile's paths from the environment: the settings' variables, set for the
     invocation only (an unset setting as empty, so the caller's environment cannot leak in)."""
     wanted = {f"PINPIPE_{name.upper()}": "" for name in Settings.model_fields} | settings.environment()
-    saved = {name: os.environ.get(name) for name in wanted}
+    wanted |= settings.production_dbt_environment() if production else {}
+    unwanted = [name for name in PRODUCTION_DBT_VARIABLES if name not in wanted]
+    saved = {name: os.environ.get(name) for name in [*wanted, *unwanted]}
     os.environ.update(wanted)
+    for name in unwanted:  # a test run in the same process as a production one runs every test
+        os.environ.pop(name, None)
     try:
         yield
     finally:
@@ -218,6 +222,15 @@ def _dbt_environment(settings: Settings) -> Iterator[None]:
 
 # dbt commands that read only the project, not the lake
 READ_ONLY_COMMANDS = ("parse", "ls", "list", "compile", "debug")
+
+
+# what `assert_built_from` (macros/staging/new_bronze_rows.sql) says when staging holds another bronze's rows
+_ANOTHER_BRONZE = "was built from another bronze"
+
+
+def built_from_another_bronze(results: Any) -> bool:
+    """A failed build's results say an incremental staging model holds rows of another bronze."""
+    return any(_ANOTHER_BRONZE in str(result.message) for result in getattr(results, "results", None) or [])
 
 
 class DbtFailed(RuntimeError):
@@ -234,10 +247,12 @@ def run_dbt(
     on_event: Callable[[Any], None] | None = None,
     *,
     manifest: Manifest | None = None,
+    production: bool = False,
 ) -> Any:
     """Invoke dbt (``build``, ``test``, ...) in this process on the settings' target; raise when it
     fails. Returns what the command returns (a Manifest for ``parse``, the results for the others).
-    With a parsed ``manifest``, dbt skips reading the project."""
+    With a parsed ``manifest``, dbt skips reading the project; ``production`` runs skip the unit tests
+    (``Settings.production_dbt_environment``)."""
     from dbt.cli.main import dbtRunner  # imported late: dbt's import alone costs about a second
 
     if settings.target == "local":
@@ -247,7 +262,7 @@ def run_dbt(
         # every source exists from the first run on, empty until its loader writes (warm runs did it once)
         ensure_tables(Lake.from_settings(settings))
     project = str(settings.project_dir)
-    with _dbt_environment(settings):
+    with _dbt_environment(settings, production=production):
         result = dbtRunner(manifest=manifest, callbacks=[on_event] if on_event else []).invoke(
             [*args, "--project-dir", project, "--profiles-dir", project, "--target", settings.target]
         )

@@ -34,7 +34,9 @@ def compile_staging(config: Settings) -> dict[str, str]:
     manifest = transform.run_dbt(config, ["parse", "--quiet"])
     sources = {s.name: s.relation_name for s in manifest.sources.values() if s.source_name == "bronze"}
     # on Spark this also starts dbt-spark's session, configured as the profile says, for the queries
-    compiled = transform.run_dbt(config, ["compile", "--quiet", "--select", "staging.pinterest"], manifest=manifest)
+    compiled = transform.run_dbt(
+        config, ["compile", "--quiet", "--full-refresh", "--select", "staging.pinterest"], manifest=manifest
+    )
     by_model = {result.node.name: result.node.compiled_code for result in compiled.results}
     return {table: by_model[model].replace(sources[table], f"raw_{table}") for table, model in STAGING.items()}
 

@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('bronze', 'geo') }}
+    {{ new_bronze_rows(source('bronze', 'geo')) }}
 ),
 
 {{ clean_geo('source') }},
@@ -14,5 +14,7 @@ select
     coordinates,
     timestamp,
     unparseable_fields,
+    _stream,
+    _offset,
     _ingested_at
 from deduplicated

@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('bronze', 'pin') }}
+    {{ new_bronze_rows(source('bronze', 'pin')) }}
 ),
 
 {{ clean_pins('source') }},
@@ -22,5 +22,7 @@ select
     category,
     downloaded,
     unparseable_fields,
+    _stream,
+    _offset,
     _ingested_at
 from deduplicated

@@ -1,3 +1,6 @@
+-- a small table of records no loader could key: rebuilt whole (nothing to merge by)
+{{ config(materialized='table') }}
+
 with source as (
     select * from {{ source('bronze', 'quarantine') }}
 ),

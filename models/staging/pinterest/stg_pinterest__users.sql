@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('bronze', 'user') }}
+    {{ new_bronze_rows(source('bronze', 'user')) }}
 ),
 
 {{ clean_users('source') }},
@@ -14,5 +14,7 @@ select
     age,
     date_joined,
     unparseable_fields,
+    _stream,
+    _offset,
     _ingested_at
 from deduplicated

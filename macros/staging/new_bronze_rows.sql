@@ -1,0 +1,44 @@
+{#- The bronze rows an incremental staging model has still to read: all of them on its first build
+    (or --full-refresh), else those ingested since its newest row, less a lookback
+    (PINPIPE_STAGING_LOOKBACK_MINUTES) so a writer that committed late is never missed. Re-read rows
+    merge by key to the same winner, so the lookback costs time, never correctness. -#}
+{% macro new_bronze_rows(relation) -%}
+    {#- a unit test has no `this`: it feeds its fixture rows as a first build would read them -#}
+    {%- if this is not none and is_incremental() %}
+        {%- do assert_built_from(relation) %}
+    select * from {{ relation }}
+    where _ingested_at >= coalesce(
+        (
+            select {{ dbt.dateadd('minute', -(env_var('PINPIPE_STAGING_LOOKBACK_MINUTES', '60') | int), 'max(_ingested_at)') }}
+            from {{ this }}
+        ),
+        cast('1970-01-01' as timestamp)
+    )
+    {%- else %}
+    select * from {{ relation }}
+    {%- endif %}
+{%- endmacro %}
+
+{#- Staging merges new rows into what it holds, so it must hold rows of this very bronze: after the
+    lake was switched or rebuilt, its newest row is missing there, and merging would keep posts the
+    lake no longer has. Then the build stops and says how to rebuild from scratch. -#}
+{% macro assert_built_from(relation) -%}
+    {%- if execute -%}
+        {%- set newest = run_query(
+            'select _stream, _offset from ' ~ this ~ ' order by _ingested_at desc, _stream desc, _offset desc limit 1'
+        ) -%}
+        {%- if newest.rows | length > 0 -%}
+            {%- set stream, offset = newest.rows[0][0], newest.rows[0][1] -%}
+            {%- set found = run_query(
+                'select count(*) from ' ~ relation ~ ' where _stream = ' ~ dbt.string_literal(stream) ~ ' and _offset = ' ~ offset
+            ) -%}
+            {%- if found.rows[0][0] == 0 -%}
+                {{ exceptions.raise_compiler_error(
+                    this.identifier ~ ' was built from another bronze (its newest row, ' ~ stream ~ ' offset ' ~ offset
+                    ~ ', is not in ' ~ relation ~ '): rebuild it from scratch with `pinpipe transform --full-refresh`'
+                    ~ ' (or `dbt build --full-refresh`)'
+                ) }}
+            {%- endif -%}
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
