@@ -60,7 +60,7 @@ def _hand_written(lake: str, warehouse: str) -> None:
     script = (BENCH / "hand_written.sql").read_text().replace("{lake}", lake)
     with duckdb.connect(config=duckdb_config(settings.duckdb_extension_directory)) as connection:
         connection.execute(f"set memory_limit = '{settings.duckdb_memory}'")
-        connection.execute(f"set temp_directory = '{settings.duckdb_temp_directory}'")
+        connection.execute(f"set temp_directory = '{warehouse}.hand-written.tmp'")
         connection.execute("set preserve_insertion_order = false")
         connection.execute(script)
         connection.execute(f"attach '{warehouse}' as built (read_only)")

@@ -66,9 +66,10 @@ class Settings(BaseSettings):
     duckdb_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="DuckDB's worker threads (default: one per core)"
     )
-    duckdb_temp_directory: Path = Field(
-        default_factory=lambda given: Path(given["state_dir"]) / "duckdb-spill",
-        description="where DuckDB spills what does not fit in its memory limit (default <state dir>/duckdb-spill)",
+    duckdb_temp_directory: Path | None = Field(
+        default=None,
+        description="where DuckDB spills what does not fit in its memory limit "
+        "(default: DuckDB's own, <warehouse>.tmp beside the file being built)",
     )
     run_unit_tests: bool = Field(
         default=False,
@@ -152,7 +153,8 @@ class Settings(BaseSettings):
         self.spark_warehouse = str(Path(self.spark_warehouse).resolve())
         self.cache_dir = self.cache_dir.resolve()
         self.duckdb_extension_directory = self.duckdb_extension_directory.resolve()
-        self.duckdb_temp_directory = self.duckdb_temp_directory.resolve()
+        if self.duckdb_temp_directory is not None:
+            self.duckdb_temp_directory = self.duckdb_temp_directory.resolve()
 
     def production_dbt_environment(self) -> dict[str, str]:
         """What a production run (`pinpipe run`, `transform`, the DAG) adds to dbt's environment:
@@ -167,6 +169,11 @@ class Settings(BaseSettings):
             f"PINPIPE_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
             for name, value in values.items()
         }
+
+    @property
+    def duckdb_spill_directory(self) -> str:
+        """Where DuckDB spills: the setting, else DuckDB's own default beside the warehouse file."""
+        return str(self.duckdb_temp_directory) if self.duckdb_temp_directory else f"{self.warehouse}.tmp"
 
     @property
     def local_s3_endpoint_url(self) -> str:

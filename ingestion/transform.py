@@ -40,9 +40,15 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def duckdb_config(extension_directory: Path) -> dict[str, str | bool | int | float | list[str]]:
-    """The configuration every DuckDB connection of the project opens with (dbt's profile too)."""
-    return {"extension_directory": str(extension_directory)}
+def duckdb_config(
+    extension_directory: Path, spill_directory: str | None = None
+) -> dict[str, str | bool | int | float | list[str]]:
+    """The configuration every DuckDB connection of the project opens with (dbt's profile's
+    `config_options` too: DuckDB shares a file's instance only with the same configuration)."""
+    config: dict[str, str | bool | int | float | list[str]] = {"extension_directory": str(extension_directory)}
+    if spill_directory is not None:
+        config["temp_directory"] = spill_directory
+    return config
 
 
 def ensure_duckdb_extensions(extension_directory: Path) -> list[str]:
@@ -75,7 +81,7 @@ def connect_warehouse(settings: Settings, *, read_only: bool = False) -> duckdb.
             f"no warehouse at {settings.warehouse}: build it with `pinpipe run` or `pinpipe transform`, "
             "or point --warehouse (PINPIPE_WAREHOUSE) at it"
         )
-    config = duckdb_config(settings.duckdb_extension_directory)
+    config = duckdb_config(settings.duckdb_extension_directory, settings.duckdb_spill_directory)
     try:
         return duckdb.connect(settings.warehouse, read_only=read_only, config=config)
     except duckdb.ConnectionException:
@@ -258,6 +264,8 @@ def run_dbt(
     if settings.target == "local":
         ensure_duckdb_extensions(settings.duckdb_extension_directory)
         Path(settings.warehouse).parent.mkdir(parents=True, exist_ok=True)
+        if settings.duckdb_temp_directory is not None:  # DuckDB makes only the last folder of the path
+            settings.duckdb_temp_directory.mkdir(parents=True, exist_ok=True)
     if settings.target != "databricks" and manifest is None and args[0] not in READ_ONLY_COMMANDS:
         # every source exists from the first run on, empty until its loader writes (warm runs did it once)
         ensure_tables(Lake.from_settings(settings))
