@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     )
     duckdb_memory: str = Field(
         default="3GB",
+        pattern=r"(?i)^\d+(\.\d+)?\s*([KMGT]i?B|B|%)$",
         description="DuckDB's memory_limit for builds and queries: beyond it DuckDB spills to the temp "
         "directory instead of failing (a laptop keeps room for everything else)",
     )

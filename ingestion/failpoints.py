@@ -41,9 +41,10 @@ def failpoint(name: str) -> None:
     if not wanted:
         return
     point, _, nth = wanted.partition("@")
-    if point not in POINTS:
+    if point not in POINTS or not (nth or "1").isdecimal():
         raise UnknownFailpoint(
             f"{ENVIRONMENT_VARIABLE}={wanted!r}: no such failpoint; unset it or name one of {', '.join(POINTS)}"
+            ", optionally with @<n> (the n-th pass)"
         )
     if point != name:
         return

@@ -20,17 +20,21 @@
 {%- endmacro %}
 
 {#- Staging merges new rows into what it holds, so it must hold rows of this very bronze: after the
-    lake was switched or rebuilt, its newest row is missing there, and merging would keep posts the
-    lake no longer has. Then the build stops and says how to rebuild from scratch. -#}
+    lake was switched or rebuilt, its newest row (stream, offset and the instant it was ingested,
+    which no other lake shares) is missing there, and merging would keep posts the lake does not
+    have. Then the build stops and says how to rebuild from scratch. -#}
 {% macro assert_built_from(relation) -%}
     {%- if execute -%}
+        {%- set ingested = 'cast(_ingested_at as ' ~ dbt.type_string() ~ ')' -%}
         {%- set newest = run_query(
-            'select _stream, _offset from ' ~ this ~ ' order by _ingested_at desc, _stream desc, _offset desc limit 1'
+            'select _stream, _offset, ' ~ ingested ~ ' from ' ~ this
+            ~ ' order by _ingested_at desc, _stream desc, _offset desc limit 1'
         ) -%}
         {%- if newest.rows | length > 0 -%}
-            {%- set stream, offset = newest.rows[0][0], newest.rows[0][1] -%}
+            {%- set stream, offset, ingested_at = newest.rows[0][0], newest.rows[0][1], newest.rows[0][2] -%}
             {%- set found = run_query(
-                'select count(*) from ' ~ relation ~ ' where _stream = ' ~ dbt.string_literal(stream) ~ ' and _offset = ' ~ offset
+                'select count(*) from ' ~ relation ~ ' where _stream = ' ~ dbt.string_literal(stream)
+                ~ ' and _offset = ' ~ offset ~ ' and ' ~ ingested ~ ' = ' ~ dbt.string_literal(ingested_at)
             ) -%}
             {%- if found.rows[0][0] == 0 -%}
                 {{ exceptions.raise_compiler_error(

@@ -8,12 +8,15 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from ingestion import transform
-from ingestion.bronze import Lake, append
+from ingestion.bronze import Lake, append, table_schema
 from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.load import load_posts
@@ -103,11 +106,17 @@ def test_an_incremental_build_reads_only_rows_newer_than_staging_less_the_lookba
     lake = Lake.from_settings(settings)
     load_posts(settings, make_source("aicore", 2), 300)
     transform.run_dbt(settings, BUILD)
-    # a row ingested before staging's newest one, beyond the lookback: a late writer the lookback
-    # would not cover is not re-read (what the lookback is for)
-    with transform.connect_warehouse(settings) as connection:
-        connection.execute("update staging.stg_pinterest__geo set _ingested_at = _ingested_at + interval 2 hour")
-    append(lake, "geo", [{"ind": 999_001, "country": "Chad"}], stream="late", start=0, source="test")
+    # a row whose writer stamped it two hours before staging's newest row: beyond the 60-minute
+    # lookback, an incremental build does not re-read it (a lookback of 3 hours would)
+    schema = table_schema("geo")
+    late = dict.fromkeys(schema.names) | {
+        "ind": "999001",
+        "country": "Chad",
+        "_stream": "late",
+        "_offset": 0,
+        "_ingested_at": datetime.now(UTC) - timedelta(hours=2),
+    }
+    write_deltalake(lake.uri("geo"), pa.Table.from_pylist([late], schema=schema), mode="append")
     transform.run_dbt(settings, BUILD)
     with transform.connect_warehouse(settings, read_only=True) as connection:
         assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
@@ -123,9 +132,11 @@ def test_an_incremental_build_reads_only_rows_newer_than_staging_less_the_lookba
 def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it(
     settings: Settings, tmp_path: Path
 ) -> None:
+    # the other lake holds the same stream, longer: staging's newest row is there too, offset for
+    # offset, but not ingested at the same instant
     other = settings.model_copy(update={"lake": str(tmp_path / "other-lake")})
     load_posts(settings, make_source("synthetic", 1), 500)
-    load_posts(other, make_source("synthetic", 2), 200)
+    load_posts(other, make_source("synthetic", 1), 800)
     bin_dir = Path(sys.executable).parent
 
     def run(command: list[str], lake: Settings) -> subprocess.CompletedProcess[str]:
@@ -143,4 +154,4 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
     assert f"staging was built from another bronze than {other.lake}: rebuilding it from scratch" in done.stdout
     with transform.connect_warehouse(other, read_only=True) as connection:
         held = connection.execute("select count(*) from staging.stg_pinterest__pins").fetchone()
-    assert held == (len({post["pin"]["index"] for post in make_source("synthetic", 2).batch(0, 200).records()}),)
+    assert held == (len({post["pin"]["index"] for post in make_source("synthetic", 1).batch(0, 800).records()}),)
