@@ -22,8 +22,8 @@ def stream_table(stream: str) -> RawTable | None:
     return suffix if suffix in RAW_TABLES else None  # type: ignore[return-value]
 
 
-# the dbt variables production runs may set (Settings.production_dbt_environment)
-PRODUCTION_DBT_VARIABLES = ("DBT_EXCLUDE_RESOURCE_TYPES",)
+# what a production run adds to dbt's environment (Settings.production_dbt_environment)
+SKIP_UNIT_TESTS = {"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"}
 
 
 class Settings(BaseSettings):
@@ -161,7 +161,7 @@ class Settings(BaseSettings):
         """What a production run (`pinpipe run`, `transform`, the DAG) adds to dbt's environment:
         unit tests skipped, as dbt advises (they test the SQL against fixtures, not the day's data;
         `make test` and CI run them), unless ``run_unit_tests``."""
-        return {} if self.run_unit_tests else {"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"}
+        return {} if self.run_unit_tests else dict(SKIP_UNIT_TESTS)
 
     def environment(self) -> dict[str, str]:
         """These settings as the ``PINPIPE_*`` variables that rebuild them in a child process."""

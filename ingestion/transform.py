@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
-from ingestion.config import PRODUCTION_DBT_VARIABLES, Settings
+from ingestion.config import SKIP_UNIT_TESTS, Settings
 from ingestion.errors import BuildBusy, LakeMissing, NoWarehouse, PinpipeError
 from ingestion.schemas import RAW_TABLES
 
@@ -211,7 +211,7 @@ def _dbt_environment(settings: Settings, *, production: bool) -> Iterator[None]:
     invocation only (an unset setting as empty, so the caller's environment cannot leak in)."""
     wanted = {f"PINPIPE_{name.upper()}": "" for name in Settings.model_fields} | settings.environment()
     wanted |= settings.production_dbt_environment() if production else {}
-    unwanted = [name for name in PRODUCTION_DBT_VARIABLES if name not in wanted]
+    unwanted = [name for name in SKIP_UNIT_TESTS if name not in wanted]
     saved = {name: os.environ.get(name) for name in [*wanted, *unwanted]}
     os.environ.update(wanted)
     for name in unwanted:  # a test run in the same process as a production one runs every test

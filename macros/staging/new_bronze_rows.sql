@@ -3,10 +3,10 @@
     (PINPIPE_STAGING_LOOKBACK_MINUTES) so a writer that committed late is never missed. Re-read rows
     merge by key to the same winner, so the lookback costs time, never correctness. -#}
 {% macro new_bronze_rows(relation) -%}
+    select * from {{ relation }}
     {#- a unit test has no `this`: it feeds its fixture rows as a first build would read them -#}
     {%- if this is not none and is_incremental() %}
         {%- do assert_built_from(relation) %}
-    select * from {{ relation }}
     where _ingested_at >= coalesce(
         (
             select {{ dbt.dateadd('minute', -(env_var('PINPIPE_STAGING_LOOKBACK_MINUTES', '60') | int), 'max(_ingested_at)') }}
@@ -14,8 +14,6 @@
         ),
         cast('1970-01-01' as timestamp)
     )
-    {%- else %}
-    select * from {{ relation }}
     {%- endif %}
 {%- endmacro %}
 

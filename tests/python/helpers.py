@@ -32,9 +32,10 @@ def _text(value: object) -> str | None:
         return text
 
 
-def record(topic: str, table: str, values: dict) -> tuple:
-    """A record's identity for counting: its topic and every payload field as bronze holds it."""
-    return (topic, *(_text(values.get(field)) for field in payload_fields(table)))
+def record(label: str, table: str, values: dict) -> tuple:
+    """A record's identity for counting: a label (its topic, or its table) and every payload field
+    of ``table`` as bronze holds it."""
+    return (label, *(_text(values.get(field)) for field in payload_fields(table)))
 
 
 def generated(source: str, seed: int, start: int, count: int, tables: dict[str, str]) -> Counter:

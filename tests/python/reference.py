@@ -158,12 +158,6 @@ def posts_from_tables(pins: Iterable[Mapping], geos: Iterable[Mapping], users: I
     return posts
 
 
-def posts_from(records: Iterable[Mapping[str, Mapping]]) -> list[Post]:
-    """Posts from whole post records (pin, geo and user together), in the order they were ingested."""
-    records = list(records)
-    return posts_from_tables([r["pin"] for r in records], [r["geo"] for r in records], [r["user"] for r in records])
-
-
 def _tops(counts: Mapping[tuple, int], group: int) -> list[tuple]:
     """Rows (*key, count) whose count is the highest of their group (key[:group]); ties kept."""
     best: dict[tuple, int] = defaultdict(int)
@@ -174,10 +168,6 @@ def _tops(counts: Mapping[tuple, int], group: int) -> list[tuple]:
 
 def _medians(values: Mapping[tuple, list[int]]) -> list[tuple]:
     return [(*key, float(statistics.median(v))) for key, v in values.items() if v]
-
-
-def marts(records: Iterable[Mapping[str, Mapping]]) -> dict[str, list[tuple]]:
-    return marts_of(posts_from(records))
 
 
 def marts_from_tables(

@@ -83,6 +83,12 @@ def _stream_name(settings: Settings, table: str) -> str:
     return next(stream for stream, carried in settings.stream_tables.items() if carried == table)
 
 
+def _stream_command(flush_records: int) -> list[str]:
+    """`pinpipe stream` committing every ``flush_records`` records (never by time in a test)."""
+    pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    return [pinpipe, "stream", "--flush-records", str(flush_records), "--flush-seconds", "60"]
+
+
 def _put_directly(settings: Settings, table: str, payloads: list[bytes], keys: list[str]) -> None:
     """Records straight into Kinesis (not through the API), as any producer could."""
     client = kinesis_client(settings)
@@ -151,14 +157,7 @@ def test_a_consumer_killed_mid_batch_resumes_without_loss_or_duplicates(streamin
         "PINPIPE_KINESIS_PORT": str(streaming.kinesis_port),
         "PINPIPE_STREAMS": json.dumps(list(streaming.streams)),
     }
-    command = [
-        str(Path(sys.executable).parent / "pinpipe"),
-        "stream",
-        "--flush-records",
-        "200",
-        "--flush-seconds",
-        "60",
-    ]
+    command = _stream_command(flush_records=200)
     consumer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_once_committed(consumer, Lake.from_settings(streaming), "user_stream", version=4, timeout=120)
     assert 0 < len(_bronze(streaming, "user_stream")) < len(records)  # killed mid-stream
@@ -185,14 +184,7 @@ def test_a_consumer_killed_between_two_tables_commits_resumes_each_table_without
     for table in tables:
         records = [json.dumps(v).encode() for v in posts.table(table).to_pylist()]
         _put_directly(streaming, table, records, [str(i) for i in range(len(records))])
-    command = [
-        str(Path(sys.executable).parent / "pinpipe"),
-        "stream",
-        "--flush-records",
-        "400",
-        "--flush-seconds",
-        "60",
-    ]
+    command = _stream_command(flush_records=400)
     env = {**os.environ, **streaming.environment(), ENVIRONMENT_VARIABLE: "stream.after_table_commit@3"}
     # each flush commits pin_stream and user_stream: the 3rd commit is the first table of the 2nd flush
     killed = subprocess.run(command, env=env, capture_output=True, timeout=180)
