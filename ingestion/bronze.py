@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,6 +121,8 @@ class AppendResult:
     appended: int
     quarantined: int
     already_loaded: int
+    ingested_at: datetime  # the rows' _ingested_at
+    commit_seconds: float = 0.0  # the Delta commits' time (quarantine and data)
 
 
 def committed_offset(lake: Lake, table: str, stream: str) -> int:
@@ -130,6 +133,19 @@ def committed_offset(lake: Lake, table: str, stream: str) -> int:
 def committed_offsets(lake: Lake, table: str) -> Callable[[str], int]:
     """``committed_offset`` of any stream, read from one look at the table's log."""
     return partial(_next_offset, lake.delta_table(table))
+
+
+def newest_ingested_at(lake: Lake, table: str) -> datetime | None:
+    """The newest ``_ingested_at`` of ``table``, from its files' statistics in the Delta log (no data
+    read); None when the table is missing or empty."""
+    delta = lake.delta_table(table)
+    if delta is None:
+        return None
+    actions = pa.table(delta.get_add_actions(flatten=True))
+    if "max._ingested_at" not in actions.column_names:
+        return None
+    newest: datetime | None = pc.max(actions["max._ingested_at"]).as_py()
+    return newest
 
 
 def ensure_tables(lake: Lake) -> None:
@@ -234,13 +250,14 @@ def append_slices(
         good_parts.append(_with_metadata(good, metadata, schema))
         offsets.append(Transaction(app_id=piece.stream, version=end))
         appended += good.num_rows
+    started = time.perf_counter()
     if bad_parts:
         _commit(lake, quarantine or lake.uri(QUARANTINE), pa.concat_tables(bad_parts), bad_offsets)
         failpoint("bronze.after_quarantine_commit")
     if offsets:
         # committed even when empty, so the recorded offsets move past quarantined records
         _commit(lake, delta or lake.uri(target), pa.concat_tables(good_parts), offsets)
-    return AppendResult(table, appended, quarantined, already)
+    return AppendResult(table, appended, quarantined, already, ingested_at, time.perf_counter() - started)
 
 
 def _next_offset(delta: DeltaTable | None, stream: str) -> int:

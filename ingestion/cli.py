@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,11 +19,12 @@ from typing import Annotated, Any
 
 import pyarrow as pa
 import typer
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ingestion import bronze, load, post, services, sink, transform
+from ingestion import bronze, load, metrics, post, services, sink, transform
 from ingestion import stack as stack_api
 from ingestion.bus import BusError
 from ingestion.config import Settings
@@ -80,25 +82,41 @@ def _progress() -> Progress:
 
 
 services_app = typer.Typer(
-    help="Local services for the full stack (S3 server, Kafka, Kinesis), on 127.0.0.1.", no_args_is_help=True
+    help="Local services for the full stack (S3 server, Kafka, Kinesis) and its monitoring (Prometheus, "
+    "Pushgateway), on 127.0.0.1.",
+    no_args_is_help=True,
 )
 app.add_typer(services_app, name="services")
 
+Server = (
+    services.S3Server | services.KafkaBroker | services.KinesisServer | services.Pushgateway | services.PrometheusServer
+)
 
-def _servers(settings: Settings) -> list[services.S3Server | services.KafkaBroker | services.KinesisServer]:
-    return [services.S3Server(settings), services.KafkaBroker(settings), services.KinesisServer(settings)]
+
+def _servers(settings: Settings) -> list[Server]:
+    return [
+        services.S3Server(settings),
+        services.KafkaBroker(settings),
+        services.KinesisServer(settings),
+        services.Pushgateway(settings),
+        services.PrometheusServer(settings),
+    ]
 
 
 @services_app.command("up")
 def services_up(context: typer.Context) -> None:
-    """Fetch (once, cached), start and wait for every service; idempotent."""
+    """Fetch (once, cached), start and wait for every service; idempotent. Prometheus and the
+    Pushgateway are Debian's packages: without them the stack runs unmonitored."""
     _services_up(_settings(context))
 
 
 def _services_up(settings: Settings) -> None:
     for server in _servers(settings):
         with console.status(f"starting {server.process.name}"):
-            server.up()
+            try:
+                server.up()
+            except services.ServiceMissing as missing:
+                errors.print(f"[yellow]not monitored:[/yellow] {missing}", highlight=False, soft_wrap=True)
     _services_status(settings)
 
 
@@ -113,7 +131,7 @@ def services_down(context: typer.Context) -> None:
 
 @services_app.command("status")
 def services_status(context: typer.Context) -> None:
-    """Show each service: address, pid, log."""
+    """Show each service: address, pid, log; and where Prometheus' UI is."""
     _services_status(_settings(context))
 
 
@@ -124,6 +142,9 @@ def _services_status(settings: Settings) -> None:
         state = "[green]up[/green]" if status.running else "[red]down[/red]"
         table.add_row(status.name, state, status.address, str(status.pid or ""), str(status.log))
     console.print(table)
+    prometheus = services.PrometheusServer(settings)
+    if prometheus.process.status().running:
+        console.print(f"Prometheus: {prometheus.url} (alerts at /alerts, scrape targets at /targets)", highlight=False)
 
 
 @app.command()
@@ -249,6 +270,11 @@ def api_command(
     given = {"api_port": port, "api_workers": workers}
     settings = settings.model_copy(update={name: value for name, value in given.items() if value is not None})
     os.environ.update(settings.environment())  # the workers build their settings from it
+    # every worker's metrics in one /metrics: prometheus-client's multiprocess mode, files of this run only
+    metrics_dir = settings.state_dir / "api-metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run(
         "ingestion.api:app_from_environment",
         factory=True,
@@ -268,9 +294,25 @@ def sink_command(
     flush_seconds: Annotated[float, typer.Option(min=0.0)] = FlushPolicy.seconds,
 ) -> None:
     """Kafka → S3: JSON-lines objects per topic partition, offsets committed after each object.
-    Restarted on its own when Kafka or S3 fails (unless --until-caught-up)."""
+    Restarted on its own when Kafka or S3 fails (unless --until-caught-up). Serves its metrics on
+    PINPIPE_SINK_METRICS_PORT; with --until-caught-up, pushes them to the Pushgateway at the end."""
     settings, policy = _settings(context).with_local_s3(), FlushPolicy(flush_records, flush_bytes, flush_seconds)
-    _supervised("sink", lambda: _sink(settings, until_caught_up, policy), restart=not until_caught_up)
+    observed = metrics.SinkMetrics(CollectorRegistry())
+    if not until_caught_up:
+        _serve_metrics(observed.registry, settings.sink_metrics_port, "sink")
+    _supervised("sink", lambda: _sink(settings, until_caught_up, policy, observed), restart=not until_caught_up)
+
+
+def _serve_metrics(registry: CollectorRegistry, port: int, stage: str) -> None:
+    url = metrics.serve(registry, port, stage)
+    if url is not None:
+        console.print(f"{stage} metrics for Prometheus: {url}", style="dim", highlight=False)
+
+
+def _push_metrics(settings: Settings, registry: CollectorRegistry, job: str) -> None:
+    """A run that ends hands its metrics to the Pushgateway, when one answers."""
+    if metrics.push_registry(settings, registry, job):
+        console.print(f"metrics pushed to {settings.pushgateway_address} as job {job}", style="dim", highlight=False)
 
 
 def _supervised(stage: str, run: Callable[[], None], *, restart: bool) -> None:
@@ -297,12 +339,20 @@ def _supervised(stage: str, run: Callable[[], None], *, restart: bool) -> None:
             delay = min(delay * 2, 60.0)
 
 
-def _sink(settings: Settings, until_caught_up: bool, policy: FlushPolicy = FlushPolicy()) -> None:
-    worker = sink.S3Sink.from_settings(settings, policy)
+def _sink(
+    settings: Settings,
+    until_caught_up: bool,
+    policy: FlushPolicy = FlushPolicy(),
+    observed: metrics.SinkMetrics | None = None,
+) -> None:
+    observed = observed or metrics.SinkMetrics(CollectorRegistry())
+    worker = sink.S3Sink.from_settings(settings, policy, observed)
     with _progress() as progress:
         task = progress.add_task("Kafka → S3 objects", total=None)
         stats = worker.run(until_caught_up=until_caught_up, on_flush=lambda key, n: progress.advance(task, n))
     console.print(f"stored {stats.records:,} records in {stats.objects:,} objects under s3://{settings.s3_bucket}/raw/")
+    if until_caught_up:
+        _push_metrics(settings, observed.registry, metrics.SINK_JOB)
 
 
 @app.command(name="load")
@@ -321,18 +371,21 @@ def load_command(
     ] = None,
 ) -> None:
     """Raw objects → bronze Delta: every record not yet loaded, exactly once (the sink's objects, in S3
-    or copied to a folder, and backfill files under <folder>/<topic>/)."""
+    or copied to a folder, and backfill files under <folder>/<topic>/). With --every, serves its
+    metrics on PINPIPE_LOADER_METRICS_PORT; else pushes them to the Pushgateway at the end."""
     settings = _settings(context).with_local_s3()
     if every is None:
         _load_objects(settings, source)
         return
+    observed = metrics.BronzeMetrics(CollectorRegistry())
+    _serve_metrics(observed.registry, settings.loader_metrics_port, "loader")
     stop = threading.Event()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between loads, never mid-load
         signal.signal(stop_signal, lambda *_: stop.set())
     tally = _BronzeTally()
 
     def keep_loading() -> None:
-        loader = load.RawObjectLoader(settings, source)
+        loader = load.RawObjectLoader(settings, source, observed)
         while not stop.is_set():
             started = time.monotonic()
             for result in loader.load():
@@ -347,7 +400,7 @@ def load_command(
 
 
 def _load_objects(settings: Settings, source: str | None = None) -> None:
-    tally = _BronzeTally()
+    tally, observed = _BronzeTally(), metrics.BronzeMetrics(CollectorRegistry())
     with _progress() as progress:
         task = progress.add_task(f"{source or 'S3'} objects → bronze", total=None)
 
@@ -355,8 +408,9 @@ def _load_objects(settings: Settings, source: str | None = None) -> None:
             tally.add(result)
             progress.advance(task, len(objects))
 
-        load.load_raw_objects(settings, source=source, on_commit=advance)
+        load.load_raw_objects(settings, source=source, on_commit=advance, metrics=observed)
     tally.report(settings)
+    _push_metrics(settings, observed.registry, metrics.LOADER_JOB)
 
 
 @app.command(name="stream")
@@ -373,10 +427,15 @@ def stream_command(
     flush_seconds: Annotated[float, typer.Option(min=0.0, help="commit buffered records at least this often")] = 1.0,
     flush_records: Annotated[int, typer.Option(min=1, help="commit once this many records are buffered")] = 10_000,
 ) -> None:
-    """Kinesis → bronze stream tables, exactly once; with --dbt-every, the streaming models too."""
+    """Kinesis → bronze stream tables, exactly once; with --dbt-every, the streaming models too.
+    Serves its metrics on PINPIPE_STREAM_METRICS_PORT; with --until-caught-up, pushes them to the
+    Pushgateway at the end."""
     from ingestion.stream import StreamConsumer
 
     settings = _settings(context)
+    observed = metrics.StreamMetrics(CollectorRegistry())
+    if not until_caught_up:
+        _serve_metrics(observed.registry, settings.stream_metrics_port, "stream consumer")
     consumers: list[StreamConsumer] = []  # a new one on each restart: it resumes from what bronze holds
     refresher, refresh_log = None, settings.state_dir / "refresh.log"
     if dbt_every is not None:
@@ -398,7 +457,9 @@ def stream_command(
 
             def consume() -> None:
                 consumers.append(
-                    StreamConsumer.from_settings(settings, flush_records=flush_records, flush_seconds=flush_seconds)
+                    StreamConsumer.from_settings(
+                        settings, flush_records=flush_records, flush_seconds=flush_seconds, metrics=observed
+                    )
                 )
                 consumers[-1].run(
                     until_caught_up=until_caught_up, on_flush=lambda flushed: progress.advance(records, flushed)
@@ -418,6 +479,8 @@ def stream_command(
             transform.run_dbt(private, ["run", "--quiet", "--select", "streaming"])
     committed = sum(c.committed for c in consumers)
     console.print(f"bronze stream tables at {settings.lake}/bronze: {committed:,} records committed")
+    if until_caught_up:
+        _push_metrics(settings, observed.registry, metrics.STREAM_JOB)
 
 
 @app.command(name="compact")
@@ -459,7 +522,8 @@ def refresh(
     select: Annotated[str, typer.Option(help="dbt node selection")] = "streaming",
 ) -> None:
     """`dbt run` of the streaming models every few seconds, dbt kept warm in this process (parsed once)."""
-    warm = transform.WarmDbt(_settings(context), on_wait=console.print)
+    settings = _settings(context)
+    warm = transform.WarmDbt(settings, on_wait=console.print)
     stop = threading.Event()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between runs, never mid-run
         signal.signal(stop_signal, lambda *_: stop.set())
@@ -467,7 +531,10 @@ def refresh(
         task = progress.add_task(f"dbt {select} (refreshes)", total=None)
         while not stop.is_set():
             started = time.monotonic()
-            warm.run(["run", "--quiet", "--select", select])
+            try:
+                warm.run(["run", "--quiet", "--select", select])
+            finally:
+                metrics.push_dbt_results(settings, transform.target_path(settings), "pinpipe_refresh")
             elapsed = time.monotonic() - started
             progress.update(task, advance=1, description=f"dbt {select} (refreshes, last {elapsed:.1f} s)")
             stop.wait(max(0.0, every - elapsed))
@@ -491,6 +558,14 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
     rebuilt), the build is run again with ``--full-refresh`` instead of failing."""
     if settings.target != "databricks":
         transform.check_lake(settings)
+    try:
+        _build_and_report(settings, select, full_refresh=full_refresh)
+    finally:  # a failed build's results too: a failing test is what an operator most needs to see
+        if metrics.push_dbt_results(settings, transform.target_path(settings), "pinpipe_build"):
+            console.print(f"dbt results pushed to {settings.pushgateway_address}", style="dim", highlight=False)
+
+
+def _build_and_report(settings: Settings, select: str | None, *, full_refresh: bool) -> None:
     statuses: Counter[str] = Counter()
     results: Any = None
     try:
@@ -679,6 +754,7 @@ def run(
         with stack_api.api_server(settings) as url:
             topics = post.KafkaTopics({table: topic for topic, table in settings.topic_tables.items()})
             _post(settings, url, topics, source, posts, seed, batch_size or 500, None, 4)
+            metrics.push(settings, stack_api.metrics_of(url, settings), metrics.API_JOB)
         _sink(settings, until_caught_up=True)
         _load_objects(settings)
     _build(settings, full_refresh=full_refresh)

@@ -146,6 +146,19 @@ class Settings(BaseSettings):
         default=("streaming-pin", "streaming-geo", "streaming-user"),
         description="Kinesis streams created on start; a stream carries the raw table its name ends with",
     )
+    # monitoring: Prometheus scrapes the running components; one-shot runs push to the Pushgateway
+    prometheus_port: int = Field(default=9090, description="Prometheus, started by `pinpipe services up`")
+    pushgateway_port: int = Field(default=9091, description="the Pushgateway, started by `pinpipe services up`")
+    pushgateway_url: str | None = Field(
+        default=None, description="where runs that end push their metrics; default the local Pushgateway"
+    )
+    scrape_interval_seconds: float = Field(default=15, gt=0, description="how often Prometheus scrapes each component")
+    sink_metrics_port: int = Field(default=9101, ge=0, description="`pinpipe sink` serves /metrics here (0: off)")
+    loader_metrics_port: int = Field(
+        default=9102, ge=0, description="`pinpipe load --every` serves /metrics here (0: off)"
+    )
+    stream_metrics_port: int = Field(default=9103, ge=0, description="`pinpipe stream` serves /metrics here (0: off)")
+    kafka_metrics_port: int = Field(default=9104, description="the Kafka broker's JMX exporter serves /metrics here")
 
     def model_post_init(self, __context: object) -> None:
         if not self.lake.startswith("s3://"):
@@ -184,6 +197,10 @@ class Settings(BaseSettings):
     def with_local_s3(self) -> Settings:
         """These settings, with S3 at the local server of `pinpipe services` unless an endpoint is set."""
         return self if self.s3_endpoint_url else self.model_copy(update={"s3_endpoint_url": self.local_s3_endpoint_url})
+
+    @property
+    def pushgateway_address(self) -> str:
+        return self.pushgateway_url or f"http://127.0.0.1:{self.pushgateway_port}"
 
     @property
     def kafka_bootstrap_servers(self) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+from prometheus_client import CollectorRegistry
 
 from ingestion import clients
 from ingestion.bronze import (
@@ -26,12 +27,14 @@ from ingestion.bronze import (
     committed_offset,
     committed_offsets,
     ensure_tables,
+    newest_ingested_at,
     parse_lines,
 )
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, PostSource, batches
 from ingestion.errors import PinpipeError
 from ingestion.failpoints import failpoint
+from ingestion.metrics import BronzeMetrics
 from ingestion.schemas import RAW_TABLES, RawTable
 from ingestion.sink import object_key, parse_object_key
 
@@ -236,9 +239,10 @@ def load_raw_objects(
     *,
     source: str | None = None,
     on_commit: Callable[[AppendResult, list[RawFile]], None] | None = None,
+    metrics: BronzeMetrics | None = None,
 ) -> list[AppendResult]:
     """Append every raw record not yet in bronze from ``source``; see ``RawObjectLoader``."""
-    return RawObjectLoader(settings, source).load(on_commit)
+    return RawObjectLoader(settings, source, metrics).load(on_commit)
 
 
 class RawObjectLoader:
@@ -252,18 +256,27 @@ class RawObjectLoader:
     twice, and a missing range of offsets stops the load (``GapError``) instead of being skipped.
     """
 
-    def __init__(self, settings: Settings, source: str | None = None) -> None:
+    def __init__(self, settings: Settings, source: str | None = None, metrics: BronzeMetrics | None = None) -> None:
         self.settings = settings
         self.store = _store(settings, source)
         self.lake = Lake.from_settings(settings)
         ensure_tables(self.lake)
+        self.metrics = metrics or BronzeMetrics(CollectorRegistry())
+        for table in settings.topic_tables.values():
+            self.metrics.saw(table, newest_ingested_at(self.lake, table))
 
     def load(self, on_commit: Callable[[AppendResult, list[RawFile]], None] | None = None) -> list[AppendResult]:
         """Every record not yet in bronze (``on_commit`` is told of each commit)."""
         store, lake = self.store, self.lake
         results: list[AppendResult] = []
+
+        def committed(result: AppendResult, files: list[RawFile]) -> None:
+            self.metrics.observe(result.table, result)
+            if on_commit is not None:
+                on_commit(result, files)
+
         for topic, table in self.settings.topic_tables.items():
-            batch = _Batch(lake, table, self.settings.load_commit_records, on_commit, results)
+            batch = _Batch(lake, table, self.settings.load_commit_records, committed, results)
             loaded = committed_offsets(lake, table)
             for stream, files in _streams(store, topic, loaded).items():
                 done = loaded(stream)

@@ -7,6 +7,7 @@ on its port is left alone.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -21,6 +22,10 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import requests
+import yaml
+
+from ingestion import metrics
 from ingestion.clients import kafka_admin, kinesis_client, s3_client
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.errors import PinpipeError
@@ -226,7 +231,10 @@ def _maven_classpath(cache_dir: Path, pom: Path) -> Path:
         raise ServiceError(f"{pom} names no kafka_2.13 version")
     version = found.group(1)
     libs = cache_dir / "kafka" / version / "libs"
-    if (libs / ".complete").exists():
+    # resolved again when the pom changed (a dependency added), not only when the version did
+    wanted = hashlib.sha256(pom.read_bytes()).hexdigest()
+    complete = libs / ".complete"
+    if complete.exists() and complete.read_text() == wanted:
         return libs
     if shutil.which("mvn") is None:
         raise ServiceError("resolving the Kafka broker's jars needs Maven (mvn) and Java 17+ on PATH")
@@ -244,7 +252,7 @@ def _maven_classpath(cache_dir: Path, pom: Path) -> Path:
         ],
         check=True,
     )
-    (libs / ".complete").touch()
+    complete.write_text(wanted)
     return libs
 
 
@@ -259,12 +267,14 @@ class KafkaBroker:
         if not self.process.status().running:
             libs = _maven_classpath(self.settings.cache_dir, KAFKA_FILES / "pom.xml")
             config = self._write_config()
+            (agent,) = libs.glob("jmx_prometheus_javaagent-*.jar")
             java = [
                 "java",
                 "-Xms256m",
                 "-Xmx1g",
                 "-cp",
-                f"{libs}/*",
+                # the agent is loaded with -javaagent only
+                ":".join(str(jar) for jar in sorted(libs.glob("*.jar")) if jar != agent),
                 f"-Dlog4j2.configurationFile={KAFKA_FILES / 'log4j2.properties'}",
             ]
             if not (self.process.home / "data" / "meta.properties").exists():
@@ -276,7 +286,10 @@ class KafkaBroker:
                     check=True,
                     capture_output=True,
                 )
-            self.process.start([*java, "kafka.Kafka", str(config)])
+            # the broker's metrics for Prometheus (JMX exporter); the storage tool above runs without it
+            rules = KAFKA_FILES / "jmx-exporter.yml"
+            exporter = f"-javaagent:{agent}=127.0.0.1:{self.settings.kafka_metrics_port}:{rules}"
+            self.process.start([java[0], exporter, *java[1:], "kafka.Kafka", str(config)])
             self.process.wait_ready(self._answers, timeout=60)
         self.ensure_topics()
         self._wait_for_group_coordinator()
@@ -468,3 +481,123 @@ class KinesisServer:
 
     def down(self) -> None:
         self.process.stop()
+
+
+MONITORING_FILES = PROJECT_DIR / "monitoring"
+MONITORING_PACKAGES = "apt-get install prometheus prometheus-pushgateway"
+
+
+class ServiceMissing(ServiceError):
+    """An optional service's program is not on this machine (monitoring): the pipeline runs without it."""
+
+
+def _debian_binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise ServiceMissing(f"{name} is not installed: `{MONITORING_PACKAGES}` (Debian, Ubuntu) adds it")
+    return found
+
+
+def scrape_config(settings: Settings) -> dict[str, Any]:
+    """Prometheus' configuration: every component of the stack on its port, one job each (named as
+    the job a component pushes under when it runs to an end), the Pushgateway with the pushed jobs'
+    own labels, and the project's rules."""
+    components = {
+        metrics.API_JOB: settings.api_port,
+        metrics.SINK_JOB: settings.sink_metrics_port,
+        metrics.LOADER_JOB: settings.loader_metrics_port,
+        metrics.STREAM_JOB: settings.stream_metrics_port,
+        "kafka": settings.kafka_metrics_port,
+        "prometheus": settings.prometheus_port,
+    }
+    jobs: list[dict[str, Any]] = [
+        {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+        for job, port in components.items()
+        if port  # a port of 0 turns a component's metrics off
+    ]
+    jobs.append(
+        {
+            "job_name": "pushgateway",
+            "honor_labels": True,  # a pushed job keeps its own job label
+            "static_configs": [{"targets": [f"127.0.0.1:{settings.pushgateway_port}"]}],
+        }
+    )
+    interval = f"{settings.scrape_interval_seconds:g}s"
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(MONITORING_FILES / "rules" / "*.yml")],
+        "scrape_configs": jobs,
+    }
+
+
+class Pushgateway:
+    """Prometheus' Pushgateway (Debian's ``prometheus-pushgateway``): where runs that end leave their
+    metrics (a sink run until caught up, a load, a dbt build) for Prometheus to scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess("pushgateway", settings.state_dir, "127.0.0.1", settings.pushgateway_port)
+
+    def up(self) -> None:
+        if self.process.status().running:
+            return
+        binary = _debian_binary("prometheus-pushgateway")
+        self.process.home.mkdir(parents=True, exist_ok=True)
+        self.process.start(
+            [
+                binary,
+                f"--web.listen-address=127.0.0.1:{self.settings.pushgateway_port}",
+                # what was pushed survives a restart
+                f"--persistence.file={self.process.home / 'metrics.store'}",
+                "--persistence.interval=5s",
+            ]
+        )
+        self.process.wait_ready(lambda: _http_ok(f"http://127.0.0.1:{self.settings.pushgateway_port}/-/ready"), 30)
+
+    def down(self) -> None:
+        self.process.stop()
+
+
+class PrometheusServer:
+    """Prometheus (Debian's ``prometheus`` package, 2.42: packaged and patched by Debian, with its
+    promtool and web UI; the Go module proxy would build it without the UI's assets, in minutes)
+    scraping every component, with the alert rules of ``monitoring/rules``; data under the state dir."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess("prometheus", settings.state_dir, "127.0.0.1", settings.prometheus_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.prometheus_port}"
+
+    def up(self) -> None:
+        config = self.process.home / "prometheus.yml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(yaml.safe_dump(scrape_config(self.settings), sort_keys=False))
+        if self.process.status().running:
+            # the configuration may have changed (ports, interval): applied without a restart
+            requests.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
+            return
+        binary = _debian_binary("prometheus")
+        self.process.start(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.process.home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.settings.prometheus_port}",
+                "--web.enable-lifecycle",  # POST /-/reload, used above
+                "--storage.tsdb.retention.time=15d",
+            ]
+        )
+        self.process.wait_ready(lambda: _http_ok(f"{self.url}/-/ready"), 60)
+
+    def down(self) -> None:
+        self.process.stop()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False

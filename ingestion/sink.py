@@ -25,16 +25,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from prometheus_client import CollectorRegistry
+
 from ingestion import clients
 from ingestion.config import Settings
 from ingestion.errors import ServiceDown
 from ingestion.failpoints import failpoint
+from ingestion.metrics import SinkMetrics
 
 OBJECT_KEY = re.compile(
     r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$"
 )
 
 Partition = tuple[str, int]  # (topic, partition)
+
+# how often a running sink asks Kafka for the end offsets to report its lag
+LAG_REPORT_SECONDS = 5.0
 
 
 def object_key(prefix: str, topic: str, partition: int, start: int) -> str:
@@ -351,8 +357,10 @@ class S3Sink:
         prefix: str = "raw",
         policy: FlushPolicy = FlushPolicy(),
         flush_revoked: bool = True,
+        metrics: SinkMetrics | None = None,
     ) -> None:
         self.s3, self.bucket, self.prefix, self.policy = s3_client, bucket, prefix, policy
+        self.metrics = metrics or SinkMetrics(CollectorRegistry())
         self.buffers: dict[Partition, _Buffer] = {}
         self.stats = SinkStats()
         self._flush_revoked = flush_revoked
@@ -364,7 +372,9 @@ class S3Sink:
         self.consumer = consumer(self)
 
     @classmethod
-    def from_settings(cls, settings: Settings, policy: FlushPolicy = FlushPolicy()) -> S3Sink:
+    def from_settings(
+        cls, settings: Settings, policy: FlushPolicy = FlushPolicy(), metrics: SinkMetrics | None = None
+    ) -> S3Sink:
         """The sink of ``settings``: its Kafka client, broker, topics, bucket and consumer group."""
         topics = list(settings.topics)
         kind = _ConfluentConsumer if settings.kafka_client == "confluent-kafka" else _KafkaPythonConsumer
@@ -378,6 +388,7 @@ class S3Sink:
             settings.s3_bucket,
             policy=policy,
             flush_revoked=settings.kafka_client == "confluent-kafka",
+            metrics=metrics,
         )
 
     # --- rebalancing ---------------------------------------------------------------------------------
@@ -388,6 +399,7 @@ class S3Sink:
         kafka-python a blocking commit raises there: the buffers are dropped and the partitions
         rewound to their start instead, and whoever owns them next reads those records again and
         writes the same object key (the loader trims overlaps by offset)."""
+        self.metrics.rebalances.labels("revoked").inc()
         for partition in partitions:
             if partition in self.buffers:
                 if self._flush_revoked:
@@ -401,6 +413,7 @@ class S3Sink:
     def assigned(self, partitions: list[Partition]) -> None:
         # a partition assigned back to this member keeps its in-memory position unless rewound,
         # which would skip the dropped records
+        self.metrics.rebalances.labels("assigned").inc()
         for partition in partitions:
             if partition in self._rewind:
                 self.consumer.seek(partition, self._rewind.pop(partition))
@@ -419,10 +432,11 @@ class S3Sink:
         records up to the end offsets seen at start are stored and committed."""
         self._on_flush = on_flush
         targets: dict[Partition, int] | None = None
-        progress_at = time.monotonic()
+        progress_at = lag_at = time.monotonic()
         try:
             while stop is None or not stop.is_set():
                 messages = self.consumer.poll(max_records=10_000, timeout_s=0.2)
+                self.metrics.consumed.inc(len(messages))
                 if messages:
                     progress_at = time.monotonic()
                 elif until_caught_up and time.monotonic() - progress_at > stall_timeout_s:
@@ -440,6 +454,9 @@ class S3Sink:
                 now = time.monotonic()
                 for partition in [p for p, b in self.buffers.items() if b.due(self.policy, now)]:
                     self._flush(partition)
+                if now - lag_at >= LAG_REPORT_SECONDS:
+                    self.report_lag()
+                    lag_at = now
                 if until_caught_up:
                     assigned = self.consumer.assignment()
                     if not assigned:
@@ -449,10 +466,23 @@ class S3Sink:
                     if all(self._read_through(p) >= end for p, end in targets.items()):
                         for partition in list(self.buffers):
                             self._flush(partition)
+                        self.report_lag()
                         return self.stats
             return self.stats
         finally:
             self.consumer.close()
+
+    def report_lag(self) -> None:
+        """Each owned partition's lag: its end offset minus the first offset not stored yet (records
+        read but still buffered are lag; a transaction marker read past is not)."""
+        assigned = self.consumer.assignment()
+        stored = {
+            p: self.buffers[p].start
+            if p in self.buffers
+            else max(self._next[p] if p in self._next else self.consumer.committed(p), self.consumer.read_to(p))
+            for p in assigned
+        }
+        self.metrics.report_lag(stored, self.consumer.end_offsets(assigned) if assigned else {})
 
     def _read_through(self, partition: Partition) -> int:
         buffer = self.buffers.get(partition)
@@ -473,12 +503,17 @@ class S3Sink:
             return
         topic, number = partition
         key = object_key(self.prefix, topic, number, buffer.start)
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"\n".join(buffer.lines) + b"\n")
+        body = b"\n".join(buffer.lines) + b"\n"
+        with self.metrics.put_latency.labels(topic).time():
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
         failpoint("sink.after_put")
         self.consumer.commit(partition, buffer.next_offset)
         self._next[partition] = buffer.next_offset
         records = sum(1 for line in buffer.lines if line)
         self.stats.records += records
         self.stats.objects += 1
+        self.metrics.stored.labels(topic).inc(records)
+        self.metrics.objects.labels(topic).inc()
+        self.metrics.bytes.labels(topic).inc(len(body))
         if self._on_flush:
             self._on_flush(key, records)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from prometheus_client import CollectorRegistry
 
 from ingestion import clients
 from ingestion.bronze import (
@@ -34,11 +35,13 @@ from ingestion.bronze import (
     append_slices,
     compact_in_child,
     ensure_tables,
+    newest_ingested_at,
     parse_lines,
     stream_positions,
 )
 from ingestion.config import Settings
 from ingestion.failpoints import failpoint
+from ingestion.metrics import StreamMetrics
 from ingestion.schemas import RawTable
 
 
@@ -95,18 +98,27 @@ class StreamConsumer:
         *,
         flush_records: int = 10_000,
         flush_seconds: float = 1.0,
+        metrics: StreamMetrics | None = None,
     ) -> None:
         self.settings, self.lake, self.client = settings, lake, client
+        self.metrics = metrics or StreamMetrics(CollectorRegistry())
         self.flush_records, self.flush_seconds = flush_records, flush_seconds
         self.shards: dict[tuple[str, str], _Shard] = {}
         self._first_buffered_at: float | None = None
         self._compacted_at = time.monotonic()
         self.committed = 0  # records appended to bronze or quarantined by this consumer
         ensure_tables(lake)
+        for table in {STREAM_TABLES[table] for table in settings.stream_tables.values()}:
+            self.metrics.bronze.saw(table, newest_ingested_at(lake, table))
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, flush_records: int = 10_000, flush_seconds: float = 1.0
+        cls,
+        settings: Settings,
+        *,
+        flush_records: int = 10_000,
+        flush_seconds: float = 1.0,
+        metrics: StreamMetrics | None = None,
     ) -> StreamConsumer:
         """The consumer of ``settings``: its streams, its lake, its Kinesis endpoint."""
         return cls(
@@ -115,6 +127,7 @@ class StreamConsumer:
             clients.kinesis_client(settings),
             flush_records=flush_records,
             flush_seconds=flush_seconds,
+            metrics=metrics,
         )
 
     # --- shards and where each resumes ----------------------------------------------------------------
@@ -194,6 +207,9 @@ class StreamConsumer:
                 continue
             records = answer["Records"]
             shard.caught_up = not records
+            if "MillisBehindLatest" in answer:
+                self.metrics.iterator_age.labels(shard.stream, shard.shard_id).set(answer["MillisBehindLatest"] / 1000)
+            self.metrics.read.labels(shard.stream).inc(len(records))
             if records:
                 if not shard.buffered:
                     shard.buffer_start = shard.next_ordinal
@@ -232,6 +248,7 @@ class StreamConsumer:
             result = append_slices(self.lake, table, slices, target=STREAM_TABLES[table])
             failpoint("stream.after_table_commit")
             self.committed += result.appended + result.quarantined
+            self.metrics.bronze.observe(STREAM_TABLES[table], result)
         flushed = 0
         for shard in pending:
             flushed += len(shard.buffered)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi import Request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from pydantic import BaseModel, ValidationError
 
 from ingestion.config import Settings
+from ingestion.metrics import LATENCY_BUCKETS
 from ingestion.schemas import RAW_LIST_ADAPTERS, RawTable
 
 
@@ -35,12 +37,30 @@ class Metrics:
         self.requests = Counter("pinpipe_api_requests", "HTTP requests", ["route", "status"], registry=self.registry)
         # topic: a Kafka topic or a Kinesis stream
         self.records = Counter(
-            "pinpipe_api_records", "records acknowledged by the bus", ["topic"], registry=self.registry
+            "pinpipe_api_records_accepted", "records acknowledged by the bus", ["topic"], registry=self.registry
         )
         self.rejected = Counter(
-            "pinpipe_api_rejected_records", "records in rejected requests", ["topic"], registry=self.registry
+            "pinpipe_api_records_rejected", "records in rejected requests", ["topic"], registry=self.registry
         )
-        self.latency = Histogram("pinpipe_api_request_seconds", "request latency", ["route"], registry=self.registry)
+        self.latency = Histogram(
+            "pinpipe_api_request_seconds", "request latency", ["route"], buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.produce = Histogram(
+            "pinpipe_api_produce_seconds",
+            "time for the bus to acknowledge one request's records (Kafka: its transaction committed)",
+            ["bus"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this process's, or every worker's of `pinpipe api`
+        (prometheus-client's multiprocess mode, on when PROMETHEUS_MULTIPROC_DIR is set)."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        workers = CollectorRegistry()
+        multiprocess.MultiProcessCollector(workers)  # type: ignore[no-untyped-call]
+        return generate_latest(workers)
 
     def topic(self, name: str) -> str:
         return name if name in self.known else "unknown"

@@ -135,7 +135,8 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
         if isinstance(encoded, str):
             metrics.rejected.labels(metrics.topic(stream)).inc()
             raise invalid_records([encoded], "put")
-        answer = await _kinesis(kinesis.put, stream, *encoded)
+        with metrics.produce.labels("kinesis").time():
+            answer = await _kinesis(kinesis.put, stream, *encoded)
         metrics.records.labels(metrics.topic(stream)).inc()
         return answer
 
@@ -152,7 +153,8 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
         if problems:
             metrics.rejected.labels(metrics.topic(stream)).inc(len(batch.Records))
             raise invalid_records(problems, "put")
-        answer = await _kinesis(kinesis.put_many, stream, encoded)
+        with metrics.produce.labels("kinesis").time():
+            answer = await _kinesis(kinesis.put_many, stream, encoded)
         metrics.records.labels(metrics.topic(stream)).inc(len(encoded) - answer["FailedRecordCount"])
         return answer
 

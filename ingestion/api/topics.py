@@ -72,7 +72,8 @@ def topics_router(requests: Requests, bus: KafkaBus) -> APIRouter:
             metrics.rejected.labels(topic).inc(len(values))
             raise invalid_records(oversized, "produced")
         try:
-            acknowledgements = await run_in_threadpool(bus.send, topic, keyed)
+            with metrics.produce.labels("kafka").time():
+                acknowledgements = await run_in_threadpool(bus.send, topic, keyed)
         except RecordRefused as error:
             metrics.rejected.labels(topic).inc(len(values))
             raise invalid_records([f"records[{error.index}]: Kafka refused it: {error}"], "produced") from None
