@@ -242,6 +242,7 @@ def main() -> None:
             state_dir=state,
             kafka_port=free_port(),
             kafka_controller_port=free_port(),
+            kafka_metrics_port=free_port(),
             s3_port=free_port(),
             kafka_partitions=3,
         ).with_local_s3()

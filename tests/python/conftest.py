@@ -44,7 +44,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """The real Kafka broker (KRaft, single node), started once for the session on free ports."""
     broker = KafkaBroker(
-        Settings(state_dir=tmp_path_factory.mktemp("state"), kafka_port=free_port(), kafka_controller_port=free_port())
+        Settings(
+            state_dir=tmp_path_factory.mktemp("state"),
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            kafka_metrics_port=free_port(),
+        )
     )
     broker.up()
     yield broker

@@ -8,6 +8,9 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
+
+import requests
 
 from ingestion import transform
 from ingestion.bronze import TABLES, Lake, append
@@ -191,3 +194,22 @@ def kill_once_committed(process: subprocess.Popen, lake: Lake, table: str, versi
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def eventually(check: Callable[[], bool], timeout: float, every: float = 0.5) -> bool:
+    """Whether ``check`` came true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every)
+    return check()
+
+
+def prometheus_value(prometheus_url: str, query: str) -> float | None:
+    """The value of an instant query on Prometheus' HTTP API (one series, or None when there is none)."""
+    answer = requests.get(f"{prometheus_url}/api/v1/query", params={"query": query}, timeout=10)
+    answer.raise_for_status()
+    result = answer.json()["data"]["result"]
+    assert len(result) <= 1, f"{query} gives several series: {result}"
+    return float(result[0]["value"][1]) if result else None

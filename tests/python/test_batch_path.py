@@ -31,7 +31,7 @@ from ingestion.services import KafkaBroker, free_port
 from ingestion.sink import FlushPolicy, S3Sink
 from ingestion.stack import api_server
 
-from helpers import in_bronze, in_s3, kill_once_committed, posted
+from helpers import eventually, in_bronze, in_s3, kill_once_committed, posted, prometheus_value
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +180,12 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
     acknowledged is in bronze afterwards."""
     # a broker of this test's own: restarting the session's broker could disturb the tests after it
     stack = stack.model_copy(
-        update={"state_dir": tmp_path / "state", "kafka_port": free_port(), "kafka_controller_port": free_port()}
+        update={
+            "state_dir": tmp_path / "state",
+            "kafka_port": free_port(),
+            "kafka_controller_port": free_port(),
+            "kafka_metrics_port": free_port(),
+        }
     )
     broker, posts = KafkaBroker(stack), 10_000
     broker.up()
@@ -308,19 +313,22 @@ def test_a_non_json_message_in_a_topic_is_quarantined_and_the_rest_loads(stack: 
 
 def test_the_full_stack_command_prints_the_marts(stack: Settings, tmp_path: Path) -> None:
     """`pinpipe run --stack full`, as the README gives it, on services it starts itself."""
-    env = _env(
-        stack.model_copy(
-            update={
-                "state_dir": tmp_path / "state",
-                "kafka_port": free_port(),
-                "kafka_controller_port": free_port(),
-                "s3_port": free_port(),
-                "s3_endpoint_url": None,
-                "s3_bucket": "pinpipe",
-                "lake": None,
-            }
-        )
+    settings = stack.model_copy(
+        update={
+            "state_dir": tmp_path / "state",
+            "kafka_port": free_port(),
+            "kafka_controller_port": free_port(),
+            "kafka_metrics_port": free_port(),
+            "prometheus_port": free_port(),
+            "pushgateway_port": free_port(),
+            "scrape_interval_seconds": 1,
+            "s3_port": free_port(),
+            "s3_endpoint_url": None,
+            "s3_bucket": "pinpipe",
+            "lake": None,
+        }
     )
+    env = _env(settings)
     env.pop("PINPIPE_LAKE", None)
     env["PINPIPE_WAREHOUSE"] = str(tmp_path / "full.duckdb")
     pinpipe = str(Path(sys.executable).parent / "pinpipe")
@@ -332,9 +340,23 @@ def test_the_full_stack_command_prints_the_marts(stack: Settings, tmp_path: Path
             text=True,
             timeout=600,
         )
+        assert run.returncode == 0, run.stdout + run.stderr
+        # what the run pushed, in the Prometheus `services up` started
+        prometheus = f"http://127.0.0.1:{settings.prometheus_port}"
+        wanted = {
+            "sum(pinpipe_api_records_accepted_total)": 4500,
+            "sum(pinpipe_sink_records_stored_total)": 4500,
+            "sum(pinpipe_sink_consumer_lag_records)": 0,
+            'sum(pinpipe_bronze_records_appended_total{job="pinpipe_loader"})': 4500,
+            'count(pinpipe:bronze_freshness_seconds{table=~"pin|geo|user"} < 600)': 3,
+            'sum(pinpipe_dbt_tests{invocation="pinpipe_build", status=~"fail|error"}) or vector(0)': 0,
+            'count(pinpipe_dbt_tests{invocation="pinpipe_build", status="pass"}) > bool 10': 1,
+        }
+        assert eventually(lambda: {q: prometheus_value(prometheus, q) for q in wanted} == wanted, 60), {
+            q: prometheus_value(prometheus, q) for q in wanted
+        }
     finally:
         subprocess.run([pinpipe, "services", "down"], env=env, capture_output=True, timeout=120)
-    assert run.returncode == 0, run.stdout + run.stderr
     assert "posted 1,500 posts (4,500 records)" in run.stdout
     assert "stored 4,500 records" in run.stdout
     assert "1,500 pin appended" in run.stdout

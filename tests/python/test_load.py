@@ -8,11 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from ingestion.bronze import QUARANTINE, Lake
 from ingestion.config import Settings
 from ingestion.emulate import make_source
-from ingestion.load import GapError, NoRawObjects, load_raw_objects
+from ingestion.load import GapError, NoRawObjects, RawObjectLoader, load_raw_objects
+from ingestion.metrics import BronzeMetrics
 from ingestion.sink import object_key
 
 from helpers import in_tables, record
@@ -80,3 +82,34 @@ def test_a_missing_range_of_offsets_stops_the_load_instead_of_being_skipped(sett
 def test_a_source_that_is_not_a_folder_is_refused_with_what_to_give(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(NoRawObjects, match="is not a folder"):
         load_raw_objects(settings, source=str(tmp_path / "missing"))
+
+
+def test_the_loader_counts_appends_and_quarantine_and_knows_each_tables_newest_row(
+    settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "raw"
+    pins = make_source("synthetic", 4).batch(0, 30).table("pin").to_pylist()
+    _write(folder, object_key("", "pin", 0, 0).lstrip("/"), [*pins, "not json", {"no": "key"}])
+    observed = BronzeMetrics(CollectorRegistry())
+    load_raw_objects(settings, source=str(folder), metrics=observed)
+
+    def sample(name: str, table: str) -> float | None:
+        return observed.registry.get_sample_value(name, {"table": table})
+
+    assert sample("pinpipe_bronze_records_appended_total", "pin") == 30
+    assert sample("pinpipe_bronze_records_quarantined_total", "pin") == 2
+    assert sample("pinpipe_bronze_commit_seconds_count", "pin") == 1
+    newest = Lake.from_settings(settings).delta_table("pin").to_pyarrow_table(columns=["_ingested_at"])
+    assert (
+        sample("pinpipe_bronze_newest_ingested_timestamp_seconds", "pin")
+        == max(row["_ingested_at"] for row in newest.to_pylist()).timestamp()
+    )
+    assert sample("pinpipe_bronze_newest_ingested_timestamp_seconds", "geo") is None  # nothing there yet
+
+    # a loader started later knows the newest row from the Delta log (its statistics hold
+    # milliseconds) before it loads anything
+    later = BronzeMetrics(CollectorRegistry())
+    RawObjectLoader(settings, str(folder), later)
+    assert later.registry.get_sample_value(
+        "pinpipe_bronze_newest_ingested_timestamp_seconds", {"table": "pin"}
+    ) == pytest.approx(sample("pinpipe_bronze_newest_ingested_timestamp_seconds", "pin"), abs=0.001)

@@ -81,7 +81,12 @@ def test_the_api_recovers_from_a_60_second_broker_outage_and_stores_each_acknowl
     503 (not stored), and once the broker is back the same process accepts again; every post the
     client saw acknowledged is in bronze exactly once."""
     stack = stack.model_copy(
-        update={"state_dir": tmp_path / "state", "kafka_port": free_port(), "kafka_controller_port": free_port()}
+        update={
+            "state_dir": tmp_path / "state",
+            "kafka_port": free_port(),
+            "kafka_controller_port": free_port(),
+            "kafka_metrics_port": free_port(),
+        }
     )
     broker = KafkaBroker(stack)
     broker.up()

@@ -334,3 +334,39 @@ def test_object_keys_sort_by_offset_and_parse_back() -> None:
 # Mutants in functions no in-process test calls (the Kafka clients' adapters, `from_settings`,
 # `compact`, which the stream consumer runs in a spawned child) are tested against the real broker
 # and in the streaming suite instead.
+
+
+def _sample(sink: S3Sink, name: str, **labels: str) -> float | None:
+    return sink.metrics.registry.get_sample_value(name, labels)
+
+
+def test_the_sink_counts_what_it_stores_and_each_partitions_lag_buffered_records_included() -> None:
+    # a trailing transaction marker on PIN: read past, it is not lag
+    log, bucket = PartitionLog({PIN: [*_values(10), None], GEO: _values(5)}), Bucket()
+    sink = _sink(log, bucket, FlushPolicy(records=4, seconds=3600))
+    _buffer_one_poll(sink)  # 7 pins and 5 geos read, none stored
+    sink.report_lag()
+    assert _sample(sink, "pinpipe_sink_consumer_lag_records", topic="pin", partition="0") == 11
+    assert _sample(sink, "pinpipe_sink_consumer_lag_records", topic="geo", partition="1") == 5
+
+    sink.run(until_caught_up=True)
+    assert _sample(sink, "pinpipe_sink_consumer_lag_records", topic="pin", partition="0") == 0
+    assert _sample(sink, "pinpipe_sink_consumer_lag_records", topic="geo", partition="1") == 0
+    assert _sample(sink, "pinpipe_sink_records_stored_total", topic="pin") == 10
+    assert _sample(sink, "pinpipe_sink_records_stored_total", topic="geo") == 5
+    assert _sample(sink, "pinpipe_sink_records_consumed_total") == 3  # the poll above was not the run's
+    objects = {topic: [k for k in bucket.puts if f"/topics/{topic}/" in k] for topic in ("pin", "geo")}
+    for topic, keys in objects.items():
+        assert _sample(sink, "pinpipe_sink_objects_written_total", topic=topic) == len(keys)
+        assert _sample(sink, "pinpipe_sink_written_bytes_total", topic=topic) == sum(
+            len(bucket.objects[k]) for k in keys
+        )
+        assert _sample(sink, "pinpipe_sink_put_seconds_count", topic=topic) == len(keys)
+    assert _sample(sink, "pinpipe_sink_rebalances_total", change="assigned") == 1
+
+    # a partition moved to another member: its lag is the new owner's to report
+    sink.revoked([GEO])
+    sink.consumer.assigned = {PIN}
+    sink.report_lag()
+    assert _sample(sink, "pinpipe_sink_consumer_lag_records", topic="geo", partition="1") is None
+    assert _sample(sink, "pinpipe_sink_rebalances_total", change="revoked") == 1
