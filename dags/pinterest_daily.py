@@ -16,6 +16,10 @@ the same name in upper case:
   ``emulator`` (``pinpipe_emulated_posts`` new posts straight into bronze), or ``auto`` (the
   services when Kafka answers, else the emulator);
 - ``pinpipe_alert_webhook_url``: where a failed task is reported (a JSON POST), besides the log.
+
+Each dbt task, the sink and the load push their results to the Pushgateway when one answers
+(``PINPIPE_PUSHGATEWAY_PORT`` or ``_URL``; `pinpipe services up` starts one): dbt's under job
+``pinpipe_dbt`` grouped by task id.
 """
 
 from __future__ import annotations
@@ -69,6 +73,16 @@ def report_failure(context: dict[str, Any]) -> None:
             requests.post(webhook, json=alert, timeout=10).raise_for_status()
         except requests.RequestException as error:  # the alert failing must not hide the failure itself
             log.error("pinpipe: the alert to %s failed: %s", webhook, error)
+
+
+def push_dbt_results(project_dir: str, **kwargs: Any) -> None:
+    """After each dbt task (cosmos calls it with the task's copy of the project): the task's results
+    to the Pushgateway, when one answers, grouped by the task's id."""
+    from ingestion import metrics, transform
+
+    task_id = kwargs["context"]["task_instance"].task_id
+    artifacts = transform.target_path(SETTINGS.model_copy(update={"project_dir": Path(project_dir)}))
+    metrics.push_dbt_results(SETTINGS, artifacts, task_id)
 
 
 DEFAULT_ARGS = {
@@ -137,16 +151,28 @@ with DAG(
     @task
     def sink_catch_up() -> int:
         """Kafka → S3 objects, until every record present at the start is stored."""
+        from prometheus_client import CollectorRegistry
+
+        from ingestion import metrics
         from ingestion.sink import S3Sink
 
-        return S3Sink.from_settings(SETTINGS.with_local_s3()).run(until_caught_up=True).records
+        observed = metrics.SinkMetrics(CollectorRegistry())
+        records = S3Sink.from_settings(SETTINGS.with_local_s3(), metrics=observed).run(until_caught_up=True).records
+        metrics.push_registry(SETTINGS, observed.registry, metrics.SINK_JOB)
+        return records
 
     @task
     def load_bronze() -> int:
         """New S3 objects → bronze Delta, exactly once."""
+        from prometheus_client import CollectorRegistry
+
+        from ingestion import metrics
         from ingestion.load import load_raw_objects
 
-        return sum(r.appended for r in load_raw_objects(SETTINGS.with_local_s3()))
+        observed = metrics.BronzeMetrics(CollectorRegistry())
+        appended = sum(r.appended for r in load_raw_objects(SETTINGS.with_local_s3(), metrics=observed))
+        metrics.push_registry(SETTINGS, observed.registry, metrics.LOADER_JOB)
+        return appended
 
     # not retried: a retry after a partial load would add another day's posts
     @task(retries=0)
@@ -192,6 +218,7 @@ with DAG(
         operator_args={
             "install_deps": False,
             "env": BUILDING.environment() | BUILDING.production_dbt_environment(),
+            "callback": push_dbt_results,
         },
         default_args=DEFAULT_ARGS,
     )

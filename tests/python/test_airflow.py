@@ -19,10 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingestion.bronze import Lake, append
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.emulate import batches, make_source
+from ingestion.services import Pushgateway, free_port
 
 from helpers import assert_marts_equal_reference
 
@@ -152,8 +155,28 @@ def test_the_dag_imports_on_a_fresh_airflow_home_with_its_tasks_schedule_and_lim
 def test_each_daily_run_ingests_new_posts_builds_and_tests_every_mart_and_publishes(
     settings: Settings, tmp_path: Path
 ) -> None:
-    result, output = _airflow(settings, tmp_path, "run", days=2)  # two days: each adds POSTS new posts
+    gateway = Pushgateway(Settings(state_dir=tmp_path / "state", pushgateway_port=free_port()))
+    gateway.up()
+    try:
+        # two days: each adds POSTS new posts
+        result, output = _airflow(
+            settings, tmp_path, "run", days=2, PINPIPE_PUSHGATEWAY_PORT=str(gateway.settings.pushgateway_port)
+        )
+        pushed = requests.get(f"http://127.0.0.1:{gateway.settings.pushgateway_port}/metrics", timeout=10).text
+    finally:
+        gateway.down()
     assert result["state"] == "success", output[-5000:]
+    # every dbt task pushed its results, under its own id
+    tests: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(pushed):
+        if family.name == "pinpipe_dbt_tests":
+            for sample in family.samples:
+                by_status = tests.setdefault(sample.labels["invocation"], {})
+                by_status[sample.labels["status"]] = by_status.get(sample.labels["status"], 0) + sample.value
+    test_tasks = {task for task in result["task_states"] if task.startswith("dbt.") and task.endswith("test")}
+    assert test_tasks
+    assert test_tasks <= set(tests), sorted(test_tasks - set(tests))
+    assert all(set(by_status) <= {"pass", "warn"} for by_status in tests.values()), tests
     assert result["task_states"]["emulate_posts"] == "success"
     assert result["task_states"]["sink_catch_up"] == "skipped"
     assert all(state in ("success", "skipped") for state in result["task_states"].values())
