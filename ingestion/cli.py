@@ -115,8 +115,11 @@ def _services_up(settings: Settings) -> None:
         with console.status(f"starting {server.process.name}"):
             try:
                 server.up()
-            except services.ServiceMissing as missing:
-                errors.print(f"[yellow]not monitored:[/yellow] {missing}", highlight=False, soft_wrap=True)
+            except services.ServiceError as failed:
+                if not isinstance(server, services.Pushgateway | services.PrometheusServer):
+                    raise
+                # monitoring is optional: the pipeline runs all the same
+                errors.print(f"[yellow]not monitored:[/yellow] {failed}", highlight=False, soft_wrap=True)
     _services_status(settings)
 
 

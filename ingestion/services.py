@@ -8,6 +8,7 @@ on its port is left alone.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -326,6 +327,8 @@ class KafkaBroker:
         run that the coordinator waits for."""
         from kafka import KafkaConsumer
 
+        # kafka-python warns at every NOT_COORDINATOR answer, which is what this waits out
+        logging.getLogger("kafka").setLevel(logging.ERROR)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             probe = KafkaConsumer(
@@ -487,14 +490,10 @@ MONITORING_FILES = PROJECT_DIR / "monitoring"
 MONITORING_PACKAGES = "apt-get install prometheus prometheus-pushgateway"
 
 
-class ServiceMissing(ServiceError):
-    """An optional service's program is not on this machine (monitoring): the pipeline runs without it."""
-
-
 def _debian_binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        raise ServiceMissing(f"{name} is not installed: `{MONITORING_PACKAGES}` (Debian, Ubuntu) adds it")
+        raise ServiceError(f"{name} is not installed: `{MONITORING_PACKAGES}` (Debian, Ubuntu) adds it")
     return found
 
 
@@ -577,7 +576,11 @@ class PrometheusServer:
         config.write_text(yaml.safe_dump(scrape_config(self.settings), sort_keys=False))
         if self.process.status().running:
             # the configuration may have changed (ports, interval): applied without a restart
-            requests.post(f"{self.url}/-/reload", timeout=10).raise_for_status()
+            if not _http_ok(f"{self.url}/-/reload", method="POST"):
+                raise ServiceError(
+                    f"the Prometheus on {self.url} is not this project's (it refuses to reload): "
+                    "stop it, or set PINPIPE_PROMETHEUS_PORT"
+                )
             return
         binary = _debian_binary("prometheus")
         self.process.start(
@@ -596,8 +599,8 @@ class PrometheusServer:
         self.process.stop()
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, method: str = "GET") -> bool:
     try:
-        return requests.get(url, timeout=2).ok
+        return requests.request(method, url, timeout=10).ok
     except requests.RequestException:
         return False

@@ -27,6 +27,7 @@ from ingestion.services import (
     PrometheusServer,
     Pushgateway,
     S3Server,
+    ServiceError,
     free_port,
     scrape_config,
 )
@@ -142,6 +143,16 @@ def test_a_dbt_invocations_artifacts_become_metrics_by_node_model_and_check(tmp_
     assert sample("pinpipe_dbt_nodes", resource_type="model", status="success") == 2
     assert sample("pinpipe_dbt_last_run_timestamp_seconds") == 1796126400  # 2026-12-01T12:00:00Z
     assert sample("pinpipe_dbt_run_seconds") == 12.5
+
+
+def test_without_debians_packages_the_monitoring_services_say_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    settings = Settings(state_dir=tmp_path / "state", prometheus_port=free_port(), pushgateway_port=free_port())
+    for server in (Pushgateway(settings), PrometheusServer(settings)):
+        with pytest.raises(ServiceError, match=r"not installed: `apt-get install prometheus prometheus-pushgateway`"):
+            server.up()
 
 
 def test_prometheus_scrapes_every_component_under_the_job_it_pushes_as() -> None:
