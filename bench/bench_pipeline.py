@@ -10,6 +10,7 @@ objects (records/s in bronze). CPU seconds per process are reported beside.
 
     .venv/bin/python bench/bench_pipeline.py                          # 100k and 1M posts, both clients
     .venv/bin/python bench/bench_pipeline.py --posts 30000 --clients confluent-kafka
+    .venv/bin/python bench/bench_pipeline.py --monitoring 3 --posts 100000 --clients confluent-kafka
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from rich.table import Table
 
 from ingestion.bronze import Lake
 from ingestion.config import Settings
-from ingestion.services import KafkaBroker, S3Server, free_port
+from ingestion.services import KafkaBroker, PrometheusServer, Pushgateway, S3Server, free_port
 
 PINPIPE = [sys.executable, "-m", "ingestion"]
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
@@ -158,10 +159,28 @@ def _hot_spots(profile: Path, name: str, top: int = 8) -> list[tuple[str, float]
     return [(leaf, n / total) for leaf, n in sorted(selves.items(), key=lambda item: -item[1])[:top]]
 
 
+def _scraped(settings: Settings, scraped: bool) -> Settings:
+    """The run's components serving their metrics to the Prometheus of ``base`` (its configuration
+    rewritten for their ports), or not serving them at all."""
+    if not scraped:
+        return settings.model_copy(update={"sink_metrics_port": 0, "loader_metrics_port": 0})
+    settings = settings.model_copy(update={"sink_metrics_port": free_port(), "loader_metrics_port": free_port()})
+    PrometheusServer(settings).up()
+    return settings
+
+
 def pipelined(
-    base: Settings, client: str, posts: int, batch: int, concurrency: int, logs: Path, profile: Path | None = None
+    base: Settings,
+    client: str,
+    posts: int,
+    batch: int,
+    concurrency: int,
+    logs: Path,
+    profile: Path | None = None,
+    *,
+    scraped: bool = False,
 ) -> dict[str, float]:
-    settings = _fresh(base, client)
+    settings = _scraped(_fresh(base, client), scraped)
     records = 3 * posts
     with (
         _running("api", _profiled("api", [*PINPIPE, "api"], profile), settings, logs) as api,
@@ -230,6 +249,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--profile", type=Path, help="only the pipelined run, each component under py-spy; "
                         "folded stacks and hot spots into this folder")  # fmt: skip
+    parser.add_argument("--monitoring", type=int, metavar="ROUNDS", help="only the pipelined run, ROUNDS times "
+                        "without metrics served and with Prometheus scraping every component every second")  # fmt: skip
     args = parser.parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -246,10 +267,18 @@ def main() -> None:
             s3_port=free_port(),
             kafka_partitions=3,
         ).with_local_s3()
-        servers = [S3Server(base), KafkaBroker(base)]
+        servers: list[S3Server | KafkaBroker | Pushgateway | PrometheusServer] = [S3Server(base), KafkaBroker(base)]
+        if args.monitoring:
+            base = base.model_copy(
+                update={"prometheus_port": free_port(), "pushgateway_port": free_port(), "scrape_interval_seconds": 1}
+            )
+            servers += [Pushgateway(base), PrometheusServer(base)]
         for server in servers:
             server.up()
         try:
+            if args.monitoring:
+                _monitoring_overhead(base, args, logs)
+                return
             for client in args.clients:
                 for posts in args.posts:
                     row = {"client": client, "posts": posts}
@@ -294,6 +323,31 @@ def main() -> None:
             f"{row['sink_cpu_s']:.0f}",
             f"{row['loader_cpu_s']:.0f}",
         )
+    Console(width=200).print(table)
+
+
+def _monitoring_overhead(base: Settings, args: argparse.Namespace, logs: Path) -> None:
+    """Pipelined runs without and with scraping, alternated so that drift hits both alike."""
+    table = Table(title=f"monitoring overhead, {platform.machine()}, {os.cpu_count()} cores, scraped every second")
+    columns = ("client", "posts", "scraped", "round", "pipelined posts/s", "API CPU s", "sink CPU s", "loader CPU s")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for client in args.clients:
+        for posts in args.posts:
+            for round_ in range(1, args.monitoring + 1):
+                for scraped in (False, True):
+                    row = pipelined(base, client, posts, args.batch_size, args.concurrency, logs, scraped=scraped)
+                    print(json.dumps({"client": client, "posts": posts, "scraped": scraped, **row}), flush=True)
+                    table.add_row(
+                        client,
+                        f"{posts:,}",
+                        "yes" if scraped else "no",
+                        str(round_),
+                        f"{row['posts_per_s']:,.0f}",
+                        f"{row['api_cpu_s']:.1f}",
+                        f"{row['sink_cpu_s']:.1f}",
+                        f"{row['loader_cpu_s']:.1f}",
+                    )
     Console(width=200).print(table)
 
 
