@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -24,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ingestion import bronze, load, metrics, post, services, sink, transform
+from ingestion import artifacts, bronze, load, metrics, post, services, sink, transform
 from ingestion import stack as stack_api
 from ingestion.bus import BusError
 from ingestion.config import Settings
@@ -564,6 +565,7 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
     try:
         _build_and_report(settings, select, full_refresh=full_refresh)
     finally:  # a failed build's results too: a failing test is what an operator most needs to see
+        artifacts.keep_in_history(transform.target_path(settings), settings.dbt_history_dir)
         if metrics.push_dbt_results(settings, transform.target_path(settings), "pinpipe_build"):
             console.print(f"dbt results pushed to {settings.pushgateway_address}", style="dim", highlight=False)
 
@@ -663,6 +665,33 @@ class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
+
+
+@app.command()
+def ui(
+    context: typer.Context,
+    port: Annotated[
+        int | None, typer.Option(envvar="PINPIPE_UI_PORT", help="port on 127.0.0.1 [default: 8501]")
+    ] = None,
+) -> None:
+    """The web UI (Streamlit): the nine insights as charts, the real-time metrics, the pipeline's
+    health and read-only SQL, on the warehouse `pinpipe run` built. Ctrl-C stops it."""
+    from ingestion.ui import data
+
+    settings = _settings(context)
+    if port is not None:
+        settings = settings.model_copy(update={"ui_port": port})
+    console.print(f"pinpipe UI on http://127.0.0.1:{settings.ui_port}  (warehouse: {data.warehouse_url(settings)})")
+    app_file = Path(__file__).parent / "ui" / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", "127.0.0.1"]
+    command += ["--server.port", str(settings.ui_port), "--server.headless", "true"]
+    command += ["--browser.gatherUsageStats", "false", "--global.developmentMode", "false"]
+    try:
+        finished = subprocess.run(command, env={**os.environ, **settings.environment()}, check=False)
+    except KeyboardInterrupt:
+        return
+    if finished.returncode not in (0, -signal.SIGINT, -signal.SIGTERM):
+        raise typer.Exit(finished.returncode)
 
 
 @app.command()

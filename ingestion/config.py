@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         default=("streaming-pin", "streaming-geo", "streaming-user"),
         description="Kinesis streams created on start; a stream carries the raw table its name ends with",
     )
+    warehouse_url: str | None = Field(
+        default=None,
+        description="the warehouse as a SQLAlchemy URL, for the UI and analysts' tools: default the DuckDB file "
+        "(duckdb:///<warehouse>); databricks://token:<token>@<host>?http_path=<path>&catalog=<catalog> for Databricks",
+    )
+    ui_port: int = Field(default=8501, description="`pinpipe ui` serves the web UI here, on 127.0.0.1")
+    ui_refresh_seconds: float = Field(default=5, gt=0, description="the UI's real-time page refreshes this often")
     # monitoring: Prometheus scrapes the running components; one-shot runs push to the Pushgateway
     prometheus_port: int = Field(default=9090, description="Prometheus, started by `pinpipe services up`")
     pushgateway_port: int = Field(default=9091, description="the Pushgateway, started by `pinpipe services up`")
@@ -197,6 +204,11 @@ class Settings(BaseSettings):
     def with_local_s3(self) -> Settings:
         """These settings, with S3 at the local server of `pinpipe services` unless an endpoint is set."""
         return self if self.s3_endpoint_url else self.model_copy(update={"s3_endpoint_url": self.local_s3_endpoint_url})
+
+    @property
+    def dbt_history_dir(self) -> Path:
+        """Where the results of the last builds are kept (for the UI's pipeline page)."""
+        return self.state_dir / "dbt-builds"
 
     @property
     def pushgateway_address(self) -> str:

@@ -13,12 +13,10 @@ advises for "last time something happened": a pushed age would freeze); the reco
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import requests
@@ -32,6 +30,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from ingestion.artifacts import invocation
 from ingestion.config import Settings
 
 if TYPE_CHECKING:
@@ -195,9 +194,7 @@ def dbt_results_registry(target: Path) -> CollectorRegistry:
     """The results of the dbt invocation whose artifacts are in ``target`` (run_results.json and the
     manifest.json it wrote) as metrics: each node's duration and rows, tests by model and status,
     the data-quality counts, when it ran."""
-    run = json.loads((target / "run_results.json").read_text())
-    manifest = json.loads((target / "manifest.json").read_text())
-    nodes = manifest["nodes"] | manifest.get("unit_tests", {})
+    done = invocation(target / "run_results.json")
     registry = CollectorRegistry()
     duration = Gauge(
         "pinpipe_dbt_node_duration_seconds", "how long the node took", ["node", "resource_type"], registry=registry
@@ -205,9 +202,7 @@ def dbt_results_registry(target: Path) -> CollectorRegistry:
     rows = Gauge(
         "pinpipe_dbt_model_rows_affected", "rows the model wrote (when the adapter says)", ["model"], registry=registry
     )
-    nodes_by_status = Gauge(
-        "pinpipe_dbt_nodes", "nodes by type and status", ["resource_type", "status"], registry=registry
-    )
+    nodes = Gauge("pinpipe_dbt_nodes", "nodes by type and status", ["resource_type", "status"], registry=registry)
     tests = Gauge(
         "pinpipe_dbt_tests",
         "data and unit tests by the model they test and their status (pass, warn, fail, error, skipped)",
@@ -217,40 +212,20 @@ def dbt_results_registry(target: Path) -> CollectorRegistry:
     dirty = Gauge(
         "pinpipe_dbt_dirty_input_records", "rows each data-quality check counted", ["check"], registry=registry
     )
-    finished = Gauge(
-        "pinpipe_dbt_last_run_timestamp_seconds", "when the invocation finished (Unix time)", registry=registry
+    Gauge("pinpipe_dbt_last_run_timestamp_seconds", "when the invocation finished (Unix time)", registry=registry).set(
+        done.finished_at.timestamp()
     )
-    elapsed = Gauge("pinpipe_dbt_run_seconds", "the invocation's wall time", registry=registry)
-    counted: dict[tuple[str, str], int] = {}
-    for result in run["results"]:
-        unique_id, status = result["unique_id"], str(result["status"])
-        node = nodes.get(unique_id) or {"resource_type": unique_id.split(".")[0], "name": unique_id.split(".")[-1]}
-        kind, name = node["resource_type"], node["name"]
-        duration.labels(name, kind).set(result.get("execution_time") or 0.0)
-        counted[(kind, status)] = counted.get((kind, status), 0) + 1
-        if kind in {"model", "snapshot", "seed"}:
-            affected = (result.get("adapter_response") or {}).get("rows_affected")
-            if isinstance(affected, int) and affected >= 0:
-                rows.labels(name).set(affected)
-        elif kind in {"test", "unit_test"}:
-            tests.labels(_tested_model(node), status).inc()
-            check = (node.get("config") or {}).get("meta", {}).get("dirty_input_check")
-            if check is not None:
-                dirty.labels(check).set(result.get("failures") or 0)
-    for (kind, status), count in counted.items():
-        nodes_by_status.labels(kind, status).set(count)
-    generated = run["metadata"].get("generated_at")
-    finished.set(datetime.fromisoformat(generated.replace("Z", "+00:00")).timestamp() if generated else time.time())
-    elapsed.set(run.get("elapsed_time") or 0.0)
+    Gauge("pinpipe_dbt_run_seconds", "the invocation's wall time", registry=registry).set(done.seconds)
+    for node in done.nodes:
+        duration.labels(node.name, node.resource_type).set(node.seconds)
+        nodes.labels(node.resource_type, node.status).inc()
+        if node.rows_affected is not None:
+            rows.labels(node.name).set(node.rows_affected)
+        if node.tested_model is not None:
+            tests.labels(node.tested_model, node.status).inc()
+        if node.dirty_input_check is not None:
+            dirty.labels(node.dirty_input_check).set(node.failures or 0)
     return registry
-
-
-def _tested_model(node: dict[str, Any]) -> str:
-    """The model a test is about: its attached node, else the first model it depends on."""
-    attached = node.get("attached_node") or next(
-        (n for n in (node.get("depends_on") or {}).get("nodes", []) if n.startswith("model.")), None
-    )
-    return str(attached).split(".")[-1] if attached else "none"
 
 
 def push_dbt_results(settings: Settings, target: Path, invocation: str) -> bool:
