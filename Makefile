@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev run test test-fast mutate lint fmt bench airflow docs clean
+.PHONY: install dev run test test-fast mutate lint fmt ui bench airflow docs clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	@echo "==> creating the virtualenv $(VENV) ($(PYTHON))"
@@ -68,6 +68,10 @@ fmt: dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 	PINPIPE_WAREHOUSE=$(LINT_SCRATCH)/lint.duckdb DBT_TARGET_PATH=$(LINT_SCRATCH)/target $(BIN)/sqlfluff fix models
+
+## the web UI on http://127.0.0.1:8501 (after `make run`): insights, real-time, pipeline, SQL
+ui: install
+	$(BIN)/pinpipe ui
 
 ## benchmarks (figures go to BENCHMARKS.md)
 bench: install

@@ -71,7 +71,9 @@ def insights() -> None:
     summary[1].metric("Users who joined 2015–2020", int(frames["users_joined_by_year"]["number_users_joined"].sum()))
     summary[2].metric("Most followed poster", top_user["poster_name"].iloc[0] if len(top_user) else "none")
     if len(top_user):
-        summary[2].caption(f"{int(top_user['follower_count'].iloc[0]):,} followers, {top_user['country'].iloc[0]}")
+        first = top_user.iloc[0]
+        tied = f"; {len(top_user) - 1} more tied (question 4)" if len(top_user) > 1 else ""
+        summary[2].caption(f"{int(first['follower_count']):,} followers, {first['country']}{tied}")
     for number, insight in enumerate(data.INSIGHTS, start=1):
         frame = frames[insight.mart]
         st.subheader(f"{number}. {insight.question}")
