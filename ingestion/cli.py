@@ -29,7 +29,7 @@ from ingestion import artifacts, bronze, load, metrics, post, services, sink, tr
 from ingestion import stack as stack_api
 from ingestion.bus import BusError
 from ingestion.config import Settings
-from ingestion.emulate import PostBatch, SourceName, make_source
+from ingestion.emulate import PostBatch, PostSource, SourceName, make_source
 from ingestion.errors import PinpipeError, ServiceDown
 from ingestion.sink import FlushPolicy
 
@@ -47,7 +47,13 @@ FullRefreshOption = Annotated[
         "--full-refresh", help="rebuild the incremental staging models from all of bronze, not only its new rows"
     ),
 ]
-SourceOption = Annotated[SourceName, typer.Option(help="aicore replays the real rows; synthetic generates posts")]
+SourceOption = Annotated[
+    SourceName,
+    typer.Option(
+        help="aicore replays the real rows; synthetic generates posts; db reads the source database "
+        "(PINPIPE_SOURCE_URL, default an SQLite file `pinpipe source load` fills)"
+    ),
+]
 PostsOption = Annotated[int, typer.Option(min=1, help="new posts to emulate (after those bronze already holds)")]
 SeedOption = Annotated[int, typer.Option(help="emulator seed: same seed, same posts")]
 BatchOption = Annotated[int, typer.Option(min=1, help="posts per bronze commit")]
@@ -90,29 +96,48 @@ services_app = typer.Typer(
 app.add_typer(services_app, name="services")
 
 Server = (
-    services.S3Server | services.KafkaBroker | services.KinesisServer | services.Pushgateway | services.PrometheusServer
+    services.S3Server
+    | services.KafkaBroker
+    | services.KinesisServer
+    | services.Pushgateway
+    | services.PrometheusServer
+    | services.PostgresServer
 )
 
 
-def _servers(settings: Settings) -> list[Server]:
+class OptionalService(StrEnum):
+    postgres = "postgres"
+
+
+def _servers(settings: Settings, with_: list[OptionalService] | None = None) -> list[Server]:
+    """The stack's services; with ``with_`` (or, for status and down, whatever runs) the optional ones."""
+    postgres = services.PostgresServer(settings)
+    wanted = OptionalService.postgres in (with_ or []) or (with_ is None and postgres.process.pid() is not None)
     return [
         services.S3Server(settings),
         services.KafkaBroker(settings),
         services.KinesisServer(settings),
         services.Pushgateway(settings),
         services.PrometheusServer(settings),
+        *([postgres] if wanted else []),
     ]
 
 
 @services_app.command("up")
-def services_up(context: typer.Context) -> None:
+def services_up(
+    context: typer.Context,
+    with_: Annotated[
+        list[OptionalService] | None,
+        typer.Option("--with", help="also start an optional service: postgres (the source database)"),
+    ] = None,
+) -> None:
     """Fetch (once, cached), start and wait for every service; idempotent. Prometheus and the
     Pushgateway are Debian's packages: without them the stack runs unmonitored."""
-    _services_up(_settings(context))
+    _services_up(_settings(context), with_ or [])
 
 
-def _services_up(settings: Settings) -> None:
-    for server in _servers(settings):
+def _services_up(settings: Settings, with_: list[OptionalService] | None = None) -> None:
+    for server in _servers(settings, with_ or []):
         with console.status(f"starting {server.process.name}"):
             try:
                 server.up()
@@ -149,6 +174,45 @@ def _services_status(settings: Settings) -> None:
     prometheus = services.PrometheusServer(settings)
     if prometheus.process.status().running:
         console.print(f"Prometheus: {prometheus.url} (alerts at /alerts, scrape targets at /targets)", highlight=False)
+
+
+source_app = typer.Typer(
+    help="The source database posts are read from with `--source db` (SQLite by default; PostgreSQL, MySQL by URL).",
+    no_args_is_help=True,
+)
+app.add_typer(source_app, name="source")
+
+
+@source_app.command("load")
+def source_load(
+    context: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(envvar="PINPIPE_SOURCE_URL", help="SQLAlchemy URL [default: sqlite:///<state dir>/source.db]"),
+    ] = None,
+    synthetic: Annotated[
+        int | None, typer.Option(min=1, help="load the distinct keys of this many synthetic posts, not the AiCore rows")
+    ] = None,
+    seed: SeedOption = 100,
+) -> None:
+    """(Re)create the source tables (pinterest_data, geolocation_data, user_data) and fill them."""
+    settings = _settings(context)
+    _load_source(url or settings.source_database, synthetic, seed)
+
+
+def _load_source(url: str, synthetic: int | None, seed: int) -> None:
+    from ingestion import source
+
+    engine = source.create(url)
+    with _progress() as progress:
+        task = progress.add_task(f"source ← {'AiCore rows' if synthetic is None else f'{synthetic:,} synthetic posts'}")
+
+        def advance(table: str, rows: int) -> None:
+            progress.advance(task, rows)
+
+        loaded = source.load_source(engine, synthetic_posts=synthetic, seed=seed, on_rows=advance)
+    counts = ", ".join(f"{rows:,} {source.SOURCE_TABLES[table]}" for table, rows in loaded.items())
+    console.print(f"source database {engine.url.render_as_string(hide_password=True)}: {counts}")
 
 
 @app.command()
@@ -215,7 +279,7 @@ def _post(
         task = progress.add_task(f"{url} ← {source}", total=posts)
         result = post.post_batches(
             url,
-            make_source(source, seed),
+            _source(settings, source, seed),
             posts,
             batch_size=batch_size,
             concurrency=concurrency,
@@ -243,6 +307,15 @@ class _BronzeTally:
         console.print(f"bronze at {settings.lake}/bronze: {summary}")
 
 
+def _source(settings: Settings, source: SourceName, seed: int) -> PostSource:
+    """The posts of ``source``; the embedded source database is filled with the AiCore rows the
+    first time it is asked for."""
+    if source == "db" and settings.source_url is None and not (settings.state_dir / "source.db").exists():
+        console.print(f"no source database yet: loading the AiCore rows into {settings.source_database}")
+        _load_source(settings.source_database, None, seed)
+    return make_source(source, seed, settings.source_database)
+
+
 def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_size: int) -> None:
     """``posts`` new posts of the source into bronze, after those it already holds."""
     tally = _BronzeTally()
@@ -254,7 +327,7 @@ def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_s
                 tally.add(result)
             progress.advance(task, len(batch))
 
-        load.load_new_posts(settings, make_source(source, seed), posts, batch_size=batch_size, on_batch=advance)
+        load.load_new_posts(settings, _source(settings, source, seed), posts, batch_size=batch_size, on_batch=advance)
     tally.report(settings)
 
 

@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         default=("streaming-pin", "streaming-geo", "streaming-user"),
         description="Kinesis streams created on start; a stream carries the raw table its name ends with",
     )
+    source_url: str | None = Field(
+        default=None,
+        description="the source database `--source db` reads (a SQLAlchemy URL): default an SQLite file, "
+        "<state dir>/source.db; postgresql+psycopg://pinpipe@127.0.0.1:5433/pinpipe is the PostgreSQL "
+        "`pinpipe services up --with postgres` starts",
+    )
+    postgres_port: int = Field(default=5433, description="the PostgreSQL `pinpipe services up --with postgres` starts")
     warehouse_url: str | None = Field(
         default=None,
         description="the warehouse as a SQLAlchemy URL, for the UI and analysts' tools: default the DuckDB file "
@@ -204,6 +211,16 @@ class Settings(BaseSettings):
     def with_local_s3(self) -> Settings:
         """These settings, with S3 at the local server of `pinpipe services` unless an endpoint is set."""
         return self if self.s3_endpoint_url else self.model_copy(update={"s3_endpoint_url": self.local_s3_endpoint_url})
+
+    @property
+    def source_database(self) -> str:
+        """The source database's URL: the setting, else the embedded SQLite file."""
+        return self.source_url or f"sqlite:///{self.state_dir / 'source.db'}"
+
+    @property
+    def local_postgres_url(self) -> str:
+        """The PostgreSQL `pinpipe services up --with postgres` starts."""
+        return f"postgresql+psycopg://pinpipe@127.0.0.1:{self.postgres_port}/pinpipe"
 
     @property
     def dbt_history_dir(self) -> Path:

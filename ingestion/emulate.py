@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from ingestion.schemas import RAW_ARROW_SCHEMAS, RAW_TABLES, RawTable
 
-SourceName = Literal["aicore", "synthetic"]
+SourceName = Literal["aicore", "synthetic", "db"]
 
 # The exact placeholder strings of the real data (RAW_DATA.md); dbt's cleaning macros null them.
 NO_TITLE = "No Title Data Available"
@@ -74,12 +74,17 @@ def batches(source: PostSource, count: int, *, start: int = 0, batch_size: int =
         yield source.batch(first, min(batch_size, count - first))
 
 
-def make_source(name: SourceName, seed: int = 100) -> PostSource:
+def make_source(name: SourceName, seed: int = 100, source_url: str | None = None) -> PostSource:
+    """The posts of ``name``: the real rows, synthetic ones, or the source database at ``source_url``."""
     if name == "aicore":
         return AicoreSource(seed)
     if name == "synthetic":
         return SyntheticSource(seed)
-    raise ValueError(f"unknown source {name!r}: choose aicore or synthetic")
+    if name == "db" and source_url is not None:
+        from ingestion.source import db_source  # the source module emulates through this one
+
+        return db_source(source_url, seed)
+    raise ValueError(f"unknown source {name!r}: choose aicore, synthetic, or db (with its URL)")
 
 
 # --- deterministic hashing: splitmix64, vectorised -------------------------------------------------
@@ -98,7 +103,7 @@ def _splitmix(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Hasher:
+class KeyedRandom:
     """Independent pseudo-random streams keyed by (seed, salt, id): the same id always draws the same."""
 
     seed: int
@@ -136,7 +141,7 @@ class AicoreSource:
 
     def __init__(self, seed: int = 100) -> None:
         self.name = f"aicore/seed={seed}"
-        self._hasher = _Hasher(seed)
+        self._hasher = KeyedRandom(seed)
         real = aicore_tables()
         keys = real["pin"].column("index")
         self._tables: dict[RawTable, pa.Table] = {"pin": real["pin"]}
@@ -204,7 +209,7 @@ class SyntheticSource:
 
     def __init__(self, seed: int = 100) -> None:
         self.name = f"synthetic/seed={seed}"
-        self._hash = _Hasher(seed)
+        self._hash = KeyedRandom(seed)
         self._vocab = _vocabulary()
 
     def batch(self, start: int, count: int) -> PostBatch:
