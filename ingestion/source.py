@@ -61,6 +61,7 @@ def source_metadata() -> tuple[sqlalchemy.MetaData, dict[RawTable, sqlalchemy.Ta
                 )
                 for name, field in RAW_MODELS[table].model_fields.items()
             ),
+            mysql_charset="utf8mb4",  # MySQL's and MariaDB's default, latin1, cannot hold every post's text
         )
         for table in RAW_TABLES
     }
@@ -94,12 +95,18 @@ def create(url: str) -> sqlalchemy.Engine:
     return sqlalchemy.create_engine(parsed)
 
 
-def _unavailable(engine: sqlalchemy.Engine, error: DBAPIError) -> SourceUnavailable:
+def _failed(engine: sqlalchemy.Engine, error: DBAPIError) -> SourceUnavailable:
+    """What went wrong, in one line: a database that does not answer, or one that refused a statement."""
     reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
-    return SourceUnavailable(
-        f"the source database {_describe(engine.url)} failed ({reason}): start it (PostgreSQL: `pinpipe services up "
-        "--with postgres`) and run again; bronze resumes after the posts it holds"
-    )
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError:
+        return SourceUnavailable(
+            f"the source database {_describe(engine.url)} does not answer ({reason}): start it (PostgreSQL: "
+            "`pinpipe services up --with postgres`) and run again; bronze resumes after the posts it holds"
+        )
+    return SourceUnavailable(f"the source database {_describe(engine.url)} refused it: {reason}")
 
 
 def load_source(
@@ -126,7 +133,7 @@ def load_source(
                         on_rows(table, len(chunk))
             loaded[table] += len(values)
     except DBAPIError as error:
-        raise _unavailable(engine, error) from None
+        raise _failed(engine, error) from None
     return loaded
 
 
@@ -165,7 +172,7 @@ class DbSource:
                 keys = connection.execute(sqlalchemy.select(pin_key).select_from(self._joined).order_by(pin_key))
                 self._keys = np.array([key for (key,) in keys], dtype=np.int64)
         except DBAPIError as error:
-            raise _unavailable(engine, error) from None
+            raise _failed(engine, error) from None
         if not len(self._keys):
             raise SourceUnavailable(
                 f"the source database {_describe(engine.url)} holds no posts: fill it with `pinpipe source load`"
@@ -202,7 +209,7 @@ class DbSource:
                     chunk = [int(key) for key in keys[first : first + KEYS_PER_QUERY]]
                     found += connection.execute(query, {"keys": chunk}).all()
         except DBAPIError as error:
-            raise _unavailable(self.engine, error) from None
+            raise _failed(self.engine, error) from None
         result: dict[str, Any] = {"_keys": np.array([row[0] for row in found], dtype=np.int64)}
         for table in RAW_TABLES:
             positions = [i for i, (owner, _) in enumerate(columns) if owner == table]

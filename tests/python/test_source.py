@@ -5,6 +5,7 @@ SQLite and on a real PostgreSQL, including one that goes away mid-run."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from ingestion.schemas import RAW_TABLES
 from ingestion.services import PostgresServer, free_port
 from ingestion.source import SOURCE_TABLES, DbSource, SourceUnavailable, connect, create, load_source
 
-from helpers import assert_marts_equal_reference, in_tables, record
+from helpers import assert_marts_equal_reference, eventually, in_tables, record
 
 PINPIPE = str(Path(sys.executable).parent / "pinpipe")
 
@@ -134,14 +135,19 @@ def test_the_marts_built_from_the_embedded_source_database_equal_the_reference(t
         os.environ.pop("DBT_TARGET_PATH")
 
 
+def _reachable(folder: Path) -> Path:
+    """``folder``, and the folders above it passable (not readable) by other users: the database
+    servers run as their own users, and pytest's folders are private."""
+    for above in (folder, *folder.parents):
+        if above != Path("/"):
+            above.chmod(above.stat().st_mode | 0o011)
+    return folder
+
+
 @pytest.fixture
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A real PostgreSQL of its own; its folder reachable by the postgres user (pytest's are not)."""
-    state = Path(tmp_path_factory.mktemp("postgres", numbered=True))
-    for folder in (state, *state.parents):
-        if folder == Path("/"):
-            break
-        folder.chmod(folder.stat().st_mode | 0o011)  # through, not readable
+    state = _reachable(tmp_path_factory.mktemp("postgres", numbered=True))
     server = PostgresServer(Settings(state_dir=state, postgres_port=free_port()))
     server.up()
     try:
@@ -150,11 +156,42 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
         server.down()
 
 
+@pytest.fixture
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MariaDB (Debian's mariadb-server) of its own, run as the mysql user: the URL of its
+    database ``pinpipe``. `pinpipe` starts no MySQL: a user's URL points at theirs."""
+    state = _reachable(tmp_path_factory.mktemp("mariadb", numbered=True))
+    shutil.chown(state, "mysql", "mysql")
+    subprocess.run(
+        ["mariadb-install-db", "--user=mysql", f"--datadir={state / 'data'}", "--skip-test-db"],
+        check=True,
+        capture_output=True,
+    )
+    port, socket = free_port(), state / "mysqld.sock"
+    command = ["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={state / 'data'}", f"--port={port}"]
+    command += ["--bind-address=127.0.0.1", f"--socket={socket}", "--skip-name-resolve"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = ["mariadb", f"--socket={socket}", "-uroot", "-e"]
+    try:
+        assert eventually(lambda: subprocess.run([*client, "select 1"], capture_output=True).returncode == 0, 60)
+        grants = "create user 'pinpipe'@'127.0.0.1'; grant all on pinpipe.* to 'pinpipe'@'127.0.0.1';"
+        subprocess.run([*client, f"create database pinpipe; {grants}"], check=True)
+        yield f"mysql+pymysql://pinpipe@127.0.0.1:{port}/pinpipe"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 @pytest.mark.slow
-def test_postgresql_holds_the_same_source_and_gives_the_same_posts_as_sqlite(
-    postgres: PostgresServer, tmp_path: Path
+@pytest.mark.parametrize("server", ["postgres", "mariadb"])
+def test_a_database_server_holds_the_same_source_and_gives_the_same_posts_as_sqlite(
+    server: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    url = postgres.settings.local_postgres_url
+    url = (
+        request.getfixturevalue("postgres").settings.local_postgres_url
+        if server == "postgres"
+        else request.getfixturevalue("mariadb")
+    )
     load_source(create(url), synthetic_posts=5_000)
     inspector = sqlalchemy.inspect(connect(url))
     types = {c["name"]: type(c["type"]).__name__ for c in inspector.get_columns("user_data")}
@@ -163,12 +200,12 @@ def test_postgresql_holds_the_same_source_and_gives_the_same_posts_as_sqlite(
         "first_name": "TEXT",
         "last_name": "TEXT",
         "age": "BIGINT",
-        "date_joined": "TIMESTAMP",
+        "date_joined": "TIMESTAMP" if server == "postgres" else "DATETIME",
     }
-    on_postgres = DbSource(connect(url), seed=9).batch(0, 8_000)
+    on_server = DbSource(connect(url), seed=9).batch(0, 8_000)
     on_sqlite = DbSource(connect(_sqlite(tmp_path, synthetic=5_000)), seed=9).batch(0, 8_000)
     for table in RAW_TABLES:
-        assert on_postgres.table(table).equals(on_sqlite.table(table)), table
+        assert on_server.table(table).equals(on_sqlite.table(table)), table
 
 
 @pytest.mark.slow
