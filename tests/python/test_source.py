@@ -168,7 +168,8 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         capture_output=True,
     )
     port, socket = free_port(), state / "mysqld.sock"
-    command = ["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={state / 'data'}", f"--port={port}"]
+    server_program = shutil.which("mariadbd") or "/usr/sbin/mariadbd"  # sbin: not on every PATH
+    command = [server_program, "--no-defaults", "--user=mysql", f"--datadir={state / 'data'}", f"--port={port}"]
     command += ["--bind-address=127.0.0.1", f"--socket={socket}", "--skip-name-resolve"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = ["mariadb", f"--socket={socket}", "-uroot", "-e"]
