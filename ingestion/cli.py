@@ -110,9 +110,9 @@ class OptionalService(StrEnum):
 
 
 def _servers(settings: Settings, with_: list[OptionalService] | None = None) -> list[Server]:
-    """The stack's services; with ``with_`` (or, for status and down, whatever runs) the optional ones."""
+    """The stack's services; with ``with_`` (or, for status and down, those ever started) the optional ones."""
     postgres = services.PostgresServer(settings)
-    wanted = OptionalService.postgres in (with_ or []) or (with_ is None and postgres.process.pid() is not None)
+    wanted = OptionalService.postgres in (with_ or []) or (with_ is None and postgres.process.home.exists())
     return [
         services.S3Server(settings),
         services.KafkaBroker(settings),
@@ -205,7 +205,8 @@ def _load_source(url: str, synthetic: int | None, seed: int) -> None:
 
     engine = source.create(url)
     with _progress() as progress:
-        task = progress.add_task(f"source ← {'AiCore rows' if synthetic is None else f'{synthetic:,} synthetic posts'}")
+        what = "the AiCore rows" if synthetic is None else f"the distinct keys of {synthetic:,} synthetic posts"
+        task = progress.add_task(f"source ← {what} (rows)", total=None)
 
         def advance(table: str, rows: int) -> None:
             progress.advance(task, rows)
@@ -646,6 +647,15 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
 def _build_and_report(settings: Settings, select: str | None, *, full_refresh: bool) -> None:
     statuses: Counter[str] = Counter()
     results: Any = None
+    built_from = transform.built_from_lake(settings)
+    if not full_refresh and built_from not in (None, settings.lake):
+        # said before dbt runs: its guard would fail staging first, in red, and then be rebuilt all the same
+        console.print(
+            f"the warehouse was built from the lake {built_from}: rebuilding staging from {settings.lake}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        full_refresh = True
     try:
         with transform.building(settings, on_wait=console.print) as private, _progress() as progress:
             task = progress.add_task(f"dbt source freshness ({settings.target})", total=None)
@@ -681,6 +691,7 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
         _print_dirty_input(transform.dirty_input_counts(failed.results or results))
         console.print(f"[red]{failed}[/red] (the warehouse keeps its last good build)")
         raise typer.Exit(1) from None
+    transform.record_built_from_lake(settings)
     _print_dirty_input(transform.dirty_input_counts(results))
     if settings.target == "local":
         console.print(transform.coverage(settings))
@@ -759,12 +770,11 @@ def ui(
     command = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", "127.0.0.1"]
     command += ["--server.port", str(settings.ui_port), "--server.headless", "true"]
     command += ["--browser.gatherUsageStats", "false", "--global.developmentMode", "false"]
-    try:
-        finished = subprocess.run(command, env={**os.environ, **settings.environment()}, check=False)
-    except KeyboardInterrupt:
-        return
-    if finished.returncode not in (0, -signal.SIGINT, -signal.SIGTERM):
-        raise typer.Exit(finished.returncode)
+    if settings.warehouse_url is None and not Path(settings.warehouse).exists():
+        errors.print(f"[yellow]no warehouse at {settings.warehouse} yet:[/yellow] `make run` builds it")
+    sys.stdout.flush()
+    # Streamlit replaces this process: stopping it (Ctrl-C, a kill of this pid) stops the server
+    os.execvpe(command[0], command, {**os.environ, **settings.environment()})
 
 
 @app.command()
@@ -856,7 +866,9 @@ def run(
             # the full stack's bronze lives in the local S3 server's bucket
             settings = settings.model_copy(update={"lake": f"s3://{settings.s3_bucket}/lake"})
         _services_up(settings)
-        with stack_api.api_server(settings) as url:
+        # the API of this run on a port of its own: Prometheus scrapes `pinpipe api` at PINPIPE_API_PORT,
+        # and would report it down for hours after this run's API stopped; its metrics are pushed instead
+        with stack_api.api_server(settings.model_copy(update={"api_port": services.free_port()})) as url:
             topics = post.KafkaTopics({table: topic for topic, table in settings.topic_tables.items()})
             _post(settings, url, topics, source, posts, seed, batch_size or 500, None, 4)
             metrics.push(settings, stack_api.metrics_of(url, settings), metrics.API_JOB)
@@ -904,19 +916,17 @@ def explain(error: Exception) -> tuple[str, int]:
 def main() -> None:
     """The `pinpipe` command: a user's mistake ends in one line saying what to do; the traceback only
     with --debug (or PINPIPE_DEBUG=1)."""
-    import click
-
     debug = "--debug" in sys.argv[1:] or os.environ.get("PINPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     # librdkafka logs every failed connection attempt; what it means reaches the user as one line
     logging.getLogger("librdkafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         errors.print("Aborted.")
         sys.exit(130)
-    except click.ClickException as error:
-        error.show()
+    except typer.TyperException as error:  # a mistyped command or option (typer's own click): its usage line
+        error.show()  # type: ignore[attr-defined]
         sys.exit(error.exit_code)
     except Exception as error:
         if debug:

@@ -21,3 +21,7 @@ class BuildBusy(PinpipeError):
 
 class ServiceDown(PinpipeError):
     """A service a stage needs (Kafka, S3, Kinesis) does not answer."""
+
+
+class NotReadOnly(PinpipeError):
+    """A statement given to a reader (`pinpipe sql`, the UI's SQL page) that could change something."""

@@ -172,7 +172,11 @@ def _go_binary(cache_dir: Path, module: str, version: str) -> Path:
         "GOCACHE": str(cache_dir / "go" / "build-cache"),
         "GOFLAGS": "-modcacherw",
     }
-    subprocess.run(["go", "install", f"{module}@{version}"], check=True, env={**os.environ, **go_env})
+    built = subprocess.run(
+        ["go", "install", f"{module}@{version}"], env={**os.environ, **go_env}, capture_output=True, text=True
+    )
+    if built.returncode != 0:  # its "go: downloading" lines only when something went wrong
+        raise ServiceError(f"go install {module}@{version} failed: {built.stderr.strip()[-2000:]}")
     (build_dir / name).rename(binary)
     shutil.rmtree(build_dir, ignore_errors=True)
     return binary

@@ -72,6 +72,25 @@ def _describe(url: sqlalchemy.URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def _parsed(url: str) -> sqlalchemy.URL:
+    try:
+        return sqlalchemy.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise SourceUnavailable(
+            f"{url!r} is not a SQLAlchemy URL: set PINPIPE_SOURCE_URL to dialect+driver://user@host:port/database, "
+            "e.g. postgresql+psycopg://pinpipe@127.0.0.1:5433/pinpipe"
+        ) from None
+
+
+def _engine(url: sqlalchemy.URL, **options: Any) -> sqlalchemy.Engine:
+    try:
+        return sqlalchemy.create_engine(url, **options)
+    except (ImportError, sqlalchemy.exc.NoSuchModuleError) as error:
+        raise SourceUnavailable(
+            f"no driver for {url.drivername} ({error}): use postgresql+psycopg, mysql+pymysql or sqlite"
+        ) from None
+
+
 def _sqlite_file(url: sqlalchemy.URL) -> Path | None:
     in_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
     return Path(str(url.database)) if in_file else None
@@ -79,20 +98,20 @@ def _sqlite_file(url: sqlalchemy.URL) -> Path | None:
 
 def connect(url: str) -> sqlalchemy.Engine:
     """An engine on the source database; a SQLite file must exist (an engine would create it empty)."""
-    parsed = sqlalchemy.make_url(url)
+    parsed = _parsed(url)
     file = _sqlite_file(parsed)
     if file is not None and not file.exists():
         raise SourceUnavailable(f"no source database at {file}: create it with `pinpipe source load`")
-    return sqlalchemy.create_engine(parsed, pool_pre_ping=True)
+    return _engine(parsed, pool_pre_ping=True)
 
 
 def create(url: str) -> sqlalchemy.Engine:
     """An engine on the source database to fill; a SQLite file's folder is made."""
-    parsed = sqlalchemy.make_url(url)
+    parsed = _parsed(url)
     file = _sqlite_file(parsed)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-    return sqlalchemy.create_engine(parsed)
+    return _engine(parsed)
 
 
 def _failed(engine: sqlalchemy.Engine, error: DBAPIError) -> SourceUnavailable:
@@ -103,8 +122,9 @@ def _failed(engine: sqlalchemy.Engine, error: DBAPIError) -> SourceUnavailable:
             pass
     except DBAPIError:
         return SourceUnavailable(
-            f"the source database {_describe(engine.url)} does not answer ({reason}): start it (PostgreSQL: "
-            "`pinpipe services up --with postgres`) and run again; bronze resumes after the posts it holds"
+            f"the source database {_describe(engine.url)} cannot be reached ({reason}): check PINPIPE_SOURCE_URL, "
+            "start the server (PostgreSQL: `pinpipe services up --with postgres`) and run again; bronze resumes "
+            "after the posts it holds"
         )
     return SourceUnavailable(f"the source database {_describe(engine.url)} refused it: {reason}")
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
 from ingestion.config import SKIP_UNIT_TESTS, Settings
-from ingestion.errors import BuildBusy, LakeMissing, NoWarehouse, PinpipeError
+from ingestion.errors import BuildBusy, LakeMissing, NotReadOnly, NoWarehouse, PinpipeError
 from ingestion.schemas import RAW_TABLES
 
 if TYPE_CHECKING:
@@ -239,6 +239,23 @@ def built_from_another_bronze(results: Any) -> bool:
     return any(_ANOTHER_BRONZE in str(result.message) for result in getattr(results, "results", None) or [])
 
 
+def _built_from_file(settings: Settings) -> Path:
+    return Path(f"{settings.warehouse}.lake")
+
+
+def built_from_lake(settings: Settings) -> str | None:
+    """The lake the DuckDB warehouse's last `pinpipe` build read, when known (other targets: None)."""
+    marker = _built_from_file(settings)
+    return marker.read_text().strip() if settings.target == "local" and marker.exists() else None
+
+
+def record_built_from_lake(settings: Settings) -> None:
+    """Note which lake the build just published read: the next build on another lake starts staging
+    from scratch at once."""
+    if settings.target == "local":
+        _built_from_file(settings).write_text(settings.lake + "\n")
+
+
 class DbtFailed(RuntimeError):
     """dbt failed; ``results`` holds what it returned (the nodes' results), when it got that far."""
 
@@ -380,9 +397,35 @@ def read_mart(settings: Settings, mart: str) -> pa.Table:
         return connection.execute(f"select * from marts.{mart} order by all").to_arrow_table()
 
 
+# what a query may start with, where DuckDB's parser cannot judge the SQL (Spark's, Databricks')
+_QUERY_WORDS = {"select", "with", "show", "describe", "desc", "explain", "values", "from", "table"}
+
+
+def check_read_only(sql: str, *, dialect: str = "duckdb") -> None:
+    """Refuse, before it runs, anything but one query: on DuckDB its own parser says what the SQL is;
+    on other engines, the statement's first word."""
+    if dialect == "duckdb":
+        parsed = duckdb.extract_statements(sql)
+        texts = [statement.query for statement in parsed]
+        reading = [s.type in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN) for s in parsed]
+    else:
+        texts = [text for text in sql.split(";") if text.strip()]  # a ; inside a string: refused too
+        reading = [text.split(maxsplit=1)[0].lower() in _QUERY_WORDS for text in texts]
+    if len(texts) != 1:
+        raise NotReadOnly(f"one statement at a time, not {len(texts)}")
+    if not reading[0]:
+        said = texts[0].split(maxsplit=1)[0].lower() if texts[0].strip() else "that"
+        raise NotReadOnly(
+            f"only queries run here (select, with, describe, show, explain), not {said}: "
+            "the warehouse is read-only, dbt builds it"
+        )
+
+
 def query(settings: Settings, sql: str, *, limit: int = 10_000, wait_s: float = 30) -> pa.Table:
     """Run a SQL query on the settings' target. DuckDB is queried directly (read-only, waiting while a
-    dbt run holds the file); other targets through ``dbt show --inline``, at most ``limit`` rows."""
+    dbt run holds the file); other targets through ``dbt show --inline``, at most ``limit`` rows.
+    Anything but a query is refused (``check_read_only``)."""
+    check_read_only(sql, dialect="duckdb" if settings.target == "local" else settings.target)
     if settings.target != "local":
         result = run_dbt(settings, ["show", "--quiet", "--inline", sql, "--limit", str(limit)])
         rows = result.results[0].agate_table

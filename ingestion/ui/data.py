@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,11 +19,8 @@ from sqlalchemy.pool import NullPool
 from ingestion import artifacts
 from ingestion.bronze import BRONZE_TABLES, Lake, newest_ingested_at
 from ingestion.config import Settings
-from ingestion.errors import NoWarehouse, PinpipeError
-
-
-class NotReadOnly(PinpipeError):
-    """A statement on the SQL page that could change something: only queries run there."""
+from ingestion.errors import NoWarehouse
+from ingestion.transform import check_read_only
 
 
 @dataclass(frozen=True)
@@ -66,7 +62,6 @@ INSIGHTS = [
         "bar",
         "country",
         "follower_count",
-        color="poster_name",
         filter="country",
     ),
     Insight(
@@ -75,7 +70,6 @@ INSIGHTS = [
         "bar",
         "country",
         "follower_count",
-        color="poster_name",
     ),
     Insight(
         "most_popular_category_by_age_group",
@@ -140,15 +134,7 @@ def engine(settings: Settings) -> sqlalchemy.Engine:
 
 def query(connectable: sqlalchemy.Engine, sql: str) -> pd.DataFrame:
     """Rows of one read-only statement; anything else is refused before it runs."""
-    statements = duckdb.extract_statements(sql)  # DuckDB's own parser: what it would run
-    if len(statements) != 1:
-        raise NotReadOnly(f"one statement at a time, not {len(statements)}")
-    kind = statements[0].type
-    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
-        raise NotReadOnly(
-            f"only queries run here (select, with, describe, show, explain), not {kind.name.lower()}: "
-            "the warehouse is read-only, dbt builds it"
-        )
+    check_read_only(sql, dialect=connectable.dialect.name)
     with connectable.connect() as connection:
         return pd.read_sql(sqlalchemy.text(sql), connection)
 

@@ -11,7 +11,7 @@ import sqlalchemy
 import streamlit as st
 
 from ingestion.config import Settings
-from ingestion.errors import PinpipeError
+from ingestion.errors import NotReadOnly, PinpipeError
 from ingestion.ui import data
 
 # a bar chart shows at most this many bars, the largest; the table below it has every row
@@ -42,7 +42,10 @@ def _chart(insight: data.Insight, frame: pd.DataFrame) -> alt.Chart:
         mark, x = alt.Chart(frame).mark_line(point=True), alt.X(f"{insight.x}:O")
     encoding = {"x": x, "y": alt.Y(f"{insight.y}:Q"), "tooltip": list(frame.columns)}
     if insight.color is not None:
-        encoding["color"] = alt.Color(f"{insight.color}:N")
+        # 13 categories: a scheme of 20, so no two share a colour
+        encoding["color"] = alt.Color(f"{insight.color}:N", scale=alt.Scale(scheme="tableau20"))
+        if insight.kind == "bar":  # tied rows side by side, never stacked into one taller bar
+            encoding["xOffset"] = alt.XOffset(f"{insight.color}:N")
     return mark.encode(**encoding)
 
 
@@ -151,6 +154,7 @@ def realtime() -> None:
 def pipeline() -> None:
     st.title("Pipeline")
     settings = _settings()
+    warehouse = _warehouse(settings)  # said first: without it, bronze and the builds below are all there is
     st.subheader("Bronze: rows and freshness")
     health = data.bronze_health(settings)
     columns = st.columns(3)
@@ -174,7 +178,6 @@ def pipeline() -> None:
         st.altair_chart(chart, width="stretch")
         st.dataframe(models, hide_index=True)
 
-    warehouse = _warehouse(settings)
     if warehouse is not None:
         st.subheader("Data quality: dirty input counted, never blocking")
         quality = data.mart(warehouse, "data_quality")
@@ -228,7 +231,7 @@ def sql() -> None:
         return
     try:
         result = data.query(warehouse, statement)
-    except data.NotReadOnly as refused:
+    except NotReadOnly as refused:
         st.error(f"Refused: {refused}")
         return
     except Exception as failed:  # noqa: BLE001 - the analyst's SQL: say what the database said, in one line

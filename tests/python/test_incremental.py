@@ -149,9 +149,17 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
     assert "stg_pinterest__pins was built from another bronze" in plain.stdout
     assert "pinpipe transform --full-refresh" in plain.stdout
 
+    # pinpipe knows which lake its last build read: it rebuilds staging at once, no dbt error first
     done = run([str(bin_dir / "pinpipe"), "transform"], other)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"staging was built from another bronze than {other.lake}: rebuilding it from scratch" in done.stdout
+    assert f"the warehouse was built from the lake {settings.lake}: rebuilding staging from {other.lake}" in done.stdout
+    assert "ERROR" not in done.stdout + done.stderr
     with transform.connect_warehouse(other, read_only=True) as connection:
         held = connection.execute("select count(*) from staging.stg_pinterest__pins").fetchone()
     assert held == (len({post["pin"]["index"] for post in make_source("synthetic", 1).batch(0, 800).records()}),)
+
+    # where it does not know (a warehouse plain dbt built last), dbt's guard stops staging and pinpipe rebuilds it
+    Path(f"{settings.warehouse}.lake").unlink()
+    back = run([str(bin_dir / "pinpipe"), "transform"], settings)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert f"staging was built from another bronze than {settings.lake}: rebuilding it from scratch" in back.stdout

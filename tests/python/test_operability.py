@@ -153,6 +153,32 @@ def test_a_warehouse_where_nothing_can_be_written_is_refused(built: Settings) ->
     _one_line_error(_pinpipe(unwritable, "transform"), 2, "cannot create the warehouse's folder /proc/pinpipe")
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["emulte"], "No such command 'emulte'. Did you mean 'emulate'?"),
+        (["emulate", "--postz", "3"], "No such option: --postz"),
+        (["emulate", "--source", "dbb"], "Invalid value for '--source'"),
+        (["emulate", "--posts", "abc"], "Invalid value for '--posts'"),
+    ],
+)
+def test_a_mistyped_command_or_option_gets_the_usage_and_one_line(args: list[str], said: str) -> None:
+    finished = subprocess.run([PINPIPE, *args], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2
+    assert finished.stderr.startswith("Usage: pinpipe"), finished.stderr
+    assert f"Error: {said}" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert "--debug" not in finished.stderr
+
+
+def test_sql_that_would_write_is_refused_in_one_line(built: Settings) -> None:
+    _one_line_error(
+        _pinpipe(built, "sql", "drop table marts.users_joined_by_year"), 2, "only queries run here", "not drop"
+    )
+    _one_line_error(_pinpipe(built, "sql", "select 1; select 2"), 2, "one statement at a time")
+    assert _pinpipe(built, "sql", "select count(*) from marts.users_joined_by_year").code == 0
+
+
 def test_sql_that_does_not_parse_gets_one_line(built: Settings) -> None:
     _one_line_error(_pinpipe(built, "sql", "selec 1"), 2, "the SQL does not run", 'syntax error at or near "selec"')
 

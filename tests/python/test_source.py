@@ -99,6 +99,10 @@ def test_a_missing_or_empty_source_database_is_one_line_saying_what_to_do(tmp_pa
     assert missing.stderr.strip().splitlines() == [
         f"Error: no source database at {tmp_path / 'missing.db'}: create it with `pinpipe source load`"
     ]
+    with pytest.raises(SourceUnavailable, match="'notaurl' is not a SQLAlchemy URL: set PINPIPE_SOURCE_URL"):
+        connect("notaurl")
+    with pytest.raises(SourceUnavailable, match="no driver for nosuchdb"):
+        connect("nosuchdb://user@127.0.0.1/db")
     url = _sqlite(tmp_path)
     with connect(url).begin() as connection:
         connection.execute(sqlalchemy.text("delete from user_data"))
