@@ -36,16 +36,18 @@ def _warehouse(settings: Settings) -> sqlalchemy.Engine | None:
 
 
 def _chart(insight: data.Insight, frame: pd.DataFrame) -> alt.Chart:
+    tooltip = list(frame.columns)
     if insight.kind == "bar":
-        mark, x = alt.Chart(frame).mark_bar(), alt.X(f"{insight.x}:N", sort="-y")
+        x_field = insight.x
+        if insight.color is not None:  # a bar per row: tied rows side by side, never stacked into a taller one
+            frame = frame.assign(bar=frame[insight.x].astype(str) + " · " + frame[insight.color].astype(str))
+            x_field = "bar"
+        mark, x = alt.Chart(frame).mark_bar(), alt.X(f"{x_field}:N", sort="-y", title=insight.x)
     else:
         mark, x = alt.Chart(frame).mark_line(point=True), alt.X(f"{insight.x}:O")
-    encoding = {"x": x, "y": alt.Y(f"{insight.y}:Q"), "tooltip": list(frame.columns)}
-    if insight.color is not None:
-        # 13 categories: a scheme of 20, so no two share a colour
+    encoding = {"x": x, "y": alt.Y(f"{insight.y}:Q"), "tooltip": tooltip}
+    if insight.color is not None:  # 13 categories: a scheme of 20, so no two share a colour
         encoding["color"] = alt.Color(f"{insight.color}:N", scale=alt.Scale(scheme="tableau20"))
-        if insight.kind == "bar":  # tied rows side by side, never stacked into one taller bar
-            encoding["xOffset"] = alt.XOffset(f"{insight.color}:N")
     return mark.encode(**encoding)
 
 
