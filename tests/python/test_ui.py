@@ -102,7 +102,8 @@ def test_the_insight_charts_hold_each_marts_rows_and_the_numbers_shown_are_the_m
     page = _page("insights")
     charts = page.get("vega_lite_chart")
     assert len(charts) == len(data.INSIGHTS) == 9
-    engine = sqlalchemy.create_engine(f"duckdb:///{settings.warehouse}", connect_args={"read_only": True})
+    # the UI's own engine: a DuckDB file is open in one configuration per process at a time
+    engine = data.engine(settings)
     for insight, chart in zip(data.INSIGHTS, charts, strict=True):
         mart = pd.read_sql(f"select * from marts.{insight.mart} order by all", engine)
         if insight.kind == "bar":  # the 30 largest, the first of equals in the table's order
@@ -178,6 +179,7 @@ def test_an_analyst_reads_a_mart_with_pandas_and_the_sqlalchemy_url(settings: Se
     assert marts["number_users_joined"].sum() > 0
     pins = pd.read_sql("select count(*) as n from staging.stg_pinterest__pins", engine)
     assert pins["n"][0] > 0
+    engine.dispose()  # its pooled connection would hold the file open in this configuration
 
 
 @pytest.mark.slow
