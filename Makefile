@@ -34,7 +34,7 @@ run: install
 test: dev
 	$(BIN)/pytest
 
-## the quick loop (about 3 minutes): unit tests, in-process kill tests, and a dbt build of a small
+## the quick loop (about 4 minutes): unit tests, in-process kill tests, and a dbt build of a small
 ## bronze compared with the reference; no Kafka, S3 or Kinesis
 test-fast: dev
 	$(BIN)/pytest -m "not slow"
