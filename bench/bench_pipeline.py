@@ -30,12 +30,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
-import pyarrow as pa
-import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
-from ingestion.bronze import Lake
+from ingestion.bronze import Lake, table_stats
 from ingestion.config import Settings
 from ingestion.services import KafkaBroker, PrometheusServer, Pushgateway, S3Server, free_port
 
@@ -97,12 +95,7 @@ def _wait_api(settings: Settings, timeout: float = 60) -> None:
 def _in_bronze(lake: Lake, settings: Settings) -> int:
     """Records committed in bronze (the run's lake holds only its own topics), from the row counts
     the Delta log keeps per file: polled while the pipeline runs, it must not read the data."""
-    total = 0
-    for table in settings.topic_tables.values():
-        delta = lake.delta_table(table)
-        if delta is not None:
-            total += pc.sum(pa.table(delta.get_add_actions(flatten=True))["num_records"]).as_py() or 0
-    return total
+    return sum(table_stats(lake, table).rows for table in settings.topic_tables.values())
 
 
 def _fresh(base: Settings, client: str) -> Settings:

@@ -78,11 +78,14 @@ def report_failure(context: dict[str, Any]) -> None:
 def push_dbt_results(project_dir: str, **kwargs: Any) -> None:
     """After each dbt task (cosmos calls it with the task's copy of the project): the task's results
     to the Pushgateway, when one answers, grouped by the task's id."""
-    from ingestion import metrics, transform
+    from ingestion import artifacts, metrics, transform
 
     task_id = kwargs["context"]["task_instance"].task_id
-    artifacts = transform.target_path(SETTINGS.model_copy(update={"project_dir": Path(project_dir)}))
-    metrics.push_dbt_results(SETTINGS, artifacts, task_id)
+    done = artifacts.last_invocation(
+        transform.target_path(SETTINGS.model_copy(update={"project_dir": Path(project_dir)}))
+    )
+    if done is not None:
+        metrics.push_dbt_results(SETTINGS, done, task_id)
 
 
 DEFAULT_ARGS = {

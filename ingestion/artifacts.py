@@ -70,14 +70,15 @@ def _tested_model(node: dict[str, Any]) -> str:
     return str(attached).split(".")[-1] if attached else "none"
 
 
-def keep_in_history(target: Path, history: Path) -> Path | None:
-    """Keep what the last invocation in dbt's ``target`` did, compactly (its nodes' results, not
-    the manifest), in ``history`` named by when it finished; the oldest beyond ``HISTORY_LENGTH``
-    are removed."""
+def last_invocation(target: Path) -> Invocation | None:
+    """The last invocation whose artifacts are in dbt's ``target``; None before any."""
     results = target / "run_results.json"
-    if not results.exists():
-        return None
-    done = invocation(results)
+    return invocation(results) if results.exists() else None
+
+
+def keep_in_history(done: Invocation, history: Path) -> Path:
+    """Keep what an invocation did, compactly (its nodes' results, not the manifest), in ``history``
+    named by when it finished; the oldest beyond ``HISTORY_LENGTH`` are removed."""
     history.mkdir(parents=True, exist_ok=True)
     kept = history / f"{done.finished_at.strftime('%Y%m%dT%H%M%S%f')}.json"
     kept.write_text(json.dumps(asdict(done), default=str))

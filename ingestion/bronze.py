@@ -135,17 +135,26 @@ def committed_offsets(lake: Lake, table: str) -> Callable[[str], int]:
     return partial(_next_offset, lake.delta_table(table))
 
 
-def newest_ingested_at(lake: Lake, table: str) -> datetime | None:
-    """The newest ``_ingested_at`` of ``table``, from its files' statistics in the Delta log (no data
-    read); None when the table is missing or empty."""
+@dataclass(frozen=True)
+class TableStats:
+    rows: int
+    newest_ingested_at: datetime | None
+
+
+def table_stats(lake: Lake, table: str) -> TableStats:
+    """``table``'s rows and newest ``_ingested_at``, from its files' statistics in the Delta log (no
+    data read); none and None when the table is missing or empty."""
     delta = lake.delta_table(table)
-    if delta is None:
-        return None
-    actions = pa.table(delta.get_add_actions(flatten=True))
-    if "max._ingested_at" not in actions.column_names:
-        return None
-    newest: datetime | None = pc.max(actions["max._ingested_at"]).as_py()
-    return newest
+    actions = pa.table(delta.get_add_actions(flatten=True)) if delta is not None else pa.table({})
+    if not actions.num_rows:
+        return TableStats(0, None)
+    newest = pc.max(actions["max._ingested_at"]).as_py() if "max._ingested_at" in actions.column_names else None
+    return TableStats(int(pc.sum(actions["num_records"]).as_py() or 0), newest)
+
+
+def newest_ingested_at(lake: Lake, table: str) -> datetime | None:
+    """The newest ``_ingested_at`` of ``table`` (``table_stats``)."""
+    return table_stats(lake, table).newest_ingested_at
 
 
 def ensure_tables(lake: Lake) -> None:

@@ -311,7 +311,7 @@ class _BronzeTally:
 def _source(settings: Settings, source: SourceName, seed: int) -> PostSource:
     """The posts of ``source``; the embedded source database is filled with the AiCore rows the
     first time it is asked for."""
-    if source == "db" and settings.source_url is None and not (settings.state_dir / "source.db").exists():
+    if source == "db" and settings.source_url is None and not settings.embedded_source.exists():
         console.print(f"no source database yet: loading the AiCore rows into {settings.source_database}")
         _load_source(settings.source_database, None, seed)
     return make_source(source, seed, settings.source_database)
@@ -612,7 +612,9 @@ def refresh(
             try:
                 warm.run(["run", "--quiet", "--select", select])
             finally:
-                metrics.push_dbt_results(settings, transform.target_path(settings), "pinpipe_refresh")
+                done = artifacts.last_invocation(transform.target_path(settings))
+                if done is not None:
+                    metrics.push_dbt_results(settings, done, "pinpipe_refresh")
             elapsed = time.monotonic() - started
             progress.update(task, advance=1, description=f"dbt {select} (refreshes, last {elapsed:.1f} s)")
             stop.wait(max(0.0, every - elapsed))
@@ -639,9 +641,11 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
     try:
         _build_and_report(settings, select, full_refresh=full_refresh)
     finally:  # a failed build's results too: a failing test is what an operator most needs to see
-        artifacts.keep_in_history(transform.target_path(settings), settings.dbt_history_dir)
-        if metrics.push_dbt_results(settings, transform.target_path(settings), "pinpipe_build"):
-            console.print(f"dbt results pushed to {settings.pushgateway_address}", style="dim", highlight=False)
+        done = artifacts.last_invocation(transform.target_path(settings))
+        if done is not None:
+            artifacts.keep_in_history(done, settings.dbt_history_dir)
+            if metrics.push_dbt_results(settings, done, "pinpipe_build"):
+                console.print(f"dbt results pushed to {settings.pushgateway_address}", style="dim", highlight=False)
 
 
 def _build_and_report(settings: Settings, select: str | None, *, full_refresh: bool) -> None:

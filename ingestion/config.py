@@ -213,9 +213,14 @@ class Settings(BaseSettings):
         return self if self.s3_endpoint_url else self.model_copy(update={"s3_endpoint_url": self.local_s3_endpoint_url})
 
     @property
+    def embedded_source(self) -> Path:
+        """The embedded SQLite source database's file."""
+        return self.state_dir / "source.db"
+
+    @property
     def source_database(self) -> str:
         """The source database's URL: the setting, else the embedded SQLite file."""
-        return self.source_url or f"sqlite:///{self.state_dir / 'source.db'}"
+        return self.source_url or f"sqlite:///{self.embedded_source}"
 
     @property
     def local_postgres_url(self) -> str:

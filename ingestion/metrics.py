@@ -30,7 +30,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from ingestion.artifacts import invocation
+from ingestion.artifacts import Invocation, invocation
 from ingestion.config import Settings
 
 if TYPE_CHECKING:
@@ -192,9 +192,13 @@ def push_registry(settings: Settings, registry: CollectorRegistry, job: str) -> 
 
 def dbt_results_registry(target: Path) -> CollectorRegistry:
     """The results of the dbt invocation whose artifacts are in ``target`` (run_results.json and the
-    manifest.json it wrote) as metrics: each node's duration and rows, tests by model and status,
-    the data-quality counts, when it ran."""
-    done = invocation(target / "run_results.json")
+    manifest.json it wrote) as metrics (``invocation_registry``)."""
+    return invocation_registry(invocation(target / "run_results.json"))
+
+
+def invocation_registry(done: Invocation) -> CollectorRegistry:
+    """A dbt invocation's results as metrics: each node's duration and rows, tests by model and
+    status, the data-quality counts, when it ran."""
     registry = CollectorRegistry()
     duration = Gauge(
         "pinpipe_dbt_node_duration_seconds", "how long the node took", ["node", "resource_type"], registry=registry
@@ -228,8 +232,6 @@ def dbt_results_registry(target: Path) -> CollectorRegistry:
     return registry
 
 
-def push_dbt_results(settings: Settings, target: Path, invocation: str) -> bool:
-    """Push the results of the dbt invocation in ``target`` (see ``dbt_results_registry``)."""
-    if not (target / "run_results.json").exists():
-        return False
-    return push(settings, generate_latest(dbt_results_registry(target)), DBT_JOB, {"invocation": invocation})
+def push_dbt_results(settings: Settings, done: Invocation, name: str) -> bool:
+    """Push a dbt invocation's results (``invocation_registry``), grouped by ``name``."""
+    return push(settings, generate_latest(invocation_registry(done)), DBT_JOB, {"invocation": name})

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import requests
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 from ingestion import artifacts
-from ingestion.bronze import BRONZE_TABLES, Lake, newest_ingested_at
+from ingestion.bronze import BRONZE_TABLES, Lake, table_stats
 from ingestion.config import Settings
 from ingestion.errors import NoWarehouse
 from ingestion.transform import check_read_only
@@ -154,16 +152,12 @@ def bronze_health(settings: Settings, now: datetime | None = None) -> pd.DataFra
     lake, now = Lake.from_settings(settings), now or datetime.now(UTC)
     rows = []
     for table in BRONZE_TABLES:
-        delta = lake.delta_table(table)
-        count = 0
-        if delta is not None:
-            actions = pa.table(delta.get_add_actions(flatten=True))
-            count = int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
-        newest = newest_ingested_at(lake, table)
+        stats = table_stats(lake, table)
+        newest = stats.newest_ingested_at
         rows.append(
             {
                 "table": table,
-                "rows": count,
+                "rows": stats.rows,
                 "newest record ingested": newest,
                 "age (minutes)": round((now - newest).total_seconds() / 60, 1) if newest else None,
             }

@@ -213,3 +213,11 @@ def prometheus_value(prometheus_url: str, query: str) -> float | None:
     result = answer.json()["data"]["result"]
     assert len(result) <= 1, f"{query} gives several series: {result}"
     return float(result[0]["value"][1]) if result else None
+
+
+def answers(url: str) -> bool:
+    """Whether ``url`` answers a GET with a success."""
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False

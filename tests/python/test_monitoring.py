@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from ingestion.config import PROJECT_DIR, Settings
@@ -32,7 +31,7 @@ from ingestion.services import (
     scrape_config,
 )
 
-from helpers import eventually, prometheus_value
+from helpers import answers, eventually, prometheus_value
 
 MONITORING = PROJECT_DIR / "monitoring"
 
@@ -237,7 +236,7 @@ def test_prometheus_sees_every_record_of_both_paths_no_lag_fresh_bronze_and_the_
     prometheus = f"http://127.0.0.1:{settings.prometheus_port}"
     try:
         api = f"http://127.0.0.1:{settings.api_port}"
-        assert eventually(lambda: _answers(f"{api}/healthz"), 60), (tmp_path / "api.log").read_text()
+        assert eventually(lambda: answers(f"{api}/healthz"), 60), (tmp_path / "api.log").read_text()
         for to, count in (("api", posts), ("kinesis", streamed)):
             subprocess.run(
                 [pinpipe, "emulate", "--to", to, "--posts", str(count), "--batch-size", "100"],
@@ -285,10 +284,3 @@ def test_prometheus_sees_every_record_of_both_paths_no_lag_fresh_bronze_and_the_
     assert eventually(lambda: {q: prometheus_value(prometheus, q) for q in dbt} == dbt, 60), {
         q: prometheus_value(prometheus, q) for q in dbt
     }
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).ok
-    except requests.RequestException:
-        return False

@@ -24,7 +24,7 @@ from ingestion.services import free_port
 from ingestion.ui import data
 
 from browser import PAGES, open_pages
-from helpers import eventually
+from helpers import answers, eventually
 
 POSTS, STREAMED = 400, 120
 
@@ -196,7 +196,7 @@ def test_every_page_of_a_running_ui_opens_in_chromium_with_its_numbers(
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        assert eventually(lambda: _answers(f"{url}/_stcore/health"), 60), (tmp_path / "ui.log").read_text()
+        assert eventually(lambda: answers(f"{url}/_stcore/health"), 60), (tmp_path / "ui.log").read_text()
         engine = data.engine(settings)
         countries = data.query(
             engine, "select count(distinct country) as n from marts.most_popular_category_by_country"
@@ -215,12 +215,3 @@ def test_every_page_of_a_running_ui_opens_in_chromium_with_its_numbers(
     finally:
         ui.terminate()
         ui.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    import requests
-
-    try:
-        return requests.get(url, timeout=2).ok
-    except requests.RequestException:
-        return False
