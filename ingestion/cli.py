@@ -634,8 +634,9 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
     """`dbt source freshness` then `dbt build`, on a private copy of the warehouse published whole
     when both succeed (readers never wait, nor see a failed build); then what the build covers.
 
-    Staging is incremental; when its rows came from another bronze (another lake, or this one
-    rebuilt), the build is run again with ``--full-refresh`` instead of failing."""
+    Staging and int_posts_enriched are incremental; when what they hold cannot be merged into (rows
+    of another bronze: another lake, or this one rebuilt; a table of an earlier version of the
+    project), the build is run again with ``--full-refresh`` instead of failing."""
     if settings.target != "databricks":
         transform.check_lake(settings)
     try:
@@ -662,8 +663,10 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
         full_refresh = True
     try:
         with transform.building(settings, on_wait=console.print) as private, _progress() as progress:
-            task = progress.add_task(f"dbt source freshness ({settings.target})", total=None)
-            _print_freshness(transform.run_dbt(private, ["source", "freshness", "--quiet"]))
+            task = progress.add_task(f"dbt parse ({settings.target})", total=None)
+            manifest = transform.run_dbt(private, ["parse", "--quiet"])  # once, for both invocations
+            progress.update(task, description=f"dbt source freshness ({settings.target})")
+            _print_freshness(transform.run_dbt(private, ["source", "freshness", "--quiet"], manifest=manifest))
 
             def on_event(event: Any) -> None:
                 name, data = event.info.name, event.data
@@ -678,16 +681,21 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
             try:
                 try:
                     results = transform.run_dbt(
-                        private, [*args, *(["--full-refresh"] if full_refresh else [])], on_event, production=True
+                        private,
+                        [*args, *(["--full-refresh"] if full_refresh else [])],
+                        on_event,
+                        manifest=manifest,
+                        production=True,
                     )
                 except transform.DbtFailed as failed:
-                    if full_refresh or not transform.built_from_another_bronze(failed.results):
+                    reason = None if full_refresh else transform.rebuild_from_scratch_reason(failed.results)
+                    if reason is None:
                         raise
-                    console.print(
-                        f"staging was built from another bronze than {settings.lake}: rebuilding it from scratch"
-                    )
+                    console.print(f"{reason}: rebuilding from scratch", soft_wrap=True, highlight=False)
                     statuses.clear()
-                    results = transform.run_dbt(private, [*args, "--full-refresh"], on_event, production=True)
+                    results = transform.run_dbt(
+                        private, [*args, "--full-refresh"], on_event, manifest=manifest, production=True
+                    )
                 progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
             finally:
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))

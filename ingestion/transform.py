@@ -230,13 +230,18 @@ def _dbt_environment(settings: Settings, *, production: bool) -> Iterator[None]:
 READ_ONLY_COMMANDS = ("parse", "ls", "list", "compile", "debug")
 
 
-# what `assert_built_from` (macros/staging/new_bronze_rows.sql) says when staging holds another bronze's rows
-_ANOTHER_BRONZE = "was built from another bronze"
+# what the incremental models' guards (macros/incremental/new_bronze_rows.sql) say when what a model
+# holds cannot be merged into: rows of another bronze, or a table of an earlier version of the project
+_FROM_SCRATCH = ": rebuild it from scratch"
 
 
-def built_from_another_bronze(results: Any) -> bool:
-    """A failed build's results say an incremental staging model holds rows of another bronze."""
-    return any(_ANOTHER_BRONZE in str(result.message) for result in getattr(results, "results", None) or [])
+def rebuild_from_scratch_reason(results: Any) -> str | None:
+    """Why a failed build's incremental model must be rebuilt from scratch, if that is why it failed."""
+    for result in getattr(results, "results", None) or []:
+        message = str(result.message)
+        if _FROM_SCRATCH in message:
+            return message.split(_FROM_SCRATCH)[0].strip().splitlines()[-1].strip()
+    return None
 
 
 def _built_from_file(settings: Settings) -> Path:
@@ -283,8 +288,8 @@ def run_dbt(
         Path(settings.warehouse).parent.mkdir(parents=True, exist_ok=True)
         if settings.duckdb_temp_directory is not None:  # DuckDB makes only the last folder of the path
             settings.duckdb_temp_directory.mkdir(parents=True, exist_ok=True)
-    if settings.target != "databricks" and manifest is None and args[0] not in READ_ONLY_COMMANDS:
-        # every source exists from the first run on, empty until its loader writes (warm runs did it once)
+    if settings.target != "databricks" and args[0] not in READ_ONLY_COMMANDS:
+        # every source exists from the first run on, empty until its loader writes
         ensure_tables(Lake.from_settings(settings))
     project = str(settings.project_dir)
     with _dbt_environment(settings, production=production):

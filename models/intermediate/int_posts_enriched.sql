@@ -1,18 +1,41 @@
-with pins as (
+-- Incremental: a build joins again only the posts whose pin, geo or user record staging (re)wrote
+-- since this model's last build, and merges them by `ind`; staging never loses a key, so a post,
+-- once complete, stays complete. Its `_ingested_at` is the newest of its three records'.
+
+with
+{%- if is_incremental() %}
+changed_posts as (
+    select ind from {{ ref('stg_pinterest__pins') }} where {{ ingested_since_last_build() }}
+    union
+    select ind from {{ ref('stg_pinterest__geo') }} where {{ ingested_since_last_build() }}
+    union
+    select ind from {{ ref('stg_pinterest__users') }} where {{ ingested_since_last_build() }}
+),
+{%- endif %}
+
+pins as (
     select
         ind,
         category,
         poster_name,
-        follower_count
+        follower_count,
+        _ingested_at
     from {{ ref('stg_pinterest__pins') }}
+    {%- if is_incremental() %}
+    where ind in (select ind from changed_posts)
+    {%- endif %}
 ),
 
 geo as (
     select
         ind,
         country,
-        timestamp as posted_at
+        timestamp as posted_at,
+        _ingested_at
     from {{ ref('stg_pinterest__geo') }}
+    {%- if is_incremental() %}
+    where ind in (select ind from changed_posts)
+    {%- endif %}
 ),
 
 users as (
@@ -20,8 +43,12 @@ users as (
         ind,
         user_name,
         age,
-        date_joined
+        date_joined,
+        _ingested_at
     from {{ ref('stg_pinterest__users') }}
+    {%- if is_incremental() %}
+    where ind in (select ind from changed_posts)
+    {%- endif %}
 ),
 
 age_groups as (
@@ -46,7 +73,8 @@ joined as (
         users.age,
         age_groups.age_group,
         users.date_joined,
-        cast(extract(year from users.date_joined) as integer) as join_year
+        cast(extract(year from users.date_joined) as integer) as join_year,
+        greatest(pins._ingested_at, geo._ingested_at, users._ingested_at) as _ingested_at
     from pins
     inner join geo on pins.ind = geo.ind
     inner join users on pins.ind = users.ind

@@ -1,6 +1,7 @@
-"""Incremental staging: builds that read only bronze's new rows end where a build from all of bronze
-ends, whatever arrives between them (new posts, re-sent copies, corrections), on DuckDB and on
-Spark; a staging built from another bronze is caught, never merged into."""
+"""Incremental staging and int_posts_enriched: builds that read only what is new end where a build
+from all of bronze ends, whatever arrives between them (new posts, re-sent copies, corrections), on
+DuckDB and on Spark; a staging built from another bronze, or a table of an earlier version of the
+project, is caught, never merged into."""
 
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ from ingestion.load import load_posts
 from helpers import append_dirty_posts, assert_marts_equal_reference
 
 STAGING = ("stg_pinterest__pins", "stg_pinterest__geo", "stg_pinterest__users")
+INCREMENTAL = [*(f"staging.{model}" for model in STAGING), "intermediate.int_posts_enriched"]
 BUILD = ["build", "--exclude-resource-type", "unit_test"]
 
 
 def _warehouse(settings: Settings, *, marts: bool) -> dict[str, Counter]:
-    """Every staging model (and mart) as a multiset of rows (lineage columns included)."""
-    relations = [f"staging.{model}" for model in STAGING]
+    """Every incremental model (and mart) as a multiset of rows (lineage columns included)."""
+    relations = list(INCREMENTAL)
     relations += [f"marts.{mart}" for mart in [*transform.marts(settings), "data_quality"]] if marts else []
     found = {}
     for relation in relations:
@@ -52,29 +54,37 @@ def _hashable(value: object) -> object:
 
 
 def _day(lake: Lake, settings: Settings, day: int) -> list[dict]:
-    """One day's arrivals: 400 new real posts, the first 50 of them sent again unchanged, and a
-    correction of one post of every earlier day; returns the records in ingestion order."""
+    """One day's arrivals: 400 new real posts, the first 50 of them sent again unchanged, and
+    corrections of posts of every earlier day; returns the records in ingestion order."""
     source = make_source("aicore", 21)
     load_posts(settings, source, 400 * (day + 1))
     new = list(source.batch(400 * day, 400).records())
     for table in ("pin", "geo", "user"):
         append(lake, table, [r[table] for r in new[:50]], stream=f"resent/{day}", start=0, source="test")
     corrections = []
-    for earlier in range(day):
-        post = next(iter(source.batch(400 * earlier + day, 1).records()))
-        corrected = {**post, "pin": {**post["pin"], "poster_name": f"Renamed {day}", "follower_count": f"{day}k"}}
-        append(lake, "pin", [corrected["pin"]], stream=f"corrections/{day}", start=earlier, source="test")
-        corrections.append(corrected)
+    for earlier in range(day):  # a post of every earlier day gets its pin, another its geo, a third its user corrected
+        pin, geo, user = (next(iter(source.batch(400 * earlier + day + n, 1).records())) for n in (0, 100, 200))
+        corrections += [
+            {"pin": {**pin["pin"], "poster_name": f"Renamed {day}", "follower_count": f"{day}k"}, "geo": None, "user": None},
+            {"pin": None, "geo": {**geo["geo"], "country": f"Moved {day}"}, "user": None},
+            {"pin": None, "geo": None, "user": {**user["user"], "first_name": f"Renamed {day}"}},
+        ]
+    for table in ("pin", "geo", "user"):
+        fixed = [correction[table] for correction in corrections if correction[table] is not None]
+        if fixed:
+            append(lake, table, fixed, stream=f"corrections/{day}", start=0, source="test")
     return [*new, *new[:50], *corrections]
 
 
 def _incremental_equals_full_refresh(settings: Settings, *, days: int, whole_project: bool) -> None:
     """Days of arrivals, each built incrementally, then a build from scratch: the same rows. On
-    Spark only staging is built (the marts are rebuilt from it either way, and each Spark build of
-    the whole project costs minutes)."""
+    Spark only the incremental models are built (the marts are rebuilt from them either way, and
+    each Spark build of the whole project costs minutes)."""
+    # no lookback: the days arrive seconds apart, and within one an increment would re-read them all
+    settings = settings.model_copy(update={"staging_lookback_minutes": 0})
     lake = Lake.from_settings(settings)
     records = [*append_dirty_posts(lake)]
-    build = BUILD if whole_project else [*BUILD, "--select", "staging.pinterest"]
+    build = BUILD if whole_project else [*BUILD, "--select", "staging.pinterest +int_posts_enriched"]
     transform.run_dbt(settings, [*build, "--full-refresh"])  # the first build (a session may share Spark's)
     for day in range(days):
         records += _day(lake, settings, day)
@@ -162,4 +172,18 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
     Path(f"{settings.warehouse}.lake").unlink()
     back = run([str(bin_dir / "pinpipe"), "transform"], settings)
     assert back.returncode == 0, back.stdout + back.stderr
-    assert f"staging was built from another bronze than {settings.lake}: rebuilding it from scratch" in back.stdout
+    assert "stg_pinterest__pins was built from another bronze" in back.stdout
+    assert "rebuilding from scratch" in back.stdout
+
+
+def test_a_table_of_an_earlier_version_is_rebuilt_not_merged_into(settings: Settings) -> None:
+    load_posts(settings, make_source("aicore", 3), 200)
+    transform.run_dbt(settings, BUILD)
+    with transform.connect_warehouse(settings) as connection:  # as the project built it before the column
+        connection.execute("alter table intermediate.int_posts_enriched drop column _ingested_at")
+    with pytest.raises(transform.DbtFailed) as failed:
+        transform.run_dbt(settings, BUILD)
+    assert transform.rebuild_from_scratch_reason(failed.value.results) == (
+        "int_posts_enriched was built by an earlier version of this project, without `_ingested_at`"
+    )
+    transform.run_dbt(settings, [*BUILD, "--full-refresh"])
