@@ -64,8 +64,9 @@ def _day(lake: Lake, settings: Settings, day: int) -> list[dict]:
     corrections = []
     for earlier in range(day):  # a post of every earlier day gets its pin, another its geo, a third its user corrected
         pin, geo, user = (next(iter(source.batch(400 * earlier + day + n, 1).records())) for n in (0, 100, 200))
+        renamed = {**pin["pin"], "poster_name": f"Renamed {day}", "follower_count": f"{day}k"}
         corrections += [
-            {"pin": {**pin["pin"], "poster_name": f"Renamed {day}", "follower_count": f"{day}k"}, "geo": None, "user": None},
+            {"pin": renamed, "geo": None, "user": None},
             {"pin": None, "geo": {**geo["geo"], "country": f"Moved {day}"}, "user": None},
             {"pin": None, "geo": None, "user": {**user["user"], "first_name": f"Renamed {day}"}},
         ]
