@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     staging_lookback_minutes: int = Field(
         default=60,
         ge=0,
-        description="incremental staging re-reads bronze rows ingested this long before its newest row, "
-        "so a writer that committed late (a slow append started earlier) is never missed",
+        description="the incremental models (staging, int_posts_enriched) re-read rows ingested this long "
+        "before their newest row, so a writer that committed late (a slow append started earlier) is never missed",
     )
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint for an s3:// lake")
     s3_region: str = "us-east-1"

@@ -221,6 +221,7 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
     assert in_bronze(stack) == posted(stack, 0, posts)  # retried requests were aborted, not stored twice
 
 
+@pytest.mark.parametrize("stack", ["confluent-kafka"], indirect=True)  # the API's checks: no client differs
 def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Settings) -> None:
     secured = stack.model_copy(update={"api_key": "s3cret", "api_max_body_bytes": 2_000_000})
     pin_topic, geo_topic = secured.topics[0], secured.topics[1]
@@ -311,6 +312,9 @@ def test_a_non_json_message_in_a_topic_is_quarantined_and_the_rest_loads(stack: 
     assert {q["_offset"] for q in quarantined} == {10, 11}
 
 
+# the default client only: it starts services of its own for one run (minutes), and the kill and
+# exactly-once tests above already hold kafka-python to the same guarantees
+@pytest.mark.parametrize("stack", ["confluent-kafka"], indirect=True)
 def test_the_full_stack_command_prints_the_marts(stack: Settings, tmp_path: Path) -> None:
     """`pinpipe run --stack full`, as the README gives it, on services it starts itself."""
     settings = stack.model_copy(
