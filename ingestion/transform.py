@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,9 +162,12 @@ def building(settings: Settings, on_wait: Callable[[str], None] | None = None) -
             "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
         ) from None
     with _build_lock(settings, on_wait):
-        scratch = warehouse.parent / ".building" / uuid.uuid4().hex
-        # the same file name: DuckDB names the database (catalog) after it
+        # The same path every build (builds take turns): dbt's profile names it, and a path of its
+        # own would cost every build a full parse of the project. The same file name: DuckDB names
+        # the database (catalog) after it.
+        scratch = warehouse.parent / ".building" / f"{warehouse.name}.d"
         private = settings.model_copy(update={"warehouse": str(scratch / warehouse.name)})
+        shutil.rmtree(scratch, ignore_errors=True)  # a killed build's file, and its write-ahead log
         try:
             _copy_warehouse(settings, private.warehouse)
             yield private

@@ -14,7 +14,9 @@
     newest row the model holds, less a lookback (PINPIPE_STAGING_LOOKBACK_MINUTES) so that a writer
     which committed late is never missed. -#}
 {% macro ingested_since_last_build() -%}
-    {%- if execute and '_ingested_at' not in adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
+    {#- (a unit test's `this` is its fixture's name, not a table) -#}
+    {%- if execute and this is not string
+        and '_ingested_at' not in adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
         {{ exceptions.raise_compiler_error(
             this.identifier ~ ' was built by an earlier version of this project, without `_ingested_at`:'
             ~ ' rebuild it from scratch with `pinpipe transform --full-refresh` (or `dbt build --full-refresh`)'
