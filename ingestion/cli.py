@@ -44,7 +44,8 @@ errors = Console(stderr=True)
 FullRefreshOption = Annotated[
     bool,
     typer.Option(
-        "--full-refresh", help="rebuild the incremental staging models from all of bronze, not only its new rows"
+        "--full-refresh",
+        help="rebuild the incremental models (staging, int_posts_enriched) from all of bronze, not only its new rows",
     ),
 ]
 SourceOption = Annotated[
@@ -656,7 +657,8 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
     if not full_refresh and built_from not in (None, settings.lake):
         # said before dbt runs: its guard would fail staging first, in red, and then be rebuilt all the same
         console.print(
-            f"the warehouse was built from the lake {built_from}: rebuilding staging from {settings.lake}",
+            f"the warehouse was built from the lake {built_from}:"
+            f" rebuilding the incremental models from {settings.lake}",
             soft_wrap=True,
             highlight=False,
         )

@@ -24,11 +24,25 @@
     {%- endif -%}
     _ingested_at >= coalesce(
         (
-            select {{ dbt.dateadd('minute', -(env_var('PINPIPE_STAGING_LOOKBACK_MINUTES', '60') | int), 'max(_ingested_at)') }}
+            select {{ dbt.dateadd('minute', -staging_lookback_minutes(), 'max(_ingested_at)') }}
             from {{ this }}
         ),
         cast('1970-01-01' as timestamp)
     )
+{%- endmacro %}
+
+{#- PINPIPE_STAGING_LOOKBACK_MINUTES as a number. `pinpipe` checks its settings before dbt runs; plain
+    dbt reads the variable here, where `| int` alone would turn `abc` into 0 and `-5` into a window
+    that skips the newest rows: anything but a whole number of minutes, 0 or more, stops the build. -#}
+{% macro staging_lookback_minutes() -%}
+    {%- set lookback = env_var('PINPIPE_STAGING_LOOKBACK_MINUTES', '60') | trim -%}
+    {%- if not lookback.isdigit() -%}
+        {{ exceptions.raise_compiler_error(
+            'PINPIPE_STAGING_LOOKBACK_MINUTES must be a whole number of minutes, 0 or more (it is "'
+            ~ lookback ~ '"): set it to, say, 60, or unset it'
+        ) }}
+    {%- endif -%}
+    {{ return(lookback | int) }}
 {%- endmacro %}
 
 {#- Staging merges new rows into what it holds, so it must hold rows of this very bronze: after the

@@ -142,6 +142,31 @@ def test_an_incremental_build_reads_only_rows_newer_than_staging_less_the_lookba
         )
 
 
+def test_plain_dbt_refuses_a_lookback_that_is_not_a_whole_number_of_minutes(settings: Settings) -> None:
+    # pinpipe checks its settings itself; plain dbt reads the variable in the macro, where `| int`
+    # alone made "abc" 0 and "-5" a window that skipped the newest rows
+    load_posts(settings, make_source("aicore", 2), 100)
+
+    def dbt_run(lookback: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **settings.environment(), "PINPIPE_STAGING_LOOKBACK_MINUTES": lookback}
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "dbt"), "run", "--select", "stg_pinterest__geo"],
+            cwd=settings.project_dir,  # the project and its profiles.yml
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+
+    first = dbt_run("60")
+    assert first.returncode == 0, first.stdout
+    for lookback in ("-5", "abc"):
+        done = dbt_run(lookback)
+        assert done.returncode == 1, done.stdout
+        expected = f'PINPIPE_STAGING_LOOKBACK_MINUTES must be a whole number of minutes, 0 or more (it is "{lookback}")'
+        assert expected in done.stdout
+
+
 def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -165,7 +190,10 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
     # pinpipe knows which lake its last build read: it rebuilds staging at once, no dbt error first
     done = run([str(bin_dir / "pinpipe"), "transform"], other)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"the warehouse was built from the lake {settings.lake}: rebuilding staging from {other.lake}" in done.stdout
+    assert (
+        f"the warehouse was built from the lake {settings.lake}: rebuilding the incremental models from {other.lake}"
+        in done.stdout
+    )
     assert "ERROR" not in done.stdout + done.stderr
     with transform.connect_warehouse(other, read_only=True) as connection:
         held = connection.execute("select count(*) from staging.stg_pinterest__pins").fetchone()
