@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.schemas import RAW_TABLES, RawTable
@@ -60,7 +61,6 @@ class Settings(BaseSettings):
     )
     duckdb_memory: str = Field(
         default="3GB",
-        pattern=r"(?i)^\d+(\.\d+)?\s*([KMGT]i?B|B|%)$",
         description="DuckDB's memory_limit for builds and queries: beyond it DuckDB spills to the temp "
         "directory instead of failing (a laptop keeps room for everything else)",
     )
@@ -173,6 +173,14 @@ class Settings(BaseSettings):
     )
     stream_metrics_port: int = Field(default=9103, ge=0, description="`pinpipe stream` serves /metrics here (0: off)")
     kafka_metrics_port: int = Field(default=9104, description="the Kafka broker's JMX exporter serves /metrics here")
+
+    @field_validator("duckdb_memory")
+    @classmethod
+    def _a_memory_size(cls, value: str) -> str:
+        # DuckDB's own error for a bad size would come at the first query, as a parser error
+        if not re.fullmatch(r"(?i)\d+(\.\d+)?\s*([KMGT]i?B|B|%)", value):
+            raise ValueError("a size such as 3GB, 512MiB or 50% (of the machine's memory)")
+        return value
 
     def model_post_init(self, __context: object) -> None:
         if not self.lake.startswith("s3://"):

@@ -203,6 +203,26 @@ def test_an_unknown_target_is_one_line_naming_the_targets(built: Settings) -> No
     _one_line_error(done, 2, "PINPIPE_TARGET", "'local', 'spark' or 'databricks'")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("PINPIPE_DUCKDB_MEMORY", "lots", "a size such as 3GB"),
+        ("PINPIPE_STAGING_LOOKBACK_MINUTES", "-5", "greater than or equal to 0"),
+        ("PINPIPE_STAGING_LOOKBACK_MINUTES", "abc", "a valid integer"),
+    ],
+)
+def test_a_wrong_setting_is_one_line_naming_it(built: Settings, variable: str, value: str, said: str) -> None:
+    environment = {key: setting for key, setting in built.environment().items() if key != variable}
+    finished = subprocess.run(
+        [PINPIPE, "transform"],
+        env={**os.environ, **environment, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    _one_line_error(Done(finished.returncode, finished.stdout, finished.stderr), 2, variable, said)
+
+
 def test_loading_with_s3_down_is_one_line(built: Settings) -> None:
     closed = free_port()
     down = built.model_copy(update={"s3_port": closed, "s3_endpoint_url": None})
