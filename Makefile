@@ -34,7 +34,7 @@ run: install
 test: dev
 	$(BIN)/pytest
 
-## the quick loop (about 4 minutes): unit tests, in-process kill tests, and a dbt build of a small
+## the quick loop (4–9 minutes by the host): unit tests, in-process kill tests, and a dbt build of a small
 ## bronze compared with the reference; no Kafka, S3 or Kinesis
 test-fast: dev
 	$(BIN)/pytest -m "not slow"
