@@ -4,12 +4,14 @@
 
 with
 {%- if is_incremental() %}
+{#- once: the macro checks this table's columns before it writes the condition -#}
+{%- set since_last_build = ingested_since_last_build() %}
 changed_posts as (
-    select ind from {{ ref('stg_pinterest__pins') }} where {{ ingested_since_last_build() }}
+    select ind from {{ ref('stg_pinterest__pins') }} where {{ since_last_build }}
     union
-    select ind from {{ ref('stg_pinterest__geo') }} where {{ ingested_since_last_build() }}
+    select ind from {{ ref('stg_pinterest__geo') }} where {{ since_last_build }}
     union
-    select ind from {{ ref('stg_pinterest__users') }} where {{ ingested_since_last_build() }}
+    select ind from {{ ref('stg_pinterest__users') }} where {{ since_last_build }}
 ),
 {%- endif %}
 

@@ -190,22 +190,10 @@ def test_a_missing_warehouse_is_one_line_and_is_not_created(built: Settings, tmp
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_an_unknown_target_is_one_line_naming_the_targets(built: Settings) -> None:
-    environment = {key: value for key, value in built.environment().items() if key != "PINPIPE_TARGET"}
-    finished = subprocess.run(
-        [PINPIPE, "sql", "select 1"],
-        env={**os.environ, **environment, "PINPIPE_TARGET": "nonsense"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    done = Done(finished.returncode, finished.stdout, finished.stderr)
-    _one_line_error(done, 2, "PINPIPE_TARGET", "'local', 'spark' or 'databricks'")
-
-
 @pytest.mark.parametrize(
     ("variable", "value", "said"),
     [
+        ("PINPIPE_TARGET", "nonsense", "'local', 'spark' or 'databricks'"),
         ("PINPIPE_DUCKDB_MEMORY", "lots", "a size such as 3GB"),
         ("PINPIPE_STAGING_LOOKBACK_MINUTES", "-5", "greater than or equal to 0"),
         ("PINPIPE_STAGING_LOOKBACK_MINUTES", "abc", "a valid integer"),
@@ -214,7 +202,7 @@ def test_an_unknown_target_is_one_line_naming_the_targets(built: Settings) -> No
 def test_a_wrong_setting_is_one_line_naming_it(built: Settings, variable: str, value: str, said: str) -> None:
     environment = {key: setting for key, setting in built.environment().items() if key != variable}
     finished = subprocess.run(
-        [PINPIPE, "transform"],
+        [PINPIPE, "sql", "select 1"],
         env={**os.environ, **environment, variable: value},
         capture_output=True,
         text=True,
