@@ -1,13 +1,32 @@
-{#- The bronze rows an incremental staging model has still to read: all of them on its first build
-    (or --full-refresh), else those ingested since its last build (`ingested_since_last_build`).
-    Re-read rows merge by key to the same winner, so the lookback costs time, never correctness. -#}
-{% macro new_bronze_rows(relation) -%}
-    select * from {{ relation }}
-    {#- a unit test has no `this`: it feeds its fixture rows as a first build would read them -#}
-    {%- if this is not none and is_incremental() %}
-        {%- do assert_built_from(relation) %}
-    where {{ ingested_since_last_build() }}
-    {%- endif %}
+{#- The bronze rows an incremental staging model has still to read, one per post key (the integer
+    value of `raw_key`): the latest ingested copy, then the later stream, then the later offset.
+    All of bronze on a first build (or --full-refresh), else the rows ingested since the last build
+    (`ingested_since_last_build`); re-read rows merge by key to the same winner, so the lookback
+    costs time, never correctness.
+    The winners are ranked on a narrow projection (key and lineage) and the whole rows joined back by
+    bronze's own key, (`_stream`, `_offset`), which the loaders write exactly once: ranking whole rows
+    spilled them at 10M (staging pins 80 s against 44 s). Cleaning then runs on the winners only. -#}
+{% macro latest_new_bronze_rows(relation, raw_key) -%}
+    {%- set new_rows -%}
+        select * from {{ relation }}
+        {#- a unit test has no `this`: it feeds its fixture rows as a first build would read them -#}
+        {%- if this is not none and is_incremental() %}
+            {%- do assert_built_from(relation) %}
+        where {{ ingested_since_last_build() }}
+        {%- endif %}
+    {%- endset -%}
+    {%- set key = try_cast_as(raw_key, 'bigint') -%}
+    {%- set keyed -%}
+        (select {{ key }} as _key, _ingested_at, _stream, _offset from ({{ new_rows }}) as new_rows) as keyed
+    {%- endset %}
+    select new_rows.*
+    from ({{ new_rows }}) as new_rows
+    inner join ({{ latest_per_key(keyed, '_key') }}) as latest
+        on
+            {{ key }} = latest._key
+            {#- null-safe only for unit-test fixtures, which leave lineage out; bronze always has it #}
+            and new_rows._stream is not distinct from latest._stream
+            and new_rows._offset is not distinct from latest._offset
 {%- endmacro %}
 
 {#- A condition on `_ingested_at` for an incremental model's next build: the rows ingested since the

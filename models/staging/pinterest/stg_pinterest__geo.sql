@@ -1,12 +1,8 @@
 with source as (
-    {{ new_bronze_rows(source('bronze', 'geo')) }}
+    {{ latest_new_bronze_rows(source('bronze', 'geo'), 'ind') }}
 ),
 
-{{ clean_geo('source') }},
-
-deduplicated as (
-    {{ latest_per_key('cleaned', 'ind') }}
-)
+{{ clean_geo('source') }}
 
 select
     ind,
@@ -17,4 +13,4 @@ select
     _stream,
     _offset,
     _ingested_at
-from deduplicated
+from cleaned

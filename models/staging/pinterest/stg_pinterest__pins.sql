@@ -1,12 +1,8 @@
 with source as (
-    {{ new_bronze_rows(source('bronze', 'pin')) }}
+    {{ latest_new_bronze_rows(source('bronze', 'pin'), 'index') }}
 ),
 
-{{ clean_pins('source') }},
-
-deduplicated as (
-    {{ latest_per_key('cleaned', 'ind') }}
-)
+{{ clean_pins('source') }}
 
 select
     ind,
@@ -25,4 +21,4 @@ select
     _stream,
     _offset,
     _ingested_at
-from deduplicated
+from cleaned
