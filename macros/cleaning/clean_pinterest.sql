@@ -4,6 +4,12 @@
     models (bronze streams) share them, so a cleaning rule exists once. The CTEs are flat rather
     than a nested `with`, which every engine reads the same. -#}
 
+{#- A post's key from its raw text: the integer it holds, null if none fits bigint. Cleaning and
+    staging's choice of the latest copy (`latest_new_bronze_rows`) key on this same expression. -#}
+{% macro post_key(raw_column) -%}
+    {{ try_cast_as(raw_column, 'bigint') }}
+{%- endmacro %}
+
 {% macro _lineage(extra_columns) -%}
     _stream,
         _offset,
@@ -17,7 +23,7 @@
 renamed as (
     select
         -- ids
-        {{ try_cast_as('index', 'bigint') }} as ind,
+        {{ post_key('index') }} as ind,
         unique_id,
         -- text with placeholders nulled
         {{ null_if_placeholder('title') }} as title,
@@ -67,7 +73,7 @@ cleaned as (
 {% macro clean_geo(from_cte, extra_columns=[]) -%}
 renamed as (
     select
-        {{ try_cast_as('ind', 'bigint') }} as ind,
+        {{ post_key('ind') }} as ind,
         country,
         latitude as latitude_text,
         longitude as longitude_text,
@@ -101,7 +107,7 @@ cleaned as (
 {% macro clean_users(from_cte, extra_columns=[]) -%}
 renamed as (
     select
-        {{ try_cast_as('ind', 'bigint') }} as ind,
+        {{ post_key('ind') }} as ind,
         first_name,
         last_name,
         age as age_text,

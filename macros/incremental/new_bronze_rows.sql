@@ -15,7 +15,7 @@
         where {{ ingested_since_last_build() }}
         {%- endif %}
     {%- endset -%}
-    {%- set key = try_cast_as(raw_key, 'bigint') -%}
+    {%- set key = post_key(raw_key) -%}
     {%- set keyed -%}
         (select {{ key }} as _key, _ingested_at, _stream, _offset from ({{ new_rows }}) as new_rows) as keyed
     {%- endset %}
