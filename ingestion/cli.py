@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ingestion import artifacts, bronze, load, metrics, post, services, sink, transform
 from ingestion import stack as stack_api
@@ -670,6 +671,11 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
             progress.update(task, description=f"dbt source freshness ({settings.target})")
             _print_freshness(transform.run_dbt(private, ["source", "freshness", "--quiet"], manifest=manifest))
 
+            errors: list[str] = []  # dbt's error lines, as its quiet output prints them
+            # an incremental build's errors are held back: when they only say that staging must be
+            # rebuilt from scratch, pinpipe says so in one line and does it
+            holding_errors = not full_refresh
+
             def on_event(event: Any) -> None:
                 name, data = event.info.name, event.data
                 if name == "LogStartLine":
@@ -678,13 +684,15 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                     )
                 elif name == "NodeFinished":
                     statuses[data.node_info.node_status] += 1
+                if event.info.level == "error":
+                    errors.append(event.info.msg)
 
             args = ["build", "--quiet", *(["--select", select] if select else [])]
             try:
                 try:
                     results = transform.run_dbt(
                         private,
-                        [*args, *(["--full-refresh"] if full_refresh else [])],
+                        [*args, *(["--log-level", "none"] if holding_errors else ["--full-refresh"])],
                         on_event,
                         manifest=manifest,
                         production=True,
@@ -694,12 +702,16 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                     if reason is None:
                         raise
                     console.print(f"{reason}: rebuilding from scratch", soft_wrap=True, highlight=False)
+                    holding_errors = False
                     statuses.clear()
                     results = transform.run_dbt(
                         private, [*args, "--full-refresh"], on_event, manifest=manifest, production=True
                     )
                 progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
             finally:
+                if holding_errors:  # the errors dbt did not print itself
+                    for error in errors:
+                        console.print(Text.from_ansi(error), soft_wrap=True)
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
             # read from the copy dbt still holds open: the published file would be opened anew (2 s at 10M)
             covered = transform.coverage(private) if settings.target == "local" else None

@@ -287,7 +287,6 @@ def run_dbt(
 
     if settings.target == "local":
         ensure_duckdb_extensions(settings.duckdb_extension_directory)
-        Path(settings.warehouse).parent.mkdir(parents=True, exist_ok=True)
         if settings.duckdb_temp_directory is not None:  # DuckDB makes only the last folder of the path
             settings.duckdb_temp_directory.mkdir(parents=True, exist_ok=True)
     if settings.target != "databricks" and args[0] not in READ_ONLY_COMMANDS:

@@ -9,6 +9,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -98,6 +99,29 @@ def test_a_reader_held_open_through_a_build_keeps_reading_and_the_next_reader_se
     finally:
         reader.close()
     assert _count(built, "select count(*) from staging.stg_pinterest__pins") > before
+
+
+def test_a_broken_key_fails_the_build_with_dbts_failure_shown_and_the_warehouse_kept(
+    built: Settings, tmp_path: Path
+) -> None:
+    # an incremental build holds dbt's errors back (they may only ask for a rebuild from scratch, which
+    # pinpipe then does itself): any other failure must still be shown, and fail the build
+    broken = built.model_copy(update={"warehouse": str(tmp_path / "pinpipe.duckdb")})
+    shutil.copy2(built.warehouse, broken.warehouse)
+    with transform.connect_warehouse(broken) as connection:  # one post key twice, outside any lookback
+        connection.execute(
+            "insert into staging.stg_pinterest__pins select * replace (999999 as ind,"
+            " _ingested_at - interval 10 day as _ingested_at) from staging.stg_pinterest__pins using sample 1 rows"
+        )
+        connection.execute(
+            "insert into staging.stg_pinterest__pins select * from staging.stg_pinterest__pins where ind = 999999"
+        )
+    done = _pinpipe(broken, "transform", PINPIPE_STAGING_LOOKBACK_MINUTES="0", DBT_TARGET_PATH=str(tmp_path / "t"))
+    assert done.code == 1, done.out + done.err
+    assert "Failure in test unique_stg_pinterest__pins_ind" in done.out
+    assert "the warehouse keeps its last good build" in done.out
+    assert "rebuilding from scratch" not in done.out
+    assert _count(broken, "select count(*) from staging.stg_pinterest__pins where ind = 999999") == 2
 
 
 def test_marts_can_be_read_while_a_build_runs(built: Settings, tmp_path: Path) -> None:
