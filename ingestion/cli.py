@@ -13,7 +13,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -651,9 +652,26 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
                 console.print(f"dbt results pushed to {settings.pushgateway_address}", style="dim", highlight=False)
 
 
+@contextmanager
+def _noticing_interrupts(interrupted: threading.Event) -> Iterator[None]:
+    """``interrupted`` is set when Ctrl-C is pressed inside the block, which it still interrupts:
+    DuckDB turns an interrupt during a query into that query's error, which dbt may carry on past."""
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        interrupted.set()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _build_and_report(settings: Settings, select: str | None, *, full_refresh: bool) -> None:
     statuses: Counter[str] = Counter()
     results: Any = None
+    interrupted = threading.Event()
     built_from = transform.built_from_lake(settings)
     if not full_refresh and built_from not in (None, settings.lake):
         # said before dbt runs: its guard would fail staging first, in red, and then be rebuilt all the same
@@ -665,7 +683,11 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
         )
         full_refresh = True
     try:
-        with transform.building(settings, on_wait=console.print) as private, _progress() as progress:
+        with (
+            transform.building(settings, on_wait=console.print) as private,
+            _progress() as progress,
+            _noticing_interrupts(interrupted),
+        ):
             task = progress.add_task(f"dbt parse ({settings.target})", total=None)
             manifest = transform.run_dbt(private, ["parse", "--quiet"])  # once, for both invocations
             progress.update(task, description=f"dbt source freshness ({settings.target})")
@@ -698,7 +720,11 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                         production=True,
                     )
                 except transform.DbtFailed as failed:
-                    reason = None if full_refresh else transform.rebuild_from_scratch_reason(failed.results)
+                    reason = (
+                        None
+                        if full_refresh or interrupted.is_set()
+                        else transform.rebuild_from_scratch_reason(failed.results)
+                    )
                     if reason is None:
                         raise
                     console.print(f"{reason}: rebuilding from scratch", soft_wrap=True, highlight=False)
@@ -709,13 +735,21 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                     )
                 progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
             finally:
-                if holding_errors:  # the errors dbt did not print itself
+                if holding_errors and not interrupted.is_set():  # the errors dbt did not print itself
                     for error in errors:
                         console.print(Text.from_ansi(error), soft_wrap=True)
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+            if interrupted.is_set():  # a query DuckDB interrupted, which dbt counted as failed and went on
+                raise KeyboardInterrupt
             # read from the copy dbt still holds open: the published file would be opened anew (2 s at 10M)
             covered = transform.coverage(private) if settings.target == "local" else None
+    except KeyboardInterrupt:
+        console.print("interrupted: the warehouse keeps its last good build")
+        raise typer.Exit(130) from None
     except transform.DbtFailed as failed:
+        if interrupted.is_set():
+            console.print("interrupted: the warehouse keeps its last good build")
+            raise typer.Exit(130) from None
         _print_dirty_input(transform.dirty_input_counts(failed.results or results))
         console.print(f"[red]{failed}[/red] (the warehouse keeps its last good build)")
         raise typer.Exit(1) from None
@@ -770,7 +804,29 @@ def docs(
     settings = _settings(context)
     console.print(f"docs site generated and copied to {transform.publish_docs(settings)}")
     if serve:
-        transform.run_dbt(settings, ["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"])
+        _serve_docs(transform.target_path(settings), port)
+
+
+def _serve_docs(site: Path, port: int) -> None:
+    """The static site (index.html reads the manifest and catalog beside it) until Ctrl-C."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class QuietHandler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # the requests are not news
+            pass
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            if not isinstance(sys.exc_info()[1], ConnectionError):  # a browser leaving mid-page is not news
+                super().handle_error(request, client_address)
+
+    with Server(("127.0.0.1", port), partial(QuietHandler, directory=site)) as server:
+        console.print(f"serving the docs at http://127.0.0.1:{port}/ (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            console.print("docs server stopped")
 
 
 class OutputFormat(StrEnum):

@@ -297,6 +297,8 @@ def run_dbt(
         result = dbtRunner(manifest=manifest, callbacks=[on_event] if on_event else []).invoke(
             [*args, "--project-dir", project, "--profiles-dir", project, "--target", settings.target]
         )
+    if isinstance(result.exception, KeyboardInterrupt):  # Ctrl-C: dbt cancelled its queries and stopped
+        raise KeyboardInterrupt
     if not result.success:
         raise DbtFailed(
             f"dbt {' '.join(args)} failed: {result.exception or 'see the failing nodes above'}", result.result

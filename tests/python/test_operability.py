@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -99,6 +100,37 @@ def test_a_reader_held_open_through_a_build_keeps_reading_and_the_next_reader_se
     finally:
         reader.close()
     assert _count(built, "select count(*) from staging.stg_pinterest__pins") > before
+
+
+def test_ctrl_c_during_a_build_ends_in_one_line_and_publishes_nothing(built: Settings, tmp_path: Path) -> None:
+    interrupted = built.model_copy(update={"warehouse": str(tmp_path / "pinpipe.duckdb")})
+    shutil.copy2(built.warehouse, interrupted.warehouse)
+    before = Path(interrupted.warehouse).read_bytes()
+    environment = {
+        **os.environ,
+        "COLUMNS": "200",
+        "PYTHONUNBUFFERED": "1",
+        **interrupted.environment(),
+        "DBT_TARGET_PATH": str(tmp_path / "t"),
+    }
+    build = subprocess.Popen(
+        [PINPIPE, "transform", "--full-refresh"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    assert build.stdout is not None
+    for line in build.stdout:  # dbt build is under way once freshness is reported
+        if line.startswith("bronze freshness"):
+            break
+    build.send_signal(signal.SIGINT)
+    out, err = build.communicate(timeout=120)
+    assert build.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    assert out.strip().splitlines()[-1] == "interrupted: the warehouse keeps its last good build"
+    assert Path(interrupted.warehouse).read_bytes() == before
 
 
 def test_a_broken_key_fails_the_build_with_dbts_failure_shown_and_the_warehouse_kept(
@@ -319,3 +351,32 @@ def test_plain_dbt_without_the_readme_exports_points_bronze_at_the_project_lake(
             "select sql from duckdb_views() where schema_name = 'bronze' and view_name = 'pin'"
         ).fetchone()
     assert f"delta_scan('{PROJECT_DIR}/lake/bronze/pin')" in view
+
+
+def test_the_docs_site_is_served_until_ctrl_c_which_ends_it_quietly(built: Settings, tmp_path: Path) -> None:
+    import urllib.request
+
+    port = free_port()
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **built.environment(), "DBT_TARGET_PATH": str(tmp_path / "t")}
+    server = subprocess.Popen(
+        [PINPIPE, "docs", "--port", str(port)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert server.stdout is not None
+    for line in server.stdout:
+        if line.startswith("serving the docs"):
+            break
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=10) as page:
+        assert page.status == 200
+        assert b"<html" in page.read(1000).lower()  # left unread: the server must not mind
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/manifest.json", timeout=10) as manifest:
+        assert json.load(manifest)["metadata"]["project_name"] == "pinpipe"
+    server.send_signal(signal.SIGINT)
+    out, err = server.communicate(timeout=60)
+    assert server.returncode == 0, out + err
+    assert "Traceback" not in out + err
+    assert out.strip().splitlines()[-1] == "docs server stopped"
