@@ -40,8 +40,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)  # a message is one line in a log or a pipe, not cut at 80 columns
+errors = Console(stderr=True, soft_wrap=True)
 
 FullRefreshOption = Annotated[
     bool,
@@ -973,7 +973,8 @@ def explain(error: Exception) -> tuple[str, int]:
         return first_line, 2
     if isinstance(error, ValidationError):
         problems = "; ".join(
-            f"PINPIPE_{'_'.join(map(str, e['loc'])).upper()} ({'.'.join(map(str, e['loc']))}): {e['msg']}"
+            f"PINPIPE_{'_'.join(map(str, e['loc'])).upper()} ({'.'.join(map(str, e['loc']))}): "
+            + e["msg"].removeprefix("Value error, ")
             for e in error.errors()
             if e["type"] != "default_factory_not_called"  # a setting derived from one already wrong
         )

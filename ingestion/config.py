@@ -182,6 +182,13 @@ class Settings(BaseSettings):
             raise ValueError("a size such as 3GB, 512MiB or 50% (of the machine's memory)")
         return value
 
+    @field_validator("warehouse")
+    @classmethod
+    def _a_file_not_a_folder(cls, value: str) -> str:
+        if Path(value).is_dir():
+            raise ValueError(f"{value} is a folder: name the DuckDB file, such as {Path(value) / 'pinpipe.duckdb'}")
+        return value
+
     def model_post_init(self, __context: object) -> None:
         if not self.lake.startswith("s3://"):
             self.lake = str(Path(self.lake).resolve())

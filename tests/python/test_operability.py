@@ -251,6 +251,7 @@ def test_a_missing_warehouse_is_one_line_and_is_not_created(built: Settings, tmp
     [
         ("PINPIPE_TARGET", "nonsense", "'local', 'spark' or 'databricks'"),
         ("PINPIPE_DUCKDB_MEMORY", "lots", "a size such as 3GB"),
+        ("PINPIPE_WAREHOUSE", "/tmp", "/tmp is a folder: name the DuckDB file, such as /tmp/pinpipe.duckdb"),
         ("PINPIPE_STAGING_LOOKBACK_MINUTES", "-5", "greater than or equal to 0"),
         ("PINPIPE_STAGING_LOOKBACK_MINUTES", "abc", "a valid integer"),
     ],
