@@ -26,6 +26,15 @@
 {%- endmacro %}
 
 {% macro duckdb__register_bronze_tables() -%}
+    {#- a local lake without bronze (plain dbt before any load): one error saying so, not one per model -#}
+    {%- set lake = bronze_location('') -%}
+    {%- if execute and '://' not in lake
+        and run_query("select count(*) from glob('" ~ lake ~ "*/_delta_log/*.json')").rows[0][0] == 0 -%}
+        {{ exceptions.raise_compiler_error(
+            'no bronze tables under ' ~ lake ~ ': load posts first (`pinpipe run`, or `pinpipe emulate`),'
+            ~ ' or point PINPIPE_LAKE at a lake that has them'
+        ) }}
+    {%- endif %}
     create schema if not exists bronze;
     {%- for table in bronze_tables() %}
     create or replace view bronze.{{ adapter.quote(table) }} as

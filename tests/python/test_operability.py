@@ -381,3 +381,25 @@ def test_the_docs_site_is_served_until_ctrl_c_which_ends_it_quietly(built: Setti
     assert server.returncode == 0, out + err
     assert "Traceback" not in out + err
     assert out.strip().splitlines()[-1] == "docs server stopped"
+
+
+def test_plain_dbt_on_a_lake_without_bronze_is_one_error_saying_to_load_posts(tmp_path: Path) -> None:
+    settings = Settings()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
+    environment |= {
+        "PINPIPE_LAKE": str(tmp_path / "lake"),
+        "PINPIPE_WAREHOUSE": str(tmp_path / "w.duckdb"),
+        "PINPIPE_DUCKDB_EXTENSION_DIRECTORY": str(settings.duckdb_extension_directory),
+        "DBT_TARGET_PATH": str(tmp_path / "target"),
+    }
+    dbt = str(Path(sys.executable).parent / "dbt")
+    finished = subprocess.run(
+        [dbt, "build", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode != 0
+    assert f"no bronze tables under {tmp_path / 'lake'}/bronze/: load posts first" in finished.stdout
+    assert "Catalog Error" not in finished.stdout  # no model ran on the missing tables
