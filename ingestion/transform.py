@@ -20,7 +20,7 @@ import pyarrow as pa
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
 from ingestion.config import SKIP_UNIT_TESTS, Settings
-from ingestion.errors import BuildBusy, LakeMissing, NotReadOnly, NoWarehouse, PinpipeError
+from ingestion.errors import BuildBusy, LakeMissing, NotReadOnly, NoWarehouse, PinpipeError, ServiceDown
 from ingestion.schemas import RAW_TABLES
 
 if TYPE_CHECKING:
@@ -99,7 +99,15 @@ def check_lake(settings: Settings) -> None:
         if root.exists() and not root.is_dir():
             raise LakeMissing(f"lake {root} is a file, not a folder: point --lake (PINPIPE_LAKE) at the lake's folder")
     lake = Lake.from_settings(settings)
-    if not any(lake.delta_table(table) is not None for table in RAW_TABLES):
+    try:
+        found = any(lake.delta_table(table) is not None for table in RAW_TABLES)
+    except OSError as error:  # deltalake's S3 errors: "Kernel error -> Generic S3 error"
+        endpoint = settings.s3_endpoint_url or "AWS S3"
+        raise ServiceDown(
+            f"cannot read the lake {settings.lake} at {endpoint} ({str(error).strip().splitlines()[0]}): start the"
+            " local services with `pinpipe services up`, or check PINPIPE_S3_ENDPOINT_URL and the S3 credentials"
+        ) from None
+    if not found:
         raise LakeMissing(
             f"lake {settings.lake} has no bronze tables: check --lake (PINPIPE_LAKE), "
             "or load posts into it first with `pinpipe emulate` or `pinpipe run`"

@@ -268,6 +268,16 @@ def test_a_wrong_setting_is_one_line_naming_it(built: Settings, variable: str, v
     _one_line_error(Done(finished.returncode, finished.stdout, finished.stderr), 2, variable, said)
 
 
+def test_building_from_an_s3_lake_that_does_not_answer_is_one_line(built: Settings, tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    down = built.model_copy(
+        update={"lake": "s3://pinpipe/lake", "s3_endpoint_url": closed, "warehouse": str(tmp_path / "w.duckdb")}
+    )
+    done = _pinpipe(down, "transform")
+    _one_line_error(done, 2, f"cannot read the lake s3://pinpipe/lake at {closed}", "pinpipe services up")
+    assert "WARN" not in done.err  # the Rust crates' own logging stays quiet
+
+
 def test_loading_with_s3_down_is_one_line(built: Settings) -> None:
     closed = free_port()
     down = built.model_copy(update={"s3_port": closed, "s3_endpoint_url": None})
