@@ -40,7 +40,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)  # a message is one line in a log or a pipe, not cut at 80 columns
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader stopped reading (`pinpipe marts | head`): done, not failed (rich exits 1)."""
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        raise SystemExit(0)
+
+
+console = _Console(soft_wrap=True)  # a message is one line in a log or a pipe, not cut at 80 columns
 errors = Console(stderr=True, soft_wrap=True)
 
 FullRefreshOption = Annotated[
@@ -788,7 +798,7 @@ def _print_dirty_input(counts: list[transform.DirtyInput]) -> None:
 @app.command()
 def marts(
     context: typer.Context,
-    rows: Annotated[int, typer.Option(help="rows shown per mart")] = 15,
+    rows: Annotated[int, typer.Option(min=0, help="rows shown per mart")] = 15,
 ) -> None:
     """Print every mart of the local warehouse as a table."""
     _print_marts(_settings(context), rows)
@@ -870,10 +880,18 @@ def sql(
     output: Annotated[
         OutputFormat, typer.Option("--format", help="table for reading, csv or json for tools")
     ] = OutputFormat.table,
-    rows: Annotated[int, typer.Option(help="rows shown as a table")] = 50,
+    rows: Annotated[int, typer.Option(min=0, help="rows shown as a table")] = 50,
 ) -> None:
     """Run SQL against the marts of the current target and print the result."""
-    result = transform.query(_settings(context), query)
+    settings = _settings(context)
+    built_from = transform.built_from_lake(settings)
+    if built_from not in (None, settings.lake):  # on stderr: csv and json stay clean for tools
+        errors.print(
+            f"note: the warehouse was built from the lake {built_from}, and its bronze views read that lake,"
+            f" not {settings.lake}: `pinpipe transform` builds it from {settings.lake}",
+            highlight=False,
+        )
+    result = transform.query(settings, query)
     if output is OutputFormat.table:
         console.print(_as_rich_table(query if len(query) <= 80 else query[:77] + "...", result, rows))
     elif output is OutputFormat.csv:
@@ -937,7 +955,7 @@ def run(
         Stack, typer.Option(help="embedded: emulator → bronze; full: API → Kafka → S3 → bronze")
     ] = Stack.embedded,
     batch_size: Annotated[int | None, typer.Option(min=1, help="posts per bronze commit or per request")] = None,
-    rows: Annotated[int, typer.Option(help="rows shown per mart")] = 15,
+    rows: Annotated[int, typer.Option(min=0, help="rows shown per mart")] = 15,
     full_refresh: FullRefreshOption = False,
 ) -> None:
     """The main job: posts → bronze → dbt build → the marts, on the embedded default or the full stack."""

@@ -198,6 +198,26 @@ def test_a_wrong_lake_is_refused_and_the_marts_keep_their_rows(built: Settings, 
     assert _count(built, "select count(*) from marts.most_popular_category_by_country") == rows > 0
 
 
+def test_a_query_on_a_warehouse_built_from_another_lake_says_so(built: Settings, tmp_path: Path) -> None:
+    other = built.model_copy(update={"lake": str(tmp_path / "other-lake")})
+    done = _pinpipe(other, "sql", "select count(*) as posts from bronze.pin", "--format", "csv")
+    assert done.code == 0, done.err
+    assert done.out.splitlines()[0] == '"posts"'  # the note is on stderr, the csv clean
+    assert f"the warehouse was built from the lake {built.lake}" in done.err
+    assert "`pinpipe transform` builds it from" in done.err
+
+
+def test_a_reader_that_stops_reading_is_not_a_failure(built: Settings) -> None:
+    environment = {**os.environ, **built.environment()}
+    marts = subprocess.Popen([PINPIPE, "marts"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert marts.stdout is not None
+    assert marts.stderr is not None
+    marts.stdout.readline()  # as `pinpipe marts | head -1`: the next marts meet the closed end
+    marts.stdout.close()
+    assert marts.wait(timeout=120) == 0
+    assert marts.stderr.read() == b""
+
+
 def test_a_lake_that_is_a_file_is_refused(built: Settings, tmp_path: Path) -> None:
     a_file = tmp_path / "lake.txt"
     a_file.write_text("not a lake")
@@ -216,6 +236,7 @@ def test_a_warehouse_where_nothing_can_be_written_is_refused(built: Settings) ->
         (["emulate", "--postz", "3"], "No such option: --postz"),
         (["emulate", "--source", "dbb"], "Invalid value for '--source'"),
         (["emulate", "--posts", "abc"], "Invalid value for '--posts'"),
+        (["marts", "--rows", "-1"], "Invalid value for '--rows'"),
     ],
 )
 def test_a_mistyped_command_or_option_gets_the_usage_and_one_line(args: list[str], said: str) -> None:
