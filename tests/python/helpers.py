@@ -6,21 +6,31 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import requests
 
 from ingestion import transform
 from ingestion.bronze import TABLES, Lake, append
 from ingestion.clients import s3_client
-from ingestion.config import Settings
+from ingestion.config import PROJECT_DIR, Settings
 from ingestion.emulate import make_source
 from ingestion.schemas import payload_fields
 from ingestion.sink import parse_object_key
 
 import reference
+
+
+def plain_dbt(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """dbt as its users run it: its own command, the repository's project and profile."""
+    dbt = str(Path(sys.executable).parent / "dbt")
+    command = [dbt, *args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
 
 # --- records counted as multisets: a record stored twice counts twice ----------------------------
 

@@ -24,6 +24,8 @@ from ingestion import transform
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.services import free_port
 
+from helpers import plain_dbt
+
 pytestmark = pytest.mark.slow
 
 PINPIPE = str(Path(sys.executable).parent / "pinpipe")
@@ -349,31 +351,26 @@ def test_with_debug_the_traceback_is_shown(built: Settings) -> None:
     assert "Traceback" in done.err
 
 
-def test_plain_dbt_without_the_readme_exports_points_bronze_at_the_project_lake(tmp_path: Path) -> None:
+def _without_the_readme_exports(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """The environment of plain dbt with none of the PINPIPE_ variables but ``variables``, the
+    warehouse in ``tmp_path`` and the extensions already installed."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
-    settings = Settings()
-    environment |= {
+    return environment | {
         "PINPIPE_WAREHOUSE": str(tmp_path / "w.duckdb"),
-        "PINPIPE_DUCKDB_EXTENSION_DIRECTORY": str(settings.duckdb_extension_directory),
+        "PINPIPE_DUCKDB_EXTENSION_DIRECTORY": str(Settings().duckdb_extension_directory),
         "DBT_TARGET_PATH": str(tmp_path / "target"),
+        **variables,
     }
-    dbt = str(Path(sys.executable).parent / "dbt")
-    finished = subprocess.run(
-        [
-            dbt,
-            "run",
-            "--select",
-            "stg_pinterest__quarantine",
-            "--project-dir",
-            str(PROJECT_DIR),
-            "--profiles-dir",
-            str(PROJECT_DIR),
-        ],
-        env=environment,
+
+
+def test_plain_dbt_without_the_readme_exports_points_bronze_at_the_project_lake(tmp_path: Path) -> None:
+    settings = Settings()
+    finished = plain_dbt(
+        "run",
+        "--select",
+        "stg_pinterest__quarantine",
+        env=_without_the_readme_exports(tmp_path),
         cwd=tmp_path,  # anywhere but the project
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert finished.returncode == 0, finished.stdout
     with duckdb.connect(
@@ -415,22 +412,7 @@ def test_the_docs_site_is_served_until_ctrl_c_which_ends_it_quietly(built: Setti
 
 
 def test_plain_dbt_on_a_lake_without_bronze_is_one_error_saying_to_load_posts(tmp_path: Path) -> None:
-    settings = Settings()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
-    environment |= {
-        "PINPIPE_LAKE": str(tmp_path / "lake"),
-        "PINPIPE_WAREHOUSE": str(tmp_path / "w.duckdb"),
-        "PINPIPE_DUCKDB_EXTENSION_DIRECTORY": str(settings.duckdb_extension_directory),
-        "DBT_TARGET_PATH": str(tmp_path / "target"),
-    }
-    dbt = str(Path(sys.executable).parent / "dbt")
-    finished = subprocess.run(
-        [dbt, "build", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    finished = plain_dbt("build", env=_without_the_readme_exports(tmp_path, PINPIPE_LAKE=str(tmp_path / "lake")))
     assert finished.returncode != 0
     assert f"no bronze tables under {tmp_path / 'lake'}/bronze/: load posts first" in finished.stdout
     assert "Catalog Error" not in finished.stdout  # no model ran on the missing tables

@@ -11,8 +11,9 @@ import duckdb
 import pytest
 
 from ingestion.bronze import Lake, ensure_tables
-from ingestion.config import PROJECT_DIR
 from ingestion.transform import duckdb_config, ensure_duckdb_extensions
+
+from helpers import plain_dbt
 
 
 @pytest.fixture
@@ -58,14 +59,7 @@ def test_plain_dbt_makes_the_warehouses_folder_on_a_fresh_clone(tmp_path: Path) 
     # a fresh clone has no warehouse/ folder, and DuckDB does not make one: the profile's plugin does
     warehouse = tmp_path / "not" / "yet" / "pinpipe.duckdb"
     env = {**os.environ, "PINPIPE_WAREHOUSE": str(warehouse)}
-    dbt = str(Path(sys.executable).parent / "dbt")
-    done = subprocess.run(
-        [dbt, "debug", "--profiles-dir", str(PROJECT_DIR), "--project-dir", str(PROJECT_DIR)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = plain_dbt("debug", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert warehouse.exists()
