@@ -724,7 +724,15 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                 try:
                     results = transform.run_dbt(
                         private,
-                        [*args, *(["--log-level", "none"] if holding_errors else ["--full-refresh"])],
+                        # (the file log's level follows --log-level unless set: dbt.log keeps everything)
+                        [
+                            *args,
+                            *(
+                                ["--log-level", "none", "--log-level-file", "debug"]
+                                if holding_errors
+                                else ["--full-refresh"]
+                            ),
+                        ],
                         on_event,
                         manifest=manifest,
                         production=True,

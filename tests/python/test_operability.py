@@ -150,9 +150,17 @@ def test_a_broken_key_fails_the_build_with_dbts_failure_shown_and_the_warehouse_
         connection.execute(
             "insert into staging.stg_pinterest__pins select * from staging.stg_pinterest__pins where ind = 999999"
         )
-    done = _pinpipe(broken, "transform", PINPIPE_STAGING_LOOKBACK_MINUTES="0", DBT_TARGET_PATH=str(tmp_path / "t"))
+    done = _pinpipe(
+        broken,
+        "transform",
+        PINPIPE_STAGING_LOOKBACK_MINUTES="0",
+        DBT_TARGET_PATH=str(tmp_path / "t"),
+        DBT_LOG_PATH=str(tmp_path / "logs"),
+    )
     assert done.code == 1, done.out + done.err
     assert "Failure in test unique_stg_pinterest__pins_ind" in done.out
+    # held back from the terminal, not from dbt's own log
+    assert "Failure in test unique_stg_pinterest__pins_ind" in (tmp_path / "logs" / "dbt.log").read_text()
     assert "the warehouse keeps its last good build" in done.out
     assert "rebuilding from scratch" not in done.out
     assert _count(broken, "select count(*) from staging.stg_pinterest__pins where ind = 999999") == 2
