@@ -703,7 +703,7 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
             progress.update(task, description=f"dbt source freshness ({settings.target})")
             _print_freshness(transform.run_dbt(private, ["source", "freshness", "--quiet"], manifest=manifest))
 
-            errors: list[str] = []  # dbt's error lines, as its quiet output prints them
+            dbt_errors: list[str] = []  # dbt's error lines, as its quiet output prints them
             # an incremental build's errors are held back: when they only say that staging must be
             # rebuilt from scratch, pinpipe says so in one line and does it
             holding_errors = not full_refresh
@@ -717,7 +717,7 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                 elif name == "NodeFinished":
                     statuses[data.node_info.node_status] += 1
                 if event.info.level == "error":
-                    errors.append(event.info.msg)
+                    dbt_errors.append(event.info.msg)
 
             args = ["build", "--quiet", *(["--select", select] if select else [])]
             try:
@@ -754,18 +754,15 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                 progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
             finally:
                 if holding_errors and not interrupted.is_set():  # the errors dbt did not print itself
-                    for error in errors:
-                        console.print(Text.from_ansi(error), soft_wrap=True)
+                    for error in dbt_errors:
+                        console.print(Text.from_ansi(error))
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
             if interrupted.is_set():  # a query DuckDB interrupted, which dbt counted as failed and went on
                 raise KeyboardInterrupt
             # read from the copy dbt still holds open: the published file would be opened anew (2 s at 10M)
             covered = transform.coverage(private) if settings.target == "local" else None
-    except KeyboardInterrupt:
-        console.print("interrupted: the warehouse keeps its last good build")
-        raise typer.Exit(130) from None
-    except transform.DbtFailed as failed:
-        if interrupted.is_set():
+    except (KeyboardInterrupt, transform.DbtFailed) as failed:
+        if isinstance(failed, KeyboardInterrupt) or interrupted.is_set():
             console.print("interrupted: the warehouse keeps its last good build")
             raise typer.Exit(130) from None
         _print_dirty_input(transform.dirty_input_counts(failed.results or results))
