@@ -26,10 +26,12 @@
 {%- endmacro %}
 
 {% macro duckdb__register_bronze_tables() -%}
-    {#- a local lake without bronze (plain dbt before any load): one error saying so, not one per model -#}
+    {#- a local lake without bronze (plain dbt before any load): one error saying so, not one per model.
+        Every dbt run starts here (the streaming refresh every few seconds): the glob names the tables'
+        `_delta_log` folders, one per table, not their commits, which grow with every load. -#}
     {%- set lake = bronze_location('') -%}
     {%- if execute and '://' not in lake
-        and run_query("select count(*) from glob('" ~ lake ~ "*/_delta_log/*.json')").rows[0][0] == 0 -%}
+        and run_query("select count(*) from glob('" ~ lake ~ "*/_delta_log')").rows[0][0] == 0 -%}
         {{ exceptions.raise_compiler_error(
             'no bronze tables under ' ~ lake ~ ': load posts first (`pinpipe run`, or `pinpipe emulate`),'
             ~ ' or point PINPIPE_LAKE at a lake that has them'
