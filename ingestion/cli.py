@@ -13,8 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -158,7 +157,7 @@ def _services_up(settings: Settings, with_: list[OptionalService] | None = None)
                 if not isinstance(server, services.Pushgateway | services.PrometheusServer):
                     raise
                 # monitoring is optional: the pipeline runs all the same
-                errors.print(f"[yellow]not monitored:[/yellow] {failed}", highlight=False, soft_wrap=True)
+                errors.print(f"[yellow]not monitored:[/yellow] {failed}", highlight=False)
     _services_status(settings)
 
 
@@ -423,9 +422,7 @@ def _supervised(stage: str, run: Callable[[], None], *, restart: bool) -> None:
             if not restart:
                 raise
             delay = 1.0 if time.monotonic() - started > 60 else delay
-            errors.print(
-                f"{stage} stopped: {explain(error)[0]}; restarting in {delay:g} s", highlight=False, soft_wrap=True
-            )
+            errors.print(f"{stage} stopped: {explain(error)[0]}; restarting in {delay:g} s", highlight=False)
             time.sleep(delay)
             delay = min(delay * 2, 60.0)
 
@@ -662,42 +659,20 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
                 console.print(f"dbt results pushed to {settings.pushgateway_address}", style="dim", highlight=False)
 
 
-@contextmanager
-def _noticing_interrupts(interrupted: threading.Event) -> Iterator[None]:
-    """``interrupted`` is set when Ctrl-C is pressed inside the block, which it still interrupts:
-    DuckDB turns an interrupt during a query into that query's error, which dbt may carry on past."""
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        interrupted.set()
-        signal.default_int_handler(signum, frame)
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _build_and_report(settings: Settings, select: str | None, *, full_refresh: bool) -> None:
     statuses: Counter[str] = Counter()
     results: Any = None
-    interrupted = threading.Event()
     built_from = transform.built_from_lake(settings)
     if not full_refresh and built_from not in (None, settings.lake):
         # said before dbt runs: its guard would fail staging first, in red, and then be rebuilt all the same
         console.print(
             f"the warehouse was built from the lake {built_from}:"
             f" rebuilding the incremental models from {settings.lake}",
-            soft_wrap=True,
             highlight=False,
         )
         full_refresh = True
     try:
-        with (
-            transform.building(settings, on_wait=console.print) as private,
-            _progress() as progress,
-            _noticing_interrupts(interrupted),
-        ):
+        with transform.building(settings, on_wait=console.print) as private, _progress() as progress:
             task = progress.add_task(f"dbt parse ({settings.target})", total=None)
             manifest = transform.run_dbt(private, ["parse", "--quiet"])  # once, for both invocations
             progress.update(task, description=f"dbt source freshness ({settings.target})")
@@ -738,33 +713,30 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                         production=True,
                     )
                 except transform.DbtFailed as failed:
-                    reason = (
-                        None
-                        if full_refresh or interrupted.is_set()
-                        else transform.rebuild_from_scratch_reason(failed.results)
-                    )
+                    reason = None if full_refresh else transform.rebuild_from_scratch_reason(failed.results)
                     if reason is None:
                         raise
-                    console.print(f"{reason}: rebuilding from scratch", soft_wrap=True, highlight=False)
+                    console.print(f"{reason}: rebuilding from scratch", highlight=False)
                     holding_errors = False
                     statuses.clear()
                     results = transform.run_dbt(
                         private, [*args, "--full-refresh"], on_event, manifest=manifest, production=True
                     )
                 progress.update(task, description=f"dbt build ({settings.target})", completed=progress.tasks[0].total)
+            except KeyboardInterrupt:
+                holding_errors = False  # dbt's lines about the queries it cancelled are not news
+                raise
             finally:
-                if holding_errors and not interrupted.is_set():  # the errors dbt did not print itself
+                if holding_errors:  # the errors dbt did not print itself
                     for error in dbt_errors:
                         console.print(Text.from_ansi(error))
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
-            if interrupted.is_set():  # a query DuckDB interrupted, which dbt counted as failed and went on
-                raise KeyboardInterrupt
             # read from the copy dbt still holds open: the published file would be opened anew (2 s at 10M)
             covered = transform.coverage(private) if settings.target == "local" else None
-    except (KeyboardInterrupt, transform.DbtFailed) as failed:
-        if isinstance(failed, KeyboardInterrupt) or interrupted.is_set():
-            console.print("interrupted: the warehouse keeps its last good build")
-            raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: the warehouse keeps its last good build")
+        raise typer.Exit(130) from None
+    except transform.DbtFailed as failed:
         _print_dirty_input(transform.dirty_input_counts(failed.results or results))
         console.print(f"[red]{failed}[/red] (the warehouse keeps its last good build)")
         raise typer.Exit(1) from None
@@ -1040,6 +1012,6 @@ def main() -> None:
         if debug:
             raise
         message, code = explain(error)
-        errors.print(f"[red]Error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+        errors.print(f"[red]Error:[/red] {message}", markup=True, highlight=False)
         sys.exit(code)
     sys.exit(code if isinstance(code, int) else 0)

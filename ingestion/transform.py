@@ -6,6 +6,8 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,6 +218,27 @@ def _publish_warehouse(settings: Settings, path: str) -> None:
 
 
 @contextmanager
+def _noticing_interrupts() -> Iterator[threading.Event]:
+    """An event set when Ctrl-C is pressed inside the block, which it still interrupts: DuckDB turns
+    an interrupt during a query into that query's error, which dbt may count as a failure and carry
+    on past. Only the main thread gets signals, and a process that ignores SIGINT keeps ignoring it."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield interrupted
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        interrupted.set()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def _dbt_environment(settings: Settings, *, production: bool) -> Iterator[None]:
     """dbt reads the profile's paths from the environment: the settings' variables, set for the
     invocation only (an unset setting as empty, so the caller's environment cannot leak in)."""
@@ -301,11 +324,11 @@ def run_dbt(
         # every source exists from the first run on, empty until its loader writes
         ensure_tables(Lake.from_settings(settings))
     project = str(settings.project_dir)
-    with _dbt_environment(settings, production=production):
+    with _dbt_environment(settings, production=production), _noticing_interrupts() as interrupted:
         result = dbtRunner(manifest=manifest, callbacks=[on_event] if on_event else []).invoke(
             [*args, "--project-dir", project, "--profiles-dir", project, "--target", settings.target]
         )
-    if isinstance(result.exception, KeyboardInterrupt):  # Ctrl-C: dbt cancelled its queries and stopped
+    if interrupted.is_set() or isinstance(result.exception, KeyboardInterrupt):  # whatever dbt made of it
         raise KeyboardInterrupt
     if not result.success:
         raise DbtFailed(
