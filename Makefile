@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev run test test-fast mutate lint fmt ui bench airflow docs clean
+.PHONY: install spark dev run test test-fast mutate lint fmt ui bench airflow docs clean
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	@echo "==> creating the virtualenv $(VENV) ($(PYTHON))"
@@ -19,10 +19,24 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 install: $(BIN)/.installed
 
-$(BIN)/.dev-installed: requirements-dev.txt $(BIN)/.installed
-	@echo "==> installing the test and lint tools (requirements-dev.txt)"
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+## the Spark and Databricks targets (pyspark, dbt-spark, dbt-databricks: about 600 MB more)
+$(BIN)/.spark-installed: requirements-spark.txt $(BIN)/.installed
+	@echo "==> installing the Spark and Databricks targets (requirements-spark.txt)"
+	$(BIN)/pip install --quiet -r requirements-spark.txt
 	@touch $@
+
+spark: $(BIN)/.spark-installed
+
+$(BIN)/.airflow-installed: requirements-airflow.txt $(BIN)/.installed
+	@echo "==> installing Airflow and cosmos (requirements-airflow.txt)"
+	$(BIN)/pip install --quiet -r requirements-airflow.txt
+	@touch $@
+
+# the tests need every target and the DAG: one resolution of all the requirements files
+$(BIN)/.dev-installed: requirements-dev.txt requirements-spark.txt requirements-airflow.txt $(BIN)/.installed
+	@echo "==> installing the Spark and Airflow requirements and the test and lint tools (requirements-dev.txt)"
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $(BIN)/.spark-installed $(BIN)/.airflow-installed $@
 
 dev: $(BIN)/.dev-installed
 
@@ -78,7 +92,7 @@ bench: install
 	$(BIN)/python bench/bench_embedded.py
 
 ## Airflow standalone (SQLite, web UI on :8090: the ingest API has :8080) with the DAGs of dags/
-airflow: install
+airflow: $(BIN)/.airflow-installed
 	AIRFLOW_HOME=$(CURDIR)/.state/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags AIRFLOW__CORE__LOAD_EXAMPLES=false \
 	AIRFLOW__API__PORT=$${AIRFLOW__API__PORT:-8090} AIRFLOW__API__BASE_URL=http://localhost:$${AIRFLOW__API__PORT:-8090} \
 	AIRFLOW__COSMOS__ENABLE_TELEMETRY=false $(BIN)/airflow standalone

@@ -25,3 +25,7 @@ class ServiceDown(PinpipeError):
 
 class NotReadOnly(PinpipeError):
     """A statement given to a reader (`pinpipe sql`, the UI's SQL page) that could change something."""
+
+
+class EngineNotInstalled(PinpipeError):
+    """The dbt target's adapter is not installed (Spark and Databricks are not in the default install)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import import_module
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,15 @@ import pyarrow as pa
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
 from ingestion.config import SKIP_UNIT_TESTS, Settings
-from ingestion.errors import BuildBusy, LakeMissing, NotReadOnly, NoWarehouse, PinpipeError, ServiceDown
+from ingestion.errors import (
+    BuildBusy,
+    EngineNotInstalled,
+    LakeMissing,
+    NotReadOnly,
+    NoWarehouse,
+    PinpipeError,
+    ServiceDown,
+)
 from ingestion.schemas import RAW_TABLES
 
 if TYPE_CHECKING:
@@ -302,6 +311,24 @@ class DbtFailed(RuntimeError):
         self.results = results
 
 
+# the dbt adapters the default install leaves out: target → (adapter module, what installs it)
+OPTIONAL_ADAPTERS = {
+    "spark": ("dbt.adapters.spark", "dbt-spark and PySpark"),
+    "databricks": ("dbt.adapters.databricks", "dbt-databricks"),
+}
+
+
+def _require_adapter(target: str) -> None:
+    """The target's dbt adapter is installed, or the user is told how to install it."""
+    if target in OPTIONAL_ADAPTERS:
+        module, packages = OPTIONAL_ADAPTERS[target]
+        if find_spec(module) is None:
+            raise EngineNotInstalled(
+                f"the {target} target needs {packages}, which the default install leaves out: "
+                "run `make spark` (or `.venv/bin/pip install -r requirements-spark.txt`)"
+            )
+
+
 def run_dbt(
     settings: Settings,
     args: list[str],
@@ -316,6 +343,7 @@ def run_dbt(
     (``Settings.production_dbt_environment``)."""
     from dbt.cli.main import dbtRunner  # imported late: dbt's import alone costs about a second
 
+    _require_adapter(settings.target)
     if settings.target == "local":
         ensure_duckdb_extensions(settings.duckdb_extension_directory)
         if settings.duckdb_temp_directory is not None:  # DuckDB makes only the last folder of the path

@@ -336,6 +336,24 @@ def test_the_run_builds_the_target_it_is_given(built: Settings) -> None:
     assert "Traceback" not in finished.stderr
 
 
+@pytest.mark.parametrize(("target", "adapter"), [("spark", "spark"), ("databricks", "databricks")])
+def test_a_target_whose_adapter_is_not_installed_says_to_install_it(built: Settings, target: str, adapter: str) -> None:
+    """The default install (requirements.txt) leaves Spark and Databricks out: pinpipe says how to add them."""
+    without_adapter = (
+        f"import sys; sys.modules['dbt.adapters.{adapter}'] = None; from ingestion.cli import main; main()"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", without_adapter, "--target", target, "transform"],
+        env={**os.environ, "COLUMNS": "200", **built.environment()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    _one_line_error(
+        Done(finished.returncode, finished.stdout, finished.stderr), 2, f"the {target} target", "make spark"
+    )
+
+
 def test_csv_holds_list_columns_as_json(built: Settings) -> None:
     done = _pinpipe(built, "sql", "--format", "csv", "select ind, coordinates from staging.stg_pinterest__geo limit 3")
     assert done.code == 0, done.err
