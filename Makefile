@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: requirements.txt pyproject.toml
 	@echo "==> creating the virtualenv $(VENV) ($(PYTHON))"
 	$(PYTHON) -m venv $(VENV)
-	@echo "==> installing the pinned dependencies from PyPI (a few minutes the first time)"
+	@echo "==> installing the pinned dependencies from PyPI (a minute or two the first time)"
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
