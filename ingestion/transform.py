@@ -130,7 +130,15 @@ def _build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> It
     """One build of a warehouse at a time, across processes: a second waits (saying for whom) up to
     ``build_wait_seconds``, then gives up with one line."""
     lock_path = Path(f"{settings.warehouse}.build-lock")
-    with lock_path.open("a+") as lock:
+    try:  # the lock sits beside the warehouse, whose folder must exist and take files
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_file = lock_path.open("a+")
+    except OSError as error:
+        raise PinpipeError(
+            f"cannot write in the warehouse's folder {lock_path.parent}: {error.strerror}; "
+            "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
+        ) from None
+    with lock_file as lock:
         deadline, told = time.monotonic() + settings.build_wait_seconds, False
         while True:
             try:
@@ -173,13 +181,6 @@ def building(settings: Settings, on_wait: Callable[[str], None] | None = None) -
         yield settings
         return
     warehouse = Path(settings.warehouse)
-    try:
-        warehouse.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PinpipeError(
-            f"cannot create the warehouse's folder {warehouse.parent}: {error.strerror}; "
-            "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
-        ) from None
     with _build_lock(settings, on_wait):
         # The same path every build (builds take turns): dbt's profile names it, and a path of its
         # own would cost every build a full parse of the project. The same file name: DuckDB names

@@ -234,9 +234,13 @@ def test_a_lake_that_is_a_file_is_refused(built: Settings, tmp_path: Path) -> No
     _one_line_error(_pinpipe(built.model_copy(update={"lake": str(a_file)}), "transform"), 2, "is a file, not a folder")
 
 
-def test_a_warehouse_where_nothing_can_be_written_is_refused(built: Settings) -> None:
-    unwritable = built.model_copy(update={"warehouse": "/proc/pinpipe/pinpipe.duckdb"})
-    _one_line_error(_pinpipe(unwritable, "transform"), 2, "cannot create the warehouse's folder /proc/pinpipe")
+@pytest.mark.parametrize(
+    ("warehouse", "folder"), [("/proc/pinpipe/pinpipe.duckdb", "/proc/pinpipe"), ("/proc/pinpipe.duckdb", "/proc")]
+)
+def test_a_warehouse_where_nothing_can_be_written_is_refused(built: Settings, warehouse: str, folder: str) -> None:
+    """A folder that cannot be made, and one that exists but takes no files."""
+    unwritable = built.model_copy(update={"warehouse": warehouse})
+    _one_line_error(_pinpipe(unwritable, "transform"), 2, f"cannot write in the warehouse's folder {folder}:")
 
 
 @pytest.mark.parametrize(
