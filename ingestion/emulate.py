@@ -56,6 +56,11 @@ class PostBatch:
     def table(self, name: RawTable) -> pa.Table:
         return {"pin": self.pin, "geo": self.geo, "user": self.user}[name]
 
+    def split(self, size: int) -> Iterator[PostBatch]:
+        """The batch in consecutive pieces of at most ``size`` posts (slices: nothing is copied)."""
+        for offset in range(0, len(self), size):
+            yield PostBatch(self.start + offset, *(self.table(t).slice(offset, size) for t in RAW_TABLES))
+
     def records(self) -> Iterator[dict[RawTable, dict[str, Any]]]:
         """The posts as raw dicts, exactly the shapes clients send."""
         for pin, geo, user in zip(self.pin.to_pylist(), self.geo.to_pylist(), self.user.to_pylist(), strict=True):

@@ -3,6 +3,7 @@ to Kafka topics (``POST /topics/{topic}``) or to Kinesis streams (``PUT /streams
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -47,6 +48,11 @@ class Client:
 
     def __post_init__(self) -> None:
         self.session.mount("http://", HTTPAdapter(pool_maxsize=32))
+        # the environment's proxies read once, not on every request (with a look for ~/.netrc each
+        # time: a third of the client's cost of a request); the API's key is a header, never netrc
+        self.session.proxies.update(requests.utils.get_environ_proxies(self.api_url))
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self.session.trust_env = False
         if self.api_key:
             self.session.headers["X-API-Key"] = self.api_key
 
@@ -74,7 +80,7 @@ class Client:
             raise _Transient(f"answered {response.status_code}: {response.text[:300]}")
         if response.status_code != 200:
             raise ApiRejected(f"{method} {path} answered {response.status_code}: {response.text}")
-        return response.json()
+        return orjson.loads(response.content)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,8 @@ class KinesisStreams:
 
 
 Destination = KafkaTopics | KinesisStreams
+
+MADE_AT_ONCE = 5_000  # posts the client makes in one batch, then sends a request's worth at a time
 
 
 class _RateLimiter:
@@ -161,12 +169,17 @@ def post_batches(
             destination.send(client, table, batch.table(table).to_pylist())
         return batch
 
+    # posts are made some requests at a time, then sent a request's worth each: making them costs
+    # less per post in larger batches (17 µs a synthetic post 500 at a time, 10 µs 5,000 at a time)
+    made_at_once = batch_size * max(1, MADE_AT_ONCE // batch_size)
+
     def stream() -> Iterator[PostBatch]:
         if count is not None:
-            yield from batches(source, count, batch_size=batch_size)
+            made: Iterator[PostBatch] = batches(source, count, batch_size=made_at_once)
         else:
-            for start in forever(0, batch_size):
-                yield source.batch(start, batch_size)
+            made = (source.batch(start, made_at_once) for start in forever(0, made_at_once))
+        for posts in made:
+            yield from posts.split(batch_size)
 
     posted = 0
 

@@ -116,3 +116,11 @@ def test_synthetic_poster_names_belong_to_one_person_and_one_country() -> None:
 def test_synthetic_batches_are_bounded_by_batch_size_not_count() -> None:
     stream = batches(make_source("synthetic", 1), 10_000_000, batch_size=50_000)  # lazy: nothing made yet
     assert [(b.start, len(b)) for b in islice(stream, 3)] == [(0, 50_000), (50_000, 50_000), (100_000, 50_000)]
+
+
+def test_a_batch_split_in_pieces_is_the_batches_of_those_posts() -> None:
+    source = make_source("synthetic", 5)
+    pieces = list(source.batch(1_000, 1_250).split(500))
+    assert [(piece.start, len(piece)) for piece in pieces] == [(1_000, 500), (1_500, 500), (2_000, 250)]
+    for piece in pieces:
+        assert list(piece.records()) == list(source.batch(piece.start, len(piece)).records())
