@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: requirements.txt pyproject.toml
 	@echo "==> creating the virtualenv $(VENV) ($(PYTHON))"
 	$(PYTHON) -m venv $(VENV)
-	@echo "==> installing the pinned dependencies from PyPI (a minute or two the first time)"
+	@echo "==> installing the pinned dependencies from PyPI (about a minute the first time)"
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
@@ -19,7 +19,7 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 install: $(BIN)/.installed
 
-## the Spark and Databricks targets (pyspark, dbt-spark, dbt-databricks: about 600 MB more)
+## the Spark and Databricks targets (pyspark, dbt-spark, dbt-databricks: about 500 MB more)
 $(BIN)/.spark-installed: requirements-spark.txt $(BIN)/.installed
 	@echo "==> installing the Spark and Databricks targets (requirements-spark.txt)"
 	$(BIN)/pip install --quiet -r requirements-spark.txt

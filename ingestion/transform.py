@@ -319,8 +319,9 @@ OPTIONAL_ADAPTERS = {
 }
 
 
-def _require_adapter(target: str) -> None:
-    """The target's dbt adapter is installed, or the user is told how to install it."""
+def require_engine(target: str) -> None:
+    """What the target's dbt runs need is installed, or the user is told how to install it: the
+    adapter (Spark and Databricks are not in the default install) and, for Spark in this process, Java."""
     if target in OPTIONAL_ADAPTERS:
         module, packages = OPTIONAL_ADAPTERS[target]
         if find_spec(module) is None:
@@ -328,6 +329,11 @@ def _require_adapter(target: str) -> None:
                 f"the {target} target needs {packages}, which the default install leaves out: "
                 "run `make spark` (or `.venv/bin/pip install -r requirements-spark.txt`)"
             )
+    if target == "spark" and not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        raise EngineNotInstalled(
+            "the spark target runs Spark in this process, which needs Java 17 or later: "
+            "install it (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+        )
 
 
 def run_dbt(
@@ -344,7 +350,7 @@ def run_dbt(
     (``Settings.production_dbt_environment``)."""
     from dbt.cli.main import dbtRunner  # imported late: dbt's import alone costs about a second
 
-    _require_adapter(settings.target)
+    require_engine(settings.target)
     if settings.target == "local":
         ensure_duckdb_extensions(settings.duckdb_extension_directory)
         if settings.duckdb_temp_directory is not None:  # DuckDB makes only the last folder of the path
@@ -495,7 +501,8 @@ def query(settings: Settings, sql: str, *, limit: int = 10_000, wait_s: float = 
     Anything but a query is refused (``check_read_only``)."""
     check_read_only(sql, dialect="duckdb" if settings.target == "local" else settings.target)
     if settings.target != "local":
-        result = run_dbt(settings, ["show", "--quiet", "--inline", sql, "--limit", str(limit)])
+        # no log at all: with --quiet, dbt show still prints the rows, before pinpipe's own output
+        result = run_dbt(settings, ["show", "--log-level", "none", "--inline", sql, "--limit", str(limit)])
         rows = result.results[0].agate_table
         return pa.Table.from_pylist([dict(zip(rows.column_names, row, strict=True)) for row in rows.rows])
     deadline = time.monotonic() + wait_s

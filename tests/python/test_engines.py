@@ -30,7 +30,9 @@ def _rows(settings: Settings, mart: str) -> Counter:
     )
 
 
-def test_every_mart_is_equal_on_duckdb_and_on_spark(settings: Settings, spark_warehouse: str) -> None:
+def test_every_mart_is_equal_on_duckdb_and_on_spark(
+    settings: Settings, spark_warehouse: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Real AiCore rows, synthetic posts and every kind of dirt in one bronze; keys shared by both are
     deduplicated by the same rule on both engines, and dirt is cleaned, flagged and counted alike."""
     load_posts(settings, make_source("aicore", 3), 2_000)
@@ -48,6 +50,13 @@ def test_every_mart_is_equal_on_duckdb_and_on_spark(settings: Settings, spark_wa
             f"{mart}: only on duckdb {on_duckdb - on_spark}, only on spark {on_spark - on_duckdb}"
         )
         assert on_duckdb
+
+    # a query on Spark goes through `dbt show`, which prints nothing of its own: `pinpipe --target
+    # spark sql --format json` is piped into other tools
+    capsys.readouterr()
+    answer = transform.query(spark, "select count(*) as n from marts.users_joined_by_year")
+    assert capsys.readouterr().out == ""
+    assert answer.column("n").to_pylist() == [sum(_rows(settings, "users_joined_by_year").values())]
 
 
 def test_the_databricks_target_parses(tmp_path: Path) -> None:

@@ -340,22 +340,39 @@ def test_the_run_builds_the_target_it_is_given(built: Settings) -> None:
     assert "Traceback" not in finished.stderr
 
 
-@pytest.mark.parametrize(("target", "adapter"), [("spark", "spark"), ("databricks", "databricks")])
-def test_a_target_whose_adapter_is_not_installed_says_to_install_it(built: Settings, target: str, adapter: str) -> None:
-    """The default install (requirements.txt) leaves Spark and Databricks out: pinpipe says how to add them."""
-    without_adapter = (
-        f"import sys; sys.modules['dbt.adapters.{adapter}'] = None; from ingestion.cli import main; main()"
-    )
+@pytest.mark.parametrize(
+    ("target", "command"), [("spark", ["transform"]), ("databricks", ["transform"]), ("spark", ["run", "--posts", "5"])]
+)
+def test_a_target_whose_adapter_is_not_installed_says_to_install_it(
+    built: Settings, target: str, command: list[str]
+) -> None:
+    """The default install (requirements.txt) leaves Spark and Databricks out: pinpipe says how to add
+    them, before it starts anything (a run appends no posts first)."""
+    posts_before = _count(built, "select count(*) from bronze.pin")
+    without_adapter = f"import sys; sys.modules['dbt.adapters.{target}'] = None; from ingestion.cli import main; main()"
     finished = subprocess.run(
-        [sys.executable, "-c", without_adapter, "--target", target, "transform"],
+        [sys.executable, "-c", without_adapter, "--target", target, *command],
         env={**os.environ, "COLUMNS": "200", **built.environment()},
         capture_output=True,
         text=True,
         timeout=300,
     )
-    _one_line_error(
-        Done(finished.returncode, finished.stdout, finished.stderr), 2, f"the {target} target", "make spark"
+    done = Done(finished.returncode, finished.stdout, finished.stderr)
+    _one_line_error(done, 2, f"the {target} target", "make spark")
+    assert done.out == ""  # no progress bar left above the error
+    assert _count(built, "select count(*) from bronze.pin") == posts_before
+
+
+def test_the_spark_target_without_java_says_to_install_it(built: Settings) -> None:
+    without_java = {key: value for key, value in os.environ.items() if key != "JAVA_HOME"}
+    finished = subprocess.run(
+        [PINPIPE, "--target", "spark", "transform"],
+        env={**without_java, "PATH": str(Path(sys.executable).parent), **built.environment()},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    _one_line_error(Done(finished.returncode, finished.stdout, finished.stderr), 2, "needs Java 17", "JAVA_HOME")
 
 
 def test_csv_holds_list_columns_as_json(built: Settings) -> None:
