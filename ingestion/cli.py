@@ -647,7 +647,7 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
     Staging and int_posts_enriched are incremental; when what they hold cannot be merged into (rows
     of another bronze: another lake, or this one rebuilt; a table of an earlier version of the
     project), the build is run again with ``--full-refresh`` instead of failing."""
-    transform.require_engine(settings.target)
+    transform.require_engine(settings)
     if settings.target != "databricks":
         transform.check_lake(settings)
     try:
@@ -938,7 +938,7 @@ def run(
 ) -> None:
     """The main job: posts → bronze → dbt build → the marts, on the embedded default or the full stack."""
     settings = _settings(context)
-    transform.require_engine(settings.target)  # before any post is written
+    transform.require_engine(settings)  # before any post is written
     if stack is Stack.embedded:
         _load(settings, source, posts, seed, batch_size or 100_000)
     else:

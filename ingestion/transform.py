@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import yaml
 
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
@@ -319,9 +320,10 @@ OPTIONAL_ADAPTERS = {
 }
 
 
-def require_engine(target: str) -> None:
+def require_engine(settings: Settings) -> None:
     """What the target's dbt runs need is installed, or the user is told how to install it: the
     adapter (Spark and Databricks are not in the default install) and, for Spark in this process, Java."""
+    target = settings.target
     if target in OPTIONAL_ADAPTERS:
         module, packages = OPTIONAL_ADAPTERS[target]
         if find_spec(module) is None:
@@ -329,11 +331,24 @@ def require_engine(target: str) -> None:
                 f"the {target} target needs {packages}, which the default install leaves out: "
                 "run `make spark` (or `.venv/bin/pip install -r requirements-spark.txt`)"
             )
-    if target == "spark" and not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+    if (
+        target == "spark"
+        and _spark_in_process(settings)
+        and not os.environ.get("JAVA_HOME")
+        and not shutil.which("java")
+    ):
         raise EngineNotInstalled(
             "the spark target runs Spark in this process, which needs Java 17 or later: "
             "install it (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
         )
+
+
+def _spark_in_process(settings: Settings) -> bool:
+    """The spark target starts Spark in the dbt process (the profile's ``method: session``, without
+    Spark Connect), not a client of a cluster (``thrift``, ``SPARK_REMOTE``) that needs no local Java."""
+    profiles = yaml.safe_load((settings.project_dir / "profiles.yml").read_text())
+    method = profiles["pinpipe"]["outputs"]["spark"].get("method")
+    return method == "session" and not os.environ.get("SPARK_REMOTE")
 
 
 def run_dbt(
@@ -350,7 +365,7 @@ def run_dbt(
     (``Settings.production_dbt_environment``)."""
     from dbt.cli.main import dbtRunner  # imported late: dbt's import alone costs about a second
 
-    require_engine(settings.target)
+    require_engine(settings)
     if settings.target == "local":
         ensure_duckdb_extensions(settings.duckdb_extension_directory)
         if settings.duckdb_temp_directory is not None:  # DuckDB makes only the last folder of the path

@@ -22,6 +22,7 @@ import pytest
 
 from ingestion import transform
 from ingestion.config import PROJECT_DIR, Settings
+from ingestion.errors import PinpipeError
 from ingestion.services import free_port
 
 from helpers import plain_dbt
@@ -373,6 +374,17 @@ def test_the_spark_target_without_java_says_to_install_it(built: Settings) -> No
         timeout=300,
     )
     _one_line_error(Done(finished.returncode, finished.stdout, finished.stderr), 2, "needs Java 17", "JAVA_HOME")
+
+
+def test_spark_as_a_client_of_a_cluster_needs_no_local_java(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spark Connect (SPARK_REMOTE) runs Spark elsewhere: only the in-process session needs Java here."""
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    spark = Settings(target="spark")
+    with pytest.raises(PinpipeError, match="needs Java 17"):
+        transform.require_engine(spark)
+    monkeypatch.setenv("SPARK_REMOTE", "sc://spark.example.com:15002")
+    transform.require_engine(spark)
 
 
 def test_csv_holds_list_columns_as_json(built: Settings) -> None:
