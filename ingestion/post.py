@@ -3,7 +3,6 @@ to Kafka topics (``POST /topics/{topic}``) or to Kinesis streams (``PUT /streams
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -48,10 +47,10 @@ class Client:
 
     def __post_init__(self) -> None:
         self.session.mount("http://", HTTPAdapter(pool_maxsize=32))
-        # the environment's proxies read once, not on every request (with a look for ~/.netrc each
-        # time: a third of the client's cost of a request); the API's key is a header, never netrc
-        self.session.proxies.update(requests.utils.get_environ_proxies(self.api_url))
-        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        # the environment's proxies and CA bundle read once, not on every request (with a look for
+        # ~/.netrc each time: a third of the client's cost of a request); the API's key is a header
+        from_environment = self.session.merge_environment_settings(self.api_url, {}, None, None, None)
+        self.session.proxies, self.session.verify = from_environment["proxies"], from_environment["verify"]
         self.session.trust_env = False
         if self.api_key:
             self.session.headers["X-API-Key"] = self.api_key

@@ -331,11 +331,12 @@ def require_engine(settings: Settings) -> None:
                 f"the {target} target needs {packages}, which the default install leaves out: "
                 "run `make spark` (or `.venv/bin/pip install -r requirements-spark.txt`)"
             )
+    # the profile is read only when Java is missing: run_dbt checks this before every dbt invocation
     if (
         target == "spark"
-        and _spark_in_process(settings)
         and not os.environ.get("JAVA_HOME")
         and not shutil.which("java")
+        and _spark_in_process(settings)
     ):
         raise EngineNotInstalled(
             "the spark target runs Spark in this process, which needs Java 17 or later: "
