@@ -44,14 +44,21 @@ dev: $(BIN)/.dev-installed
 run: install
 	$(BIN)/pinpipe run
 
-## every test: Python unit and end-to-end tests (they run dbt build, data and unit tests included)
-test: dev
-	$(BIN)/pytest
+# pytest-xdist workers: much of the suite waits on servers, JVMs and dbt, so two fit on 2 cores; tests
+# that share a costly fixture (Spark, Airflow's database, a built warehouse) share a worker (xdist_group)
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
-## the quick loop (4–9 minutes by the host): unit tests, in-process kill tests, and a dbt build of a small
-## bronze compared with the reference; no Kafka, S3 or Kinesis
+## every test: Python unit and end-to-end tests on the real services (docs/testing.md: what it needs, how long)
+test: dev
+	@started=$$(date +%s); $(PYTEST); status=$$?; \
+		echo "==> make test: $$(( $$(date +%s) - started )) s (exit $$status)"; exit $$status
+
+## the quick loop (Python only, about 3 minutes): unit tests, in-process kill tests, dbt's unit tests and a
+## dbt build of a small bronze compared with the reference; no Kafka, S3 or Kinesis
 test-fast: dev
-	$(BIN)/pytest -m "not slow"
+	@started=$$(date +%s); $(PYTEST) -m "not slow"; status=$$?; \
+		echo "==> make test-fast: $$(( $$(date +%s) - started )) s (exit $$status)"; exit $$status
 
 ## mutation testing of the exactly-once modules (bronze, sink, stream) with mutmut: slow, not in CI;
 ## `.venv/bin/mutmut results` lists the survivors, `.venv/bin/mutmut show <name>` shows one

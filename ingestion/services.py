@@ -17,7 +17,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -25,6 +26,7 @@ from typing import Any
 
 import requests
 import yaml
+from filelock import FileLock
 
 from ingestion import metrics
 from ingestion.clients import kafka_admin, kinesis_client, s3_client
@@ -156,9 +158,23 @@ class ManagedProcess:
             time.sleep(0.05)
 
 
+@contextmanager
+def _cache_building(cache_dir: Path, what: str) -> Iterator[None]:
+    """One process at a time builds ``what`` into the cache (two `services up`, or test workers, at
+    once): the next one waits, then finds it built."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(cache_dir / f".{what}.lock"):
+        yield
+
+
 def _go_binary(cache_dir: Path, module: str, version: str) -> Path:
     """``go install module@version`` once into the cache; later calls reuse the binary."""
     name = module.rsplit("/", 1)[-1]
+    with _cache_building(cache_dir, f"go-{name}"):
+        return _go_install(cache_dir, module, version, name)
+
+
+def _go_install(cache_dir: Path, module: str, version: str, name: str) -> Path:
     binary = cache_dir / "go" / f"{name}-{version}"
     if binary.exists():
         return binary
@@ -231,6 +247,11 @@ KAFKA_FILES = PROJECT_DIR / "services" / "kafka"
 
 def _maven_classpath(cache_dir: Path, pom: Path) -> Path:
     """The runtime jars of ``pom`` copied from Maven Central into the cache once; reused after."""
+    with _cache_building(cache_dir, f"maven-{pom.parent.name}"):
+        return _maven_copy_dependencies(cache_dir, pom)
+
+
+def _maven_copy_dependencies(cache_dir: Path, pom: Path) -> Path:
     found = re.search(r"<artifactId>kafka_2.13</artifactId>\s*<version>([^<]+)</version>", pom.read_text())
     if found is None:
         raise ServiceError(f"{pom} names no kafka_2.13 version")
@@ -368,6 +389,11 @@ class KafkaBroker:
 
 def _npm_package(cache_dir: Path, package: str, version: str) -> Path:
     """``npm install package@version`` once into the cache; later calls reuse it. Returns its folder."""
+    with _cache_building(cache_dir, f"npm-{package}"):
+        return _npm_install(cache_dir, package, version)
+
+
+def _npm_install(cache_dir: Path, package: str, version: str) -> Path:
     prefix = cache_dir / "npm" / f"{package}-{version}"
     folder = prefix / "node_modules" / package
     if (prefix / ".complete").exists():

@@ -10,6 +10,8 @@ from ingestion.bronze import Lake
 from ingestion.config import Settings
 from ingestion.services import KafkaBroker, S3Server, free_port
 
+from helpers import Dbt
+
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Lake:
@@ -22,6 +24,11 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
     monkeypatch.setenv("DBT_LOG_PATH", str(tmp_path / "logs"))
     return Settings(lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "warehouse.duckdb"), target="local")
+
+
+@pytest.fixture(scope="session")
+def dbt() -> Dbt:
+    return Dbt()
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +61,32 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     broker.up()
     yield broker
     broker.down()
+
+
+@pytest.fixture(scope="session")
+def disposable_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A second real broker, for the tests that stop and start one (outages, restarts): the session's
+    broker stays up for every other test. Started by the first test that takes it (`stack_to_stop`)."""
+    broker = KafkaBroker(
+        Settings(
+            state_dir=tmp_path_factory.mktemp("state"),
+            kafka_port=free_port(),
+            kafka_controller_port=free_port(),
+            kafka_metrics_port=free_port(),
+        )
+    )
+    yield broker
+    broker.down()
+
+
+@pytest.fixture
+def stack_to_stop(stack: Settings, disposable_broker: KafkaBroker) -> tuple[Settings, KafkaBroker]:
+    """``stack`` on the disposable broker, up with the test's topics: the test may stop it."""
+    ports = ("state_dir", "kafka_port", "kafka_controller_port", "kafka_metrics_port")
+    settings = stack.model_copy(update={name: getattr(disposable_broker.settings, name) for name in ports})
+    broker = KafkaBroker(settings)
+    broker.up()  # a previous test may have left it down; brings the test's topics
+    return settings, broker
 
 
 @pytest.fixture(params=["confluent-kafka", "kafka-python"])

@@ -10,8 +10,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
 
 from ingestion import transform
@@ -23,6 +26,37 @@ from ingestion.schemas import payload_fields
 from ingestion.sink import parse_object_key
 
 import reference
+
+
+@dataclass
+class Dbt:
+    """dbt for the tests that build: the project is parsed once per session and the manifest handed
+    to every invocation, and dbt's unit tests run only where a test asks for them (one test runs them
+    all: test_end_to_end's quick check). A parse is kept per warehouse file name, which DuckDB takes
+    as the database every relation of the manifest is named in."""
+
+    manifests: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def manifest(self, settings: Settings) -> Any:
+        key = (settings.target, Path(settings.warehouse).stem if settings.target == "local" else "")
+        if key not in self.manifests:
+            self.manifests[key] = transform.run_dbt(settings, ["parse", "--quiet"])
+        return self.manifests[key]
+
+    def run(self, settings: Settings, *args: str) -> Any:
+        """``dbt <args>`` in this process on the parsed project; raises when it fails."""
+        return transform.run_dbt(settings, list(args), manifest=self.manifest(settings))
+
+    def build(self, settings: Settings, *args: str, unit_tests: bool = False) -> Any:
+        """``dbt build``: every model and data test, and the unit tests only with ``unit_tests``."""
+        skip = () if unit_tests else ("--exclude-resource-type", "unit_test")
+        return self.run(settings, "build", *skip, *args)
+
+
+# The Kafka clients' matrix belongs to the adapters' contract tests (the API's producer, the sink's
+# consumer, exactly once across kills and outages), which take both clients (the `stack` fixture's
+# parameters); whole flows, and what no Kafka client changes, run on the default client only.
+default_kafka_client_only = pytest.mark.parametrize("stack", ["confluent-kafka"], indirect=True)
 
 
 def plain_dbt(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

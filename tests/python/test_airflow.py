@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,7 +30,8 @@ from ingestion.services import Pushgateway, free_port
 
 from helpers import assert_marts_equal_reference
 
-pytestmark = pytest.mark.slow
+# one worker runs them all: Airflow's database is migrated once, for every scenario
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("airflow")]
 
 POSTS = 2_000
 
@@ -77,16 +79,39 @@ def _webhook() -> Iterator[tuple[str, list[dict]]]:
         server.shutdown()
 
 
-def _airflow(
-    settings: Settings, tmp_path: Path, action: str, *, days: int = 1, migrate: bool = True, **env_vars: str
-) -> tuple[dict, str]:
-    home = tmp_path / "airflow"
-    env = {
+def _airflow_environment(home: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "false",
+    }
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Airflow's SQLite database, migrated once for the session (`airflow db migrate`, as a new
+    installation does it); each scenario runs on a copy of its own."""
+    home = tmp_path_factory.mktemp("airflow-migrated")
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run(
+        [airflow, "db", "migrate"], env=_airflow_environment(home), check=True, capture_output=True, timeout=300
+    )
+    return home / "airflow.db"
+
+
+def _airflow(
+    settings: Settings, tmp_path: Path, action: str, *, days: int = 1, database: Path | None = None, **env_vars: str
+) -> tuple[dict, str]:
+    """Airflow in a process of its own, on a home of its own: with ``database``, a copy of that
+    migrated database; without, a fresh home that was never migrated."""
+    home = tmp_path / "airflow"
+    if database is not None:
+        home.mkdir()
+        shutil.copy2(database, home / database.name)
+    env = {
+        **_airflow_environment(home),
         "PINPIPE_LAKE": settings.lake,
         "PINPIPE_WAREHOUSE": settings.warehouse,
         "PINPIPE_SOURCE": "emulator",
@@ -96,9 +121,6 @@ def _airflow(
         "PINPIPE_RETRIES": "2",
         **env_vars,
     }
-    airflow = str(Path(sys.executable).parent / "airflow")
-    if migrate:
-        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     finished = subprocess.run(
         [sys.executable, "-c", RUN_DAG, str(PROJECT_DIR / "dags"), action, str(days)],
         env=env,
@@ -115,7 +137,7 @@ def _airflow(
 def test_the_dag_imports_on_a_fresh_airflow_home_with_its_tasks_schedule_and_limits(
     settings: Settings, tmp_path: Path
 ) -> None:
-    result, _ = _airflow(settings, tmp_path, "import", migrate=False)  # no `airflow db migrate` first
+    result, _ = _airflow(settings, tmp_path, "import")  # no `airflow db migrate` first
     assert result["import_errors"] == {}
     assert result["schedule"] == "0 12 * * *"
     assert result["catchup"] is False
@@ -153,14 +175,19 @@ def test_the_dag_imports_on_a_fresh_airflow_home_with_its_tasks_schedule_and_lim
 
 
 def test_each_daily_run_ingests_new_posts_builds_and_tests_every_mart_and_publishes(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, migrated_database: Path
 ) -> None:
     gateway = Pushgateway(Settings(state_dir=tmp_path / "state", pushgateway_port=free_port()))
     gateway.up()
     try:
         # two days: each adds POSTS new posts
         result, output = _airflow(
-            settings, tmp_path, "run", days=2, PINPIPE_PUSHGATEWAY_PORT=str(gateway.settings.pushgateway_port)
+            settings,
+            tmp_path,
+            "run",
+            days=2,
+            database=migrated_database,
+            PINPIPE_PUSHGATEWAY_PORT=str(gateway.settings.pushgateway_port),
         )
         pushed = requests.get(f"http://127.0.0.1:{gateway.settings.pushgateway_port}/metrics", timeout=10).text
     finally:
@@ -187,7 +214,7 @@ def test_each_daily_run_ingests_new_posts_builds_and_tests_every_mart_and_publis
 
 
 def test_dirty_input_only_warns_but_a_broken_rule_fails_the_run_and_the_log_names_it(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, migrated_database: Path
 ) -> None:
     lake = Lake.from_settings(settings)
     # one odd pin (a category outside the 13, a media type outside the three): counted, never blocking
@@ -206,7 +233,7 @@ def test_dirty_input_only_warns_but_a_broken_rule_fails_the_run_and_the_log_name
     ]
     append(lake, "geo", broken, stream="t", start=0, source="test")
     with _webhook() as (url, alerts):
-        result, output = _airflow(settings, tmp_path, "run", PINPIPE_ALERT_WEBHOOK_URL=url)
+        result, output = _airflow(settings, tmp_path, "run", database=migrated_database, PINPIPE_ALERT_WEBHOOK_URL=url)
     assert result["state"] == "failed"
     assert [alert["task"] for alert in alerts] == ["dbt.data_quality.test"]
     assert alerts[0]["try"] == 1  # tests are not retried

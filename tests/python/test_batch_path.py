@@ -31,7 +31,15 @@ from ingestion.services import KafkaBroker, free_port
 from ingestion.sink import FlushPolicy, S3Sink
 from ingestion.stack import api_server
 
-from helpers import eventually, in_bronze, in_s3, kill_once_committed, posted, prometheus_value
+from helpers import (
+    default_kafka_client_only,
+    eventually,
+    in_bronze,
+    in_s3,
+    kill_once_committed,
+    posted,
+    prometheus_value,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +161,7 @@ def test_a_sink_killed_between_its_s3_put_and_its_offset_commit_stores_every_rec
     assert in_bronze(stack) == posted(stack, 0, 2_000)
 
 
+@default_kafka_client_only  # the loader reads S3 objects: no Kafka client takes part
 def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> None:
     with api_server(stack) as url:
         acknowledged = _post(url, stack, 0, 4_000)
@@ -173,23 +182,13 @@ def test_a_loader_killed_mid_load_loads_every_object_once(stack: Settings) -> No
 
 
 def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
-    stack: Settings, tmp_path: Path, request: pytest.FixtureRequest
+    stack_to_stop: tuple[Settings, KafkaBroker],
 ) -> None:
     """The emulator's client posts while Kafka stops and starts. The producer holds the records until
     the broker is back (or the API answers 503 and the client retries): either way every post
     acknowledged is in bronze afterwards."""
-    # a broker of this test's own: restarting the session's broker could disturb the tests after it
-    stack = stack.model_copy(
-        update={
-            "state_dir": tmp_path / "state",
-            "kafka_port": free_port(),
-            "kafka_controller_port": free_port(),
-            "kafka_metrics_port": free_port(),
-        }
-    )
-    broker, posts = KafkaBroker(stack), 10_000
-    broker.up()
-    request.addfinalizer(broker.down)
+    stack, broker = stack_to_stop
+    posts = 10_000
     topics = {table: topic for topic, table in stack.topic_tables.items()}
     with api_server(stack) as url:
         result: list = []
@@ -221,7 +220,7 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
     assert in_bronze(stack) == posted(stack, 0, posts)  # retried requests were aborted, not stored twice
 
 
-@pytest.mark.parametrize("stack", ["confluent-kafka"], indirect=True)  # the API's checks: no client differs
+@default_kafka_client_only  # the API's checks: no client differs
 def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Settings) -> None:
     secured = stack.model_copy(update={"api_key": "s3cret", "api_max_body_bytes": 2_000_000})
     pin_topic, geo_topic = secured.topics[0], secured.topics[1]
@@ -312,9 +311,9 @@ def test_a_non_json_message_in_a_topic_is_quarantined_and_the_rest_loads(stack: 
     assert {q["_offset"] for q in quarantined} == {10, 11}
 
 
-# the default client only: it starts services of its own for one run (minutes), and the kill and
-# exactly-once tests above already hold kafka-python to the same guarantees
-@pytest.mark.parametrize("stack", ["confluent-kafka"], indirect=True)
+# a whole flow: it starts services of its own for one run (minutes), and the kill and exactly-once
+# tests above already hold kafka-python to the same guarantees
+@default_kafka_client_only
 def test_the_full_stack_command_prints_the_marts(stack: Settings, tmp_path: Path) -> None:
     """`pinpipe run --stack full`, as the README gives it, on services it starts itself."""
     settings = stack.model_copy(

@@ -19,24 +19,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestion import transform
 from ingestion.bronze import bronze_schema
 from ingestion.config import Settings
 
 import reference
+from helpers import Dbt
 
 STAGING = {"pin": "stg_pinterest__pins", "geo": "stg_pinterest__geo", "user": "stg_pinterest__users"}
 
 
-def compile_staging(config: Settings) -> dict[str, str]:
+def compile_staging(config: Settings, dbt: Dbt) -> dict[str, str]:
     """Each staging model's SQL as dbt compiles it for the target, reading its bronze table from a
     relation named ``raw_<table>``."""
-    manifest = transform.run_dbt(config, ["parse", "--quiet"])
+    manifest = dbt.manifest(config)
     sources = {s.name: s.relation_name for s in manifest.sources.values() if s.source_name == "bronze"}
     # on Spark this also starts dbt-spark's session, configured as the profile says, for the queries
-    compiled = transform.run_dbt(
-        config, ["compile", "--quiet", "--full-refresh", "--select", "staging.pinterest"], manifest=manifest
-    )
+    compiled = dbt.run(config, "compile", "--quiet", "--full-refresh", "--select", "staging.pinterest")
     by_model = {result.node.name: result.node.compiled_code for result in compiled.results}
     return {table: by_model[model].replace(sources[table], f"raw_{table}") for table, model in STAGING.items()}
 
@@ -66,10 +64,10 @@ Runner = Callable[[str, pa.Table], list[dict[str, Any]]]
 
 
 @pytest.fixture(scope="module")
-def duckdb_staging(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+def duckdb_staging(tmp_path_factory: pytest.TempPathFactory, dbt: Dbt) -> Iterator[Runner]:
     scratch = tmp_path_factory.mktemp("properties")
     config = Settings(lake=str(scratch / "lake"), warehouse=str(scratch / "w.duckdb"))
-    sql = compile_staging(config)
+    sql = compile_staging(config, dbt)
     connection = duckdb.connect()
 
     def run(table: str, rows: pa.Table) -> list[dict[str, Any]]:
@@ -232,7 +230,7 @@ def test_coordinates_and_downloaded_take_only_their_forms(
 
 
 @pytest.fixture(scope="module")
-def spark_staging(tmp_path_factory: pytest.TempPathFactory, spark_warehouse: str) -> Runner:
+def spark_staging(tmp_path_factory: pytest.TempPathFactory, spark_warehouse: str, dbt: Dbt) -> Runner:
     scratch: Path = tmp_path_factory.mktemp("properties-spark")
     config = Settings(
         lake=str(scratch / "lake"),
@@ -240,7 +238,7 @@ def spark_staging(tmp_path_factory: pytest.TempPathFactory, spark_warehouse: str
         target="spark",
         spark_warehouse=spark_warehouse,
     )
-    sql = compile_staging(config)
+    sql = compile_staging(config, dbt)
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.getOrCreate()  # the session dbt-spark started in this process
@@ -256,6 +254,7 @@ SPARK_PROPERTIES = settings(max_examples=5, deadline=None, suppress_health_check
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("spark")  # one Spark session per test session: its tests share one worker
 @SPARK_PROPERTIES
 @given(
     timestamps=_batches(_timestamps),

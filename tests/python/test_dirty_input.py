@@ -13,20 +13,20 @@ from ingestion.emulate import make_source
 from ingestion.load import load_posts
 
 import reference
-from helpers import append_dirty_posts, dirty_post
+from helpers import Dbt, append_dirty_posts, dirty_post
 
 pytestmark = pytest.mark.slow
 
 POSTS = 3_000
 
 
-def test_a_bronze_with_every_kind_of_dirt_builds_every_mart_and_counts_the_dirt(settings: Settings) -> None:
+def test_a_bronze_with_every_kind_of_dirt_builds_every_mart_and_counts_the_dirt(settings: Settings, dbt: Dbt) -> None:
     lake, source = Lake.from_settings(settings), make_source("synthetic", 100)
     load_posts(settings, source, POSTS)
     clean = list(source.batch(0, POSTS).records())
     dirty = append_dirty_posts(lake)
 
-    results = transform.run_dbt(settings, ["build"])  # raises if anything errors: dirt must only warn
+    results = dbt.build(settings)  # raises if anything errors: dirt must only warn
 
     tables = {table: [r[table] for r in [*clean, *dirty] if r[table] is not None] for table in ("pin", "geo", "user")}
     expected_marts = reference.marts_from_tables(tables["pin"], tables["geo"], tables["user"])
@@ -50,13 +50,13 @@ def test_a_bronze_with_every_kind_of_dirt_builds_every_mart_and_counts_the_dirt(
     assert {c.status for c in transform.dirty_input_counts(results)} == {"warn"}
 
 
-def test_a_rule_that_nulls_a_whole_column_fails_the_build(settings: Settings) -> None:
+def test_a_rule_that_nulls_a_whole_column_fails_the_build(settings: Settings, dbt: Dbt) -> None:
     """Dirty input warns; a share of dirty rows far past its budget means a broken rule or loader."""
     lake = Lake.from_settings(settings)
     broken = [{**dirty_post(key, {}, {"timestamp": "28/08/2020 03:52"}, {})["geo"]} for key in range(500)]
     append(lake, "geo", broken, stream="broken", start=0, source="test")
     with pytest.raises(transform.DbtFailed) as failed:
-        transform.run_dbt(settings, ["build"])
+        dbt.build(settings)
     statuses = {r.node.name: str(r.status) for r in failed.value.results.results}
     assert statuses["dirty_input_within_budget"] == "fail"
     assert statuses["dirty_input__geo_timestamp_unparseable"] == "warn"

@@ -10,16 +10,18 @@ from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.load import load_posts
 
+from helpers import Dbt
+
 pytestmark = pytest.mark.slow
 
 DOCUMENTED_FOLDERS = ("models/staging/", "models/intermediate/", "models/marts/", "models/streaming/", "seeds/")
 
 
-def test_every_model_column_source_and_exposure_is_described(settings: Settings) -> None:
+def test_every_model_column_source_and_exposure_is_described(settings: Settings, dbt: Dbt) -> None:
     load_posts(settings, make_source("aicore", 1), 200)
-    transform.run_dbt(settings, ["seed", "--quiet"])  # the relations, to read the columns they really have
-    transform.run_dbt(settings, ["run", "--quiet"])
-    manifest = transform.run_dbt(settings, ["parse", "--quiet"])
+    dbt.run(settings, "seed", "--quiet")  # the relations, to read the columns they really have
+    dbt.run(settings, "run", "--quiet")
+    manifest = dbt.manifest(settings)
 
     missing = []
     with transform.connect_warehouse(settings) as connection:

@@ -11,15 +11,18 @@ from ingestion.config import Settings
 from ingestion.emulate import batches, make_source
 from ingestion.load import load_posts
 
-from helpers import append_dirty_posts, assert_marts_equal_reference
+from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference
 
 
-def test_a_small_bronze_with_every_kind_of_dirt_builds_and_every_mart_equals_the_reference(settings: Settings) -> None:
-    """The quick loop's check of the SQL (`make test-fast`): a few hundred real rows and the dirt."""
+def test_a_small_bronze_with_every_kind_of_dirt_builds_and_every_mart_equals_the_reference(
+    settings: Settings, dbt: Dbt
+) -> None:
+    """The quick loop's check of the SQL (`make test-fast`): a few hundred real rows and the dirt. The
+    one build of the suite that runs dbt's unit tests too (the others leave them out)."""
     source = make_source("aicore", 3)
     load_posts(settings, source, 400)
     dirt = append_dirty_posts(Lake.from_settings(settings))
-    transform.run_dbt(settings, ["build"])  # every model, data test and unit test
+    dbt.build(settings, unit_tests=True)  # every model, data test and unit test
 
     records = [record for batch in batches(source, 400) for record in batch.records()]
     assert_marts_equal_reference(settings, [*records, *dirt])
@@ -27,23 +30,25 @@ def test_a_small_bronze_with_every_kind_of_dirt_builds_and_every_mart_equals_the
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("source_name", "posts"), [("aicore", 6_000), ("synthetic", 30_000)])
-def test_every_mart_equals_the_independent_computation(settings: Settings, source_name: str, posts: int) -> None:
+def test_every_mart_equals_the_independent_computation(
+    settings: Settings, dbt: Dbt, source_name: str, posts: int
+) -> None:
     source = make_source(source_name, 100)
     load_posts(settings, source, posts, batch_size=2_500)
-    transform.run_dbt(settings, ["build"])  # raises unless every model, data test and unit test passes
+    dbt.build(settings)  # raises unless every model and data test passes
 
     records = [record for batch in batches(source, posts) for record in batch.records()]
     assert_marts_equal_reference(settings, records)
 
 
 @pytest.mark.slow
-def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Settings) -> None:
+def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Settings, dbt: Dbt) -> None:
     source = make_source("aicore", 11)
     load_posts(settings, source, 2_000)
-    transform.run_dbt(settings, ["build"])
+    dbt.build(settings)
     load_posts(settings, source, 2_000)  # the same run again: nothing new
     load_posts(settings, source, 3_000)  # a longer run: only posts 2,000 .. 2,999 are new
-    transform.run_dbt(settings, ["build"])
+    dbt.build(settings)
 
     with transform.connect_warehouse(settings) as connection:
         counts = connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone()
@@ -52,7 +57,7 @@ def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Se
 
 
 @pytest.mark.slow
-def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_lost(settings: Settings) -> None:
+def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_lost(settings: Settings, dbt: Dbt) -> None:
     lake = Lake.from_settings(settings)
     load_posts(settings, make_source("aicore", 1), 1_000)
     good_user = {"first_name": "Ada", "last_name": "Byron", "age": 36, "date_joined": "2016-01-01T10:00:00"}
@@ -74,7 +79,7 @@ def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_los
     )
     append(lake, "user", [{"ind": 90_001, **good_user}], stream="test", start=0, source="test")
 
-    transform.run_dbt(settings, ["build"])  # the flag tests warn; nothing fails
+    dbt.build(settings)  # the flag tests warn; nothing fails
 
     with transform.connect_warehouse(settings) as connection:
 

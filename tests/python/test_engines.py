@@ -17,9 +17,9 @@ from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.load import load_posts
 
-from helpers import append_dirty_posts
+from helpers import Dbt, append_dirty_posts
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 
 def _rows(settings: Settings, mart: str) -> Counter:
@@ -31,7 +31,7 @@ def _rows(settings: Settings, mart: str) -> Counter:
 
 
 def test_every_mart_is_equal_on_duckdb_and_on_spark(
-    settings: Settings, spark_warehouse: str, capsys: pytest.CaptureFixture[str]
+    settings: Settings, dbt: Dbt, spark_warehouse: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Real AiCore rows, synthetic posts and every kind of dirt in one bronze; keys shared by both are
     deduplicated by the same rule on both engines, and dirt is cleaned, flagged and counted alike."""
@@ -39,10 +39,11 @@ def test_every_mart_is_equal_on_duckdb_and_on_spark(
     load_posts(settings, make_source("synthetic", 3), 2_000)
     append_dirty_posts(Lake.from_settings(settings))
 
-    transform.run_dbt(settings, ["build"])
+    dbt.build(settings)
     spark = settings.model_copy(update={"target": "spark", "spark_warehouse": spark_warehouse})
-    # every model, data test and unit test, on Spark (whose warehouse other tests of the session built)
-    transform.run_dbt(spark, ["build", "--full-refresh"])
+    # every model, data test and unit test, on Spark (whose warehouse other tests of the session built):
+    # the one run of the unit tests on Spark
+    dbt.build(spark, "--full-refresh", unit_tests=True)
 
     for mart in [*transform.marts(settings), "data_quality"]:
         on_duckdb, on_spark = _rows(settings, mart), _rows(spark, mart)

@@ -17,16 +17,16 @@ import pytest
 from deltalake import write_deltalake
 
 from ingestion import transform
-from ingestion.bronze import Lake, append, table_schema
+from ingestion.bronze import Lake, append, table_schema, to_bronze_rows
 from ingestion.config import Settings
 from ingestion.emulate import make_source
 from ingestion.load import load_posts
+from ingestion.schemas import KEY_FIELD, RawTable
 
-from helpers import append_dirty_posts, assert_marts_equal_reference
+from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference
 
 STAGING = ("stg_pinterest__pins", "stg_pinterest__geo", "stg_pinterest__users")
 INCREMENTAL = [*(f"staging.{model}" for model in STAGING), "intermediate.int_posts_enriched"]
-BUILD = ["build", "--exclude-resource-type", "unit_test"]
 
 
 def _warehouse(settings: Settings, *, marts: bool) -> dict[str, Counter]:
@@ -77,7 +77,7 @@ def _day(lake: Lake, settings: Settings, day: int) -> list[dict]:
     return [*new, *new[:50], *corrections]
 
 
-def _incremental_equals_full_refresh(settings: Settings, *, days: int, whole_project: bool) -> None:
+def _incremental_equals_full_refresh(settings: Settings, dbt: Dbt, *, days: int, whole_project: bool) -> None:
     """Days of arrivals, each built incrementally, then a build from scratch: the same rows. On
     Spark only the incremental models are built (the marts are rebuilt from them either way, and
     each Spark build of the whole project costs minutes)."""
@@ -87,14 +87,14 @@ def _incremental_equals_full_refresh(settings: Settings, *, days: int, whole_pro
     records = [*append_dirty_posts(lake)]
     # cautious: not the marts' tests that also read a selected seed
     only_incremental = ["--select", "staging.pinterest +int_posts_enriched", "--indirect-selection", "cautious"]
-    build = BUILD if whole_project else [*BUILD, *only_incremental]
-    transform.run_dbt(settings, [*build, "--full-refresh"])  # the first build (a session may share Spark's)
+    selection = [] if whole_project else only_incremental
+    dbt.build(settings, *selection, "--full-refresh")  # the first build (a session may share Spark's)
     for day in range(days):
         records += _day(lake, settings, day)
-        transform.run_dbt(settings, build)  # incremental: only what arrived since the last build
+        dbt.build(settings, *selection)  # incremental: only what arrived since the last build
     incremental = _warehouse(settings, marts=whole_project)
 
-    transform.run_dbt(settings, [*build, "--full-refresh"])
+    dbt.build(settings, *selection, "--full-refresh")
     rebuilt = _warehouse(settings, marts=whole_project)
     for relation, rows in rebuilt.items():
         assert incremental[relation] == rows, (
@@ -105,41 +105,72 @@ def _incremental_equals_full_refresh(settings: Settings, *, days: int, whole_pro
         assert_marts_equal_reference(settings, records)
 
 
-def test_incremental_staging_equals_a_full_refresh_on_duckdb(settings: Settings) -> None:
-    _incremental_equals_full_refresh(settings, days=3, whole_project=True)
+def test_incremental_staging_equals_a_full_refresh_on_duckdb(settings: Settings, dbt: Dbt) -> None:
+    _incremental_equals_full_refresh(settings, dbt, days=3, whole_project=True)
 
 
 @pytest.mark.slow
-def test_incremental_staging_equals_a_full_refresh_on_spark(settings: Settings, spark_warehouse: str) -> None:
+@pytest.mark.xdist_group("spark")  # one Spark session per test session: its tests share one worker
+def test_incremental_staging_equals_a_full_refresh_on_spark(settings: Settings, dbt: Dbt, spark_warehouse: str) -> None:
     spark = settings.model_copy(update={"target": "spark", "spark_warehouse": spark_warehouse})
-    _incremental_equals_full_refresh(spark, days=2, whole_project=False)
+    _incremental_equals_full_refresh(spark, dbt, days=2, whole_project=False)
 
 
-def test_an_incremental_build_reads_only_rows_newer_than_staging_less_the_lookback(settings: Settings) -> None:
+def _append_stamped(lake: Lake, table: RawTable, payload: dict[str, object], ingested_at: datetime) -> None:
+    """``payload`` appended to bronze ``table`` as a writer that stamped it ``ingested_at`` and
+    committed it only now would: `append` stamps the commit's own instant."""
+    (row,) = to_bronze_rows(table, [payload])[0].to_pylist()
+    schema = table_schema(table)
+    row = dict.fromkeys(schema.names) | row | {"_stream": "late", "_ingested_at": ingested_at}
+    write_deltalake(lake.uri(table), pa.Table.from_pylist([row], schema=schema), mode="append")
+
+
+def test_an_incremental_build_reads_only_rows_newer_than_staging_less_the_lookback(
+    settings: Settings, dbt: Dbt
+) -> None:
     lake = Lake.from_settings(settings)
     load_posts(settings, make_source("aicore", 2), 300)
-    transform.run_dbt(settings, BUILD)
+    dbt.build(settings)
     # a row whose writer stamped it two hours before staging's newest row: beyond the 60-minute
     # lookback, an incremental build does not re-read it (a lookback of 3 hours would)
-    schema = table_schema("geo")
-    late = dict.fromkeys(schema.names) | {
-        "ind": "999001",
-        "country": "Chad",
-        "_stream": "late",
-        "_offset": 0,
-        "_ingested_at": datetime.now(UTC) - timedelta(hours=2),
-    }
-    write_deltalake(lake.uri("geo"), pa.Table.from_pylist([late], schema=schema), mode="append")
-    transform.run_dbt(settings, BUILD)
+    _append_stamped(lake, "geo", {"ind": 999001, "country": "Chad"}, datetime.now(UTC) - timedelta(hours=2))
+    dbt.build(settings)
     with transform.connect_warehouse(settings, read_only=True) as connection:
         assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
             0,
         )
-    transform.run_dbt(settings, [*BUILD, "--full-refresh"])
+    dbt.build(settings, "--full-refresh")
     with transform.connect_warehouse(settings, read_only=True) as connection:
         assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
             1,
         )
+
+
+def test_a_row_committed_late_within_the_lookback_reaches_staging_in_the_next_build(
+    settings: Settings, dbt: Dbt
+) -> None:
+    """A post whose rows were stamped 30 minutes before staging's newest rows, but committed after
+    the last build, is in staging after the next incremental build: the lookback re-reads it."""
+    lake = Lake.from_settings(settings)
+    load_posts(settings, make_source("aicore", 2), 300)
+    dbt.build(settings)
+    models = dict(zip(("pin", "geo", "user"), STAGING, strict=True))
+    with transform.connect_warehouse(settings, read_only=True) as connection:
+        newest = {
+            table: connection.execute(f"select max(_ingested_at) from staging.{model}").fetchone()[0]
+            for table, model in models.items()
+        }
+    # a key no loaded post has: a late copy of a held key would lose to the newer copy anyway
+    post = next(make_source("aicore", 2).batch(300, 1).records())
+    for table in models:
+        payload = post[table] | {KEY_FIELD[table]: 999002}
+        _append_stamped(lake, table, payload, newest[table] - timedelta(minutes=30))
+    dbt.build(settings)
+    with transform.connect_warehouse(settings, read_only=True) as connection:
+        for model in models.values():
+            assert connection.execute(f"select count(*) from staging.{model} where ind = 999002").fetchone() == (1,), (
+                f"{model} missed the late row"
+            )
 
 
 def test_plain_dbt_refuses_a_lookback_that_is_not_a_whole_number_of_minutes(settings: Settings) -> None:
@@ -210,14 +241,14 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
     assert "Compilation Error" not in back.stdout
 
 
-def test_a_table_of_an_earlier_version_is_rebuilt_not_merged_into(settings: Settings) -> None:
+def test_a_table_of_an_earlier_version_is_rebuilt_not_merged_into(settings: Settings, dbt: Dbt) -> None:
     load_posts(settings, make_source("aicore", 3), 200)
-    transform.run_dbt(settings, BUILD)
+    dbt.build(settings)
     with transform.connect_warehouse(settings) as connection:  # as the project built it before the column
         connection.execute("alter table intermediate.int_posts_enriched drop column _ingested_at")
     with pytest.raises(transform.DbtFailed) as failed:
-        transform.run_dbt(settings, BUILD)
+        dbt.build(settings)
     assert transform.rebuild_from_scratch_reason(failed.value.results) == (
         "int_posts_enriched was built by an earlier version of this project, without `_ingested_at`"
     )
-    transform.run_dbt(settings, [*BUILD, "--full-refresh"])
+    dbt.build(settings, "--full-refresh")

@@ -13,13 +13,13 @@ from ingestion.emulate import batches, make_source
 from ingestion.load import load_posts
 from ingestion.services import S3Server
 
-from helpers import assert_marts_equal_reference
+from helpers import Dbt, assert_marts_equal_reference
 
 pytestmark = pytest.mark.slow
 
 
 def test_bronze_and_dbt_work_on_an_s3_lake(
-    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_server: S3Server, dbt: Dbt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
@@ -37,7 +37,7 @@ def test_bronze_and_dbt_work_on_an_s3_lake(
     keys = {o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]}
     assert any(k.startswith("pinpipe/bronze/pin/_delta_log/") for k in keys)
 
-    transform.run_dbt(settings, ["build"])
+    dbt.build(settings)
     with transform.connect_warehouse(settings) as connection:
         assert connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone() == (
             3_000,

@@ -43,6 +43,10 @@ def _append_stream_posts(lake: Lake, count: int) -> None:
         append_slices(lake, table, [piece], target=STREAM_TABLES[table])
 
 
+# one worker runs them all: the warehouse they read is built once
+pytestmark = pytest.mark.xdist_group("ui")
+
+
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A warehouse built by `pinpipe run` on POSTS synthetic posts and STREAMED streamed ones: the
