@@ -10,7 +10,7 @@ from ingestion.bronze import Lake
 from ingestion.config import Settings
 from ingestion.services import KafkaBroker, S3Server, free_port
 
-from helpers import Dbt
+from helpers import Dbt, KinesisServers
 
 
 @pytest.fixture
@@ -61,6 +61,14 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     broker.up()
     yield broker
     broker.down()
+
+
+@pytest.fixture(scope="session")
+def kinesis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KinesisServers]:
+    servers = KinesisServers(tmp_path_factory.mktemp("kinesis"))
+    yield servers
+    for server in servers.running.values():
+        server.down()
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from ingestion.clients import s3_client
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.emulate import make_source
 from ingestion.schemas import payload_fields
+from ingestion.services import KinesisServer, free_port
 from ingestion.sink import parse_object_key
 
 import reference
@@ -57,6 +58,24 @@ class Dbt:
 # consumer, exactly once across kills and outages), which take both clients (the `stack` fixture's
 # parameters); whole flows, and what no Kafka client changes, run on the default client only.
 default_kafka_client_only = pytest.mark.parametrize("stack", ["confluent-kafka"], indirect=True)
+
+
+@dataclass
+class KinesisServers:
+    """Each real local Kinesis, started once for the session (on a free port) by the first test that
+    needs it."""
+
+    state_dir: Path
+    running: dict[str, KinesisServer] = field(default_factory=dict)
+
+    def get(self, name: str) -> KinesisServer:
+        if name not in self.running:
+            settings = Settings(
+                state_dir=self.state_dir / name, kinesis_server=name, kinesis_port=free_port(), streams=()
+            )
+            self.running[name] = KinesisServer(settings)
+            self.running[name].up()
+        return self.running[name]
 
 
 def plain_dbt(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

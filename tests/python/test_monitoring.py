@@ -31,7 +31,7 @@ from ingestion.services import (
     scrape_config,
 )
 
-from helpers import answers, eventually, prometheus_value
+from helpers import KinesisServers, answers, eventually, prometheus_value
 
 MONITORING = PROJECT_DIR / "monitoring"
 
@@ -174,10 +174,14 @@ def test_prometheus_scrapes_every_component_under_the_job_it_pushes_as() -> None
 
 @pytest.fixture
 def monitored(
-    s3_server: S3Server, kafka_broker: KafkaBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_server: S3Server,
+    kafka_broker: KafkaBroker,
+    kinesis_servers: KinesisServers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Settings]:
-    """A full stack of its own (topics, streams, bucket, lake, ports) on the real S3 server, Kafka
-    broker and kinesalite, with Prometheus and the Pushgateway scraping every second."""
+    """A full stack of its own (topics, streams, bucket, lake, ports) on the session's real S3
+    server, Kafka broker and kinesalite, with Prometheus and the Pushgateway scraping every second."""
     monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
     run = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -191,7 +195,7 @@ def monitored(
         sink_group=f"sink-{run}",
         topics=(f"pin-{run}", f"geo-{run}", f"user-{run}"),
         kinesis_server="kinesalite",
-        kinesis_port=free_port(),
+        kinesis_port=kinesis_servers.get("kinesalite").settings.kinesis_port,
         kinesis_shards=2,
         streams=tuple(f"test-{run}-{table}" for table in ("pin", "geo", "user")),
         lake=f"s3://test-{run}/lake",
@@ -206,7 +210,8 @@ def monitored(
     )
     s3_server.ensure_bucket(settings.s3_bucket)
     KafkaBroker(settings).ensure_topics()
-    servers = [KinesisServer(settings), Pushgateway(settings), PrometheusServer(settings)]
+    KinesisServer(settings).ensure_streams()
+    servers = [Pushgateway(settings), PrometheusServer(settings)]
     try:
         for server in servers:
             server.up()

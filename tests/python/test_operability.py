@@ -63,8 +63,11 @@ def _pinpipe_here(settings: Settings | None, *args: str, **env: str) -> Done:
             cli.main()
         except SystemExit as exit:
             code = exit.code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        said, told = out.getvalue().decode(), err.getvalue().decode()  # closed when the isolation ends
     assert isinstance(code, int), code
-    return Done(code, out.getvalue().decode(), err.getvalue().decode())
+    return Done(code, said, told)
 
 
 def _one_line_error(done: Done, code: int, *phrases: str) -> None:

@@ -12,8 +12,6 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,35 +31,9 @@ from ingestion.stack import api_server
 from ingestion.stream import StreamConsumer
 
 import reference
-from helpers import Dbt, in_tables, kill_once_committed, record
+from helpers import Dbt, KinesisServers, in_tables, kill_once_committed, record
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class KinesisServers:
-    """Each real local Kinesis, started once for the session (on a free port) by the first test that
-    needs it."""
-
-    state_dir: Path
-    running: dict[str, KinesisServer] = field(default_factory=dict)
-
-    def get(self, name: str) -> KinesisServer:
-        if name not in self.running:
-            settings = Settings(
-                state_dir=self.state_dir / name, kinesis_server=name, kinesis_port=free_port(), streams=()
-            )
-            self.running[name] = KinesisServer(settings)
-            self.running[name].up()
-        return self.running[name]
-
-
-@pytest.fixture(scope="session")
-def kinesis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KinesisServers]:
-    servers = KinesisServers(tmp_path_factory.mktemp("kinesis"))
-    yield servers
-    for server in servers.running.values():
-        server.down()
 
 
 # The Kinesis servers' matrix belongs to the consumer's and the API's contract tests (exactly once
