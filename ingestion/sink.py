@@ -289,7 +289,10 @@ class _KafkaPythonConsumer:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_poll_records=10_000,
-                session_timeout_ms=10_000,
+                # 30 s, not librdkafka's 10: this client's heartbeats come from a Python thread, which
+                # a loaded machine can hold back past 10 s; a member dropped by its group that way was
+                # seen to fetch nothing more (position 0 for minutes, UnknownMemberId on leaving)
+                session_timeout_ms=30_000,
                 heartbeat_interval_ms=3_000,
                 fetch_max_bytes=64 * 1024 * 1024,
                 max_partition_fetch_bytes=16 * 1024 * 1024,
