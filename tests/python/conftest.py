@@ -47,17 +47,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.down()
 
 
+def _broker_on_free_ports(tmp_path_factory: pytest.TempPathFactory) -> KafkaBroker:
+    ports = ("kafka_port", "kafka_controller_port", "kafka_metrics_port")
+    state_dir = tmp_path_factory.mktemp("state")
+    return KafkaBroker(Settings(state_dir=state_dir, **{port: free_port() for port in ports}))
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """The real Kafka broker (KRaft, single node), started once for the session on free ports."""
-    broker = KafkaBroker(
-        Settings(
-            state_dir=tmp_path_factory.mktemp("state"),
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
-            kafka_metrics_port=free_port(),
-        )
-    )
+    broker = _broker_on_free_ports(tmp_path_factory)
     broker.up()
     yield broker
     broker.down()
@@ -75,14 +74,7 @@ def kinesis_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kinesi
 def disposable_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A second real broker, for the tests that stop and start one (outages, restarts): the session's
     broker stays up for every other test. Started by the first test that takes it (`stack_to_stop`)."""
-    broker = KafkaBroker(
-        Settings(
-            state_dir=tmp_path_factory.mktemp("state"),
-            kafka_port=free_port(),
-            kafka_controller_port=free_port(),
-            kafka_metrics_port=free_port(),
-        )
-    )
+    broker = _broker_on_free_ports(tmp_path_factory)
     yield broker
     broker.down()
 
