@@ -42,6 +42,7 @@ def _promtool() -> str:
     return found
 
 
+@pytest.mark.slow  # Debian's promtool: `make test-fast` needs nothing but Python
 def test_the_alert_rules_are_valid_and_pass_their_promtool_tests() -> None:
     rules = sorted(str(path) for path in (MONITORING / "rules").glob("*.yml"))
     checked = subprocess.run([_promtool(), "check", "rules", *rules], capture_output=True, text=True)
