@@ -47,10 +47,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.down()
 
 
+BROKER_PORTS = ("kafka_port", "kafka_controller_port", "kafka_metrics_port")
+
+
 def _broker_on_free_ports(tmp_path_factory: pytest.TempPathFactory) -> KafkaBroker:
-    ports = ("kafka_port", "kafka_controller_port", "kafka_metrics_port")
     state_dir = tmp_path_factory.mktemp("state")
-    return KafkaBroker(Settings(state_dir=state_dir, **{port: free_port() for port in ports}))
+    return KafkaBroker(Settings(state_dir=state_dir, **{port: free_port() for port in BROKER_PORTS}))
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +84,8 @@ def disposable_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafk
 @pytest.fixture
 def stack_to_stop(stack: Settings, disposable_broker: KafkaBroker) -> tuple[Settings, KafkaBroker]:
     """``stack`` on the disposable broker, up with the test's topics: the test may stop it."""
-    ports = ("state_dir", "kafka_port", "kafka_controller_port", "kafka_metrics_port")
-    settings = stack.model_copy(update={name: getattr(disposable_broker.settings, name) for name in ports})
+    broker_settings = ("state_dir", *BROKER_PORTS)
+    settings = stack.model_copy(update={name: getattr(disposable_broker.settings, name) for name in broker_settings})
     broker = KafkaBroker(settings)
     broker.up()  # a previous test may have left it down; brings the test's topics
     return settings, broker

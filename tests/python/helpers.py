@@ -57,7 +57,9 @@ class Dbt:
 # The Kafka clients' matrix belongs to the adapters' contract tests (the API's producer, the sink's
 # consumer, exactly once across kills and outages), which take both clients (the `stack` fixture's
 # parameters); whole flows, and what no Kafka client changes, run on the default client only.
-default_kafka_client_only = pytest.mark.parametrize("stack", ["confluent-kafka"], indirect=True)
+default_kafka_client_only = pytest.mark.parametrize(
+    "stack", [Settings.model_fields["kafka_client"].default], indirect=True
+)
 
 
 @dataclass

@@ -39,7 +39,9 @@ pytestmark = pytest.mark.slow
 # The Kinesis servers' matrix belongs to the consumer's and the API's contract tests (exactly once
 # across kills, splits and bad records), which take both servers; the whole flow with its dbt
 # refreshes runs on the default server only.
-on_the_default_kinesis_only = pytest.mark.parametrize("streaming", ["kinesis-mock"], indirect=True)
+on_the_default_kinesis_only = pytest.mark.parametrize(
+    "streaming", [Settings.model_fields["kinesis_server"].default], indirect=True
+)
 
 
 @pytest.fixture(params=["kinesis-mock", "kinesalite"])
