@@ -25,11 +25,6 @@
     select * from stream({{ relation }})
 {%- endmacro %}
 
-{#- A Kinesis record's metadata, carried from bronze into the streaming models. -#}
-{% macro stream_metadata_columns() -%}
-    {{ return(['_shard_id', '_sequence_number', '_arrival_time']) }}
-{%- endmacro %}
-
 {#- The "now" the real-time metrics' windows end at: the current time, or the `metrics_as_of` var
     (a timestamp text) to recompute them as of another moment. -#}
 {% macro metrics_as_of() -%}

@@ -244,13 +244,14 @@ def test_prometheus_sees_every_record_of_both_paths_no_lag_fresh_bronze_and_the_
         api = f"http://127.0.0.1:{settings.api_port}"
         assert eventually(lambda: answers(f"{api}/healthz"), 60), (tmp_path / "api.log").read_text()
         for to, count in (("api", posts), ("kinesis", streamed)):
-            subprocess.run(
+            emulated = subprocess.run(
                 [pinpipe, "emulate", "--to", to, "--posts", str(count), "--batch-size", "100"],
                 env=env,
-                check=True,
                 capture_output=True,
+                text=True,
                 timeout=300,
             )
+            assert emulated.returncode == 0, emulated.stderr + (tmp_path / "api.log").read_text()[-3000:]
         topics, streams = "|".join(settings.topics), "|".join(settings.streams)
         wanted = {
             f'sum(pinpipe_api_records_accepted_total{{topic=~"{topics}"}})': 3 * posts,
