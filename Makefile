@@ -98,11 +98,15 @@ ui: install
 bench: install
 	$(BIN)/python bench/bench_embedded.py
 
-## Airflow standalone (SQLite, web UI on :8090: the ingest API has :8080) with the DAGs of dags/
+## Airflow standalone (SQLite, web UI on :8090: the ingest API has :8080) with the DAGs of dags/.
+## The venv's bin leads PATH: standalone starts its scheduler, triggerer and dag-processor as `airflow`.
+AIRFLOW_HOME ?= $(CURDIR)/.state/airflow
+AIRFLOW_PORT ?= 8090
 airflow: $(BIN)/.airflow-installed
-	AIRFLOW_HOME=$(CURDIR)/.state/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags AIRFLOW__CORE__LOAD_EXAMPLES=false \
-	AIRFLOW__API__PORT=$${AIRFLOW__API__PORT:-8090} AIRFLOW__API__BASE_URL=http://localhost:$${AIRFLOW__API__PORT:-8090} \
-	AIRFLOW__COSMOS__ENABLE_TELEMETRY=false $(BIN)/airflow standalone
+	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=false AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) AIRFLOW__COSMOS__ENABLE_TELEMETRY=false \
+	$(BIN)/airflow standalone
 
 ## dbt docs: generate and serve the lineage site on :8081
 docs: install

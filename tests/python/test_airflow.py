@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ from ingestion.config import PROJECT_DIR, Settings
 from ingestion.emulate import batches, make_source
 from ingestion.services import Pushgateway, free_port
 
-from helpers import assert_marts_equal_reference
+from helpers import assert_marts_equal_reference, eventually
 
 # one worker runs them all: Airflow's database is migrated once, for every scenario
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("airflow")]
@@ -242,3 +243,42 @@ def test_dirty_input_only_warns_but_a_broken_rule_fails_the_run_and_the_log_name
     # the marts were built all the same
     assert result["task_states"]["dbt.most_popular_category_by_country.run"] == "success"
     assert "pinpipe: task dbt.data_quality.test failed" in output
+
+
+def test_make_airflow_from_a_shell_without_the_venv_reaches_a_healthy_scheduler(
+    migrated_database: Path, tmp_path: Path
+) -> None:
+    """`make airflow` as a user types it, with no venv activated: standalone starts its scheduler,
+    triggerer and dag-processor as `airflow` from PATH, and each must send heartbeats."""
+    home, port = tmp_path / "airflow", free_port()
+    home.mkdir()
+    shutil.copy2(migrated_database, home / migrated_database.name)
+    outside_the_venv = os.pathsep.join(
+        entry for entry in os.environ["PATH"].split(os.pathsep) if Path(entry).resolve() != Path(sys.executable).parent
+    )
+    log = tmp_path / "standalone.log"
+    standalone = subprocess.Popen(
+        ["make", "-s", "-C", str(PROJECT_DIR), "airflow", f"AIRFLOW_HOME={home}", f"AIRFLOW_PORT={port}"],
+        env={**os.environ, "PATH": outside_the_venv, "VIRTUAL_ENV": ""},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # standalone's components are its children: stopped as one group
+    )
+
+    def components() -> dict[str, str]:
+        try:
+            health = requests.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return {}
+        return {name: state["status"] for name, state in health.items()}
+
+    try:
+        wanted = {name: "healthy" for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")}
+        assert eventually(lambda: components() == wanted, 180, every=2), (components(), log.read_text()[-5000:])
+        assert "FileNotFoundError" not in log.read_text()
+    finally:
+        os.killpg(standalone.pid, signal.SIGTERM)
+        try:
+            standalone.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(standalone.pid, signal.SIGKILL)
