@@ -29,6 +29,7 @@ import yaml
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
+from ingestion.clients import require_lake_bucket
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.failpoints import failpoint
 from ingestion.schemas import (
@@ -89,6 +90,8 @@ class Lake:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lake:
+        if settings.lake.startswith("s3://"):
+            require_lake_bucket(settings)  # before delta-rs, which says only "Generic S3 error"
         return cls(settings.lake, settings.storage_options)
 
     def __reduce__(self) -> tuple[type[Lake], tuple[str, dict[str, str] | None]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingestion.config import Settings
+from ingestion.errors import LakeMissing, ServiceDown
 
 
 def _retrying() -> Any:
@@ -22,6 +23,33 @@ def _retrying() -> Any:
 def s3_client(settings: Settings) -> Any:  # boto3's client classes are generated at run time
     """A boto3 S3 client for the configured endpoint (the local server, or AWS when none is set)."""
     return _aws_client("s3", settings.s3_endpoint_url, settings)
+
+
+def require_lake_bucket(settings: Settings) -> None:
+    """An ``s3://`` lake's bucket exists: delta-rs reports a missing one as "Generic S3 error"."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket = settings.lake.removeprefix("s3://").split("/", 1)[0]
+    try:
+        s3_client(settings).head_bucket(Bucket=bucket)
+    except BotoCoreError as error:  # no endpoint, no credentials
+        raise lake_unreadable(settings, error) from None
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+            raise
+        raise LakeMissing(
+            f"the lake's bucket {bucket!r} does not exist at {settings.s3_endpoint_url or 'AWS S3'}: create it"
+            f" (`pinpipe services up` creates {settings.s3_bucket!r} on the local S3 server), or point --lake"
+            " (PINPIPE_LAKE) at a bucket that exists"
+        ) from None
+
+
+def lake_unreadable(settings: Settings, error: Exception) -> ServiceDown:
+    return ServiceDown(
+        f"cannot read the lake {settings.lake} at {settings.s3_endpoint_url or 'AWS S3'}"
+        f" ({str(error).strip().splitlines()[0]}): start the local services with `pinpipe services up`,"
+        " or check PINPIPE_S3_ENDPOINT_URL and the S3 credentials"
+    )
 
 
 def kinesis_client(settings: Settings) -> Any:

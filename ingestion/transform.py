@@ -31,7 +31,6 @@ from ingestion.errors import (
     NotReadOnly,
     NoWarehouse,
     PinpipeError,
-    ServiceDown,
 )
 from ingestion.schemas import RAW_TABLES
 
@@ -114,11 +113,7 @@ def check_lake(settings: Settings) -> None:
     try:
         found = any(lake.delta_table(table) is not None for table in RAW_TABLES)
     except OSError as error:  # deltalake's S3 errors: "Kernel error -> Generic S3 error"
-        endpoint = settings.s3_endpoint_url or "AWS S3"
-        raise ServiceDown(
-            f"cannot read the lake {settings.lake} at {endpoint} ({str(error).strip().splitlines()[0]}): start the"
-            " local services with `pinpipe services up`, or check PINPIPE_S3_ENDPOINT_URL and the S3 credentials"
-        ) from None
+        raise clients.lake_unreadable(settings, error) from None
     if not found:
         raise LakeMissing(
             f"lake {settings.lake} has no bronze tables: check --lake (PINPIPE_LAKE), "

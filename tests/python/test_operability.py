@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from ingestion import cli, transform
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.errors import PinpipeError
-from ingestion.services import free_port
+from ingestion.services import S3Server, free_port
 
 from helpers import plain_dbt
 
@@ -333,6 +333,23 @@ def test_building_from_an_s3_lake_that_does_not_answer_is_one_line(built: Settin
     done = _pinpipe_here(down, "transform")
     _one_line_error(done, 2, f"cannot read the lake s3://pinpipe/lake at {closed}", "pinpipe services up")
     assert "WARN" not in done.err  # the Rust crates' own logging stays quiet
+
+
+@pytest.mark.slow
+def test_a_lake_in_a_bucket_that_does_not_exist_is_one_line_naming_it(
+    built: Settings, s3_server: S3Server, tmp_path: Path
+) -> None:
+    missing = built.model_copy(
+        update={
+            "lake": "s3://no-such-bucket/lake",
+            "s3_endpoint_url": s3_server.endpoint_url,
+            "warehouse": str(tmp_path / "w.duckdb"),
+        }
+    )
+    for command in (("emulate", "--posts", "10"), ("transform",)):
+        _one_line_error(
+            _pinpipe_here(missing, *command), 2, "the lake's bucket 'no-such-bucket' does not exist", "--lake"
+        )
 
 
 def test_loading_with_s3_down_is_one_line(built: Settings) -> None:
