@@ -161,7 +161,7 @@ with DAG(
 
         observed = metrics.SinkMetrics(CollectorRegistry())
         records = S3Sink.from_settings(SETTINGS.with_local_s3(), metrics=observed).run(until_caught_up=True).records
-        metrics.push_registry(SETTINGS, observed.registry, metrics.SINK_JOB)
+        metrics.push(SETTINGS, observed.registry, metrics.SINK_JOB)
         return records
 
     @task
@@ -174,7 +174,7 @@ with DAG(
 
         observed = metrics.BronzeMetrics(CollectorRegistry())
         appended = sum(r.appended for r in load_raw_objects(SETTINGS.with_local_s3(), metrics=observed))
-        metrics.push_registry(SETTINGS, observed.registry, metrics.LOADER_JOB)
+        metrics.push(SETTINGS, observed.registry, metrics.LOADER_JOB)
         return appended
 
     # not retried: a retry after a partial load would add another day's posts

@@ -25,16 +25,34 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
+from typer.core import TyperGroup
 
 from ingestion import artifacts, bronze, load, metrics, post, services, sink, transform
 from ingestion import stack as stack_api
 from ingestion.bus import BusError
-from ingestion.config import Settings
+from ingestion.config import Settings, described_settings
 from ingestion.emulate import PostBatch, PostSource, SourceName, make_source
 from ingestion.errors import PinpipeError, ServiceDown
 from ingestion.sink import FlushPolicy
 
+START, STAGES, OPERATING = "Start here", "The pipeline's stages", "Operating"
+COMMAND_ORDER = [
+    *("run", "ui", "sql", "marts", "docs"),
+    *("emulate", "source", "api", "sink", "load", "stream", "compact", "refresh", "transform"),
+    *("services", "setup", "settings"),
+]
+
+
+class _InOrder(TyperGroup):
+    """`pinpipe --help` lists the main command first, then the stages in the data's order."""
+
+    def list_commands(self, ctx: Any) -> list[str]:  # typer's own click Context
+        return sorted(super().list_commands(ctx), key=COMMAND_ORDER.index)
+
+
 app = typer.Typer(
+    cls=_InOrder,
     help="pinpipe: Pinterest-style posts → bronze Delta → dbt marts.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -101,11 +119,10 @@ def _progress() -> Progress:
 
 
 services_app = typer.Typer(
-    help="Local services for the full stack (S3 server, Kafka, Kinesis) and its monitoring (Prometheus, "
-    "Pushgateway), on 127.0.0.1.",
+    help="The full stack's local services: S3, Kafka, Kinesis, Prometheus, Pushgateway.",
     no_args_is_help=True,
 )
-app.add_typer(services_app, name="services")
+app.add_typer(services_app, name="services", rich_help_panel=OPERATING)
 
 Server = (
     services.S3Server
@@ -189,10 +206,10 @@ def _services_status(settings: Settings) -> None:
 
 
 source_app = typer.Typer(
-    help="The source database posts are read from with `--source db` (SQLite by default; PostgreSQL, MySQL by URL).",
+    help="The source database `--source db` reads (SQLite by default; PostgreSQL, MySQL by URL).",
     no_args_is_help=True,
 )
-app.add_typer(source_app, name="source")
+app.add_typer(source_app, name="source", rich_help_panel=STAGES)
 
 
 @source_app.command("load")
@@ -228,7 +245,7 @@ def _load_source(url: str, synthetic: int | None, seed: int) -> None:
     console.print(f"source database {engine.url.render_as_string(hide_password=True)}: {counts}")
 
 
-@app.command()
+@app.command(rich_help_panel=OPERATING)
 def setup(context: typer.Context) -> None:
     """Install the DuckDB extensions the warehouse uses (delta, httpfs) from their PyPI wheels."""
     directory = _settings(context).duckdb_extension_directory
@@ -237,13 +254,26 @@ def setup(context: typer.Context) -> None:
     console.print(f"DuckDB extensions delta and httpfs: {done} in {directory}")
 
 
+@app.command(name="settings", rich_help_panel=OPERATING)
+def settings_command(context: typer.Context) -> None:
+    """Every setting: its PINPIPE_* variable, its value and where it came from (secrets masked)."""
+    root = context.find_root()
+    given = {name for name in GLOBAL_OPTIONS if getattr(root.get_parameter_source(name), "name", "") == "COMMANDLINE"}
+    table = Table(title="settings (each set by its variable; the options win)", title_justify="left")
+    for column in ("setting", "variable", "value", "from"):
+        table.add_column(column, overflow="fold")
+    for row in described_settings(_settings(context), given):
+        table.add_row(row.name, row.variable, row.value, row.origin)
+    console.print(table)
+
+
 class Destination(StrEnum):
     lake = "lake"
     api = "api"
     kinesis = "kinesis"
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def emulate(
     context: typer.Context,
     source: SourceOption = "synthetic",
@@ -298,7 +328,7 @@ def _post(
             concurrency=concurrency,
             rate=rate,
             destination=destination,
-            api_key=settings.api_key,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             give_up_after=settings.post_give_up_seconds,
             on_batch=lambda batch: progress.advance(task, len(batch)),
         )
@@ -344,7 +374,7 @@ def _load(settings: Settings, source: SourceName, posts: int, seed: int, batch_s
     tally.report(settings)
 
 
-@app.command(name="api")
+@app.command(name="api", rich_help_panel=STAGES)
 def api_command(
     context: typer.Context,
     port: Annotated[int | None, typer.Option(envvar="PINPIPE_API_PORT", help="port on 127.0.0.1")] = None,
@@ -352,8 +382,9 @@ def api_command(
         int | None, typer.Option(min=1, envvar="PINPIPE_API_WORKERS", help="worker processes [default: 2]")
     ] = None,
 ) -> None:
-    """Serve the ingest API (Kafka REST Proxy v2 compatible; OpenAPI at /docs), in worker processes
-    that share the port, each with its own Kafka producer."""
+    """Serve the ingest API: Kafka REST Proxy v2 and Kinesis compatible.
+
+    OpenAPI at /docs. Worker processes share the port, each with its own Kafka producer."""
     import uvicorn
 
     settings = _settings(context)
@@ -375,7 +406,7 @@ def api_command(
     )
 
 
-@app.command(name="sink")
+@app.command(name="sink", rich_help_panel=STAGES)
 def sink_command(
     context: typer.Context,
     until_caught_up: Annotated[bool, typer.Option(help="stop once every record present at start is stored")] = False,
@@ -383,9 +414,11 @@ def sink_command(
     flush_bytes: Annotated[int, typer.Option(min=1)] = FlushPolicy.bytes,
     flush_seconds: Annotated[float, typer.Option(min=0.0)] = FlushPolicy.seconds,
 ) -> None:
-    """Kafka → S3: JSON-lines objects per topic partition, offsets committed after each object.
-    Restarted on its own when Kafka or S3 fails (unless --until-caught-up). Serves its metrics on
-    PINPIPE_SINK_METRICS_PORT; with --until-caught-up, pushes them to the Pushgateway at the end."""
+    """Kafka → S3: JSON-lines objects per topic partition, exactly once.
+
+    Offsets are committed after each object. Restarted on its own when Kafka or S3 fails (unless
+    --until-caught-up). Serves its metrics on PINPIPE_SINK_METRICS_PORT; with --until-caught-up,
+    pushes them to the Pushgateway at the end."""
     settings, policy = _settings(context).with_local_s3(), FlushPolicy(flush_records, flush_bytes, flush_seconds)
     observed = metrics.SinkMetrics(CollectorRegistry())
     if not until_caught_up:
@@ -401,30 +434,52 @@ def _serve_metrics(registry: CollectorRegistry, port: int, stage: str) -> None:
 
 def _push_metrics(settings: Settings, registry: CollectorRegistry, job: str) -> None:
     """A run that ends hands its metrics to the Pushgateway, when one answers."""
-    if metrics.push_registry(settings, registry, job):
+    if metrics.push(settings, registry, job):
         console.print(f"metrics pushed to {settings.pushgateway_address} as job {job}", style="dim", highlight=False)
+
+
+class RestartBackoff:
+    """tenacity's wait between restarts: 1 s, doubling to 60 s, and 1 s again after a run of a
+    minute or more (a blip after days of running is not the tenth failure in a row)."""
+
+    def __init__(self) -> None:
+        self.failures, self.attempt_started = 0, time.monotonic()
+
+    def started(self, _: RetryCallState) -> None:
+        self.attempt_started = time.monotonic()
+
+    def __call__(self, state: RetryCallState) -> float:
+        ran = (state.outcome_timestamp or time.monotonic()) - self.attempt_started
+        self.failures = 1 if ran > 60 else self.failures + 1
+        return min(2.0 ** (self.failures - 1), 60.0)
 
 
 def _supervised(stage: str, run: Callable[[], None], *, restart: bool) -> None:
     """Run a long-running stage; when a service it needs fails (Kafka, S3, Kinesis down or erroring
-    past the clients' own retries), say so in one line and run it again after a backoff (1 s,
-    doubling to 60 s, back to 1 s after a minute of running). Every stage resumes from what it
-    committed, so a restart neither loses nor repeats a record."""
+    past the clients' own retries), say so in one line and run it again after a backoff
+    (``RestartBackoff``). Every stage resumes from what it committed, so a restart neither loses
+    nor repeats a record."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    delay = 1.0
-    while True:
-        started = time.monotonic()
-        try:
-            run()
-            return
-        except (ServiceDown, BusError, BotoCoreError, ClientError, ConnectionError) as error:
-            if not restart:
-                raise
-            delay = 1.0 if time.monotonic() - started > 60 else delay
-            errors.print(f"{stage} stopped: {explain(error)[0]}; restarting in {delay:g} s", highlight=False)
-            time.sleep(delay)
-            delay = min(delay * 2, 60.0)
+    if not restart:
+        run()
+        return
+    backoff = RestartBackoff()
+
+    def say(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        reason = explain(error)[0] if isinstance(error, Exception) else "unknown"
+        delay = state.next_action.sleep if state.next_action else 0
+        errors.print(f"{stage} stopped: {reason}; restarting in {delay:g} s", highlight=False)
+
+    Retrying(
+        retry=retry_if_exception_type((ServiceDown, BusError, BotoCoreError, ClientError, ConnectionError)),
+        wait=backoff,
+        before=backoff.started,
+        before_sleep=say,
+        stop=stop_never,
+        reraise=True,
+    )(run)
 
 
 def _sink(
@@ -443,7 +498,7 @@ def _sink(
         _push_metrics(settings, observed.registry, metrics.SINK_JOB)
 
 
-@app.command(name="load")
+@app.command(name="load", rich_help_panel=STAGES)
 def load_command(
     context: typer.Context,
     source: Annotated[
@@ -458,9 +513,11 @@ def load_command(
         float | None, typer.Option(min=0.0, help="keep loading: look for new objects every this many seconds")
     ] = None,
 ) -> None:
-    """Raw objects → bronze Delta: every record not yet loaded, exactly once (the sink's objects, in S3
-    or copied to a folder, and backfill files under <folder>/<topic>/). With --every, serves its
-    metrics on PINPIPE_LOADER_METRICS_PORT; else pushes them to the Pushgateway at the end."""
+    """Raw objects → bronze Delta: every record not yet loaded, exactly once.
+
+    Reads the sink's objects, in S3 or copied to a folder, and backfill files under
+    <folder>/<topic>/. With --every, serves its metrics on PINPIPE_LOADER_METRICS_PORT; else pushes
+    them to the Pushgateway at the end."""
     settings = _settings(context).with_local_s3()
     if every is None:
         _load_objects(settings, source)
@@ -501,7 +558,7 @@ def _load_objects(settings: Settings, source: str | None = None) -> None:
     _push_metrics(settings, observed.registry, metrics.LOADER_JOB)
 
 
-@app.command(name="stream")
+@app.command(name="stream", rich_help_panel=STAGES)
 def stream_command(
     context: typer.Context,
     until_caught_up: Annotated[bool, typer.Option(help="stop once every record in the streams is in bronze")] = False,
@@ -515,7 +572,8 @@ def stream_command(
     flush_seconds: Annotated[float, typer.Option(min=0.0, help="commit buffered records at least this often")] = 1.0,
     flush_records: Annotated[int, typer.Option(min=1, help="commit once this many records are buffered")] = 10_000,
 ) -> None:
-    """Kinesis → bronze stream tables, exactly once; with --dbt-every, the streaming models too.
+    """Kinesis → bronze stream tables, exactly once (with --dbt-every, the streaming models too).
+
     Serves its metrics on PINPIPE_STREAM_METRICS_PORT; with --until-caught-up, pushes them to the
     Pushgateway at the end."""
     from ingestion.stream import StreamConsumer
@@ -571,7 +629,7 @@ def stream_command(
         _push_metrics(settings, observed.registry, metrics.STREAM_JOB)
 
 
-@app.command(name="compact")
+@app.command(name="compact", rich_help_panel=STAGES)
 def compact_command(
     context: typer.Context,
     table: Annotated[
@@ -603,13 +661,15 @@ def compact_command(
     console.print(report)
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES)
 def refresh(
     context: typer.Context,
     every: Annotated[float, typer.Option(min=0.0, help="seconds between the starts of two runs")] = 5.0,
     select: Annotated[str, typer.Option(help="dbt node selection")] = "streaming",
 ) -> None:
-    """`dbt run` of the streaming models every few seconds, dbt kept warm in this process (parsed once)."""
+    """`dbt run` of the streaming models every few seconds.
+
+    dbt is kept warm in this process (parsed once)."""
     settings = _settings(context)
     warm = transform.WarmDbt(settings, on_wait=console.print)
     stop = threading.Event()
@@ -630,13 +690,15 @@ def refresh(
             stop.wait(max(0.0, every - elapsed))
 
 
-@app.command(name="transform")
+@app.command(name="transform", rich_help_panel=STAGES)
 def transform_command(
     context: typer.Context,
     select: Annotated[str | None, typer.Option(help="dbt node selection")] = None,
     full_refresh: FullRefreshOption = False,
 ) -> None:
-    """dbt build: staging, intermediate and marts with every data test (unit tests: PINPIPE_RUN_UNIT_TESTS=true)."""
+    """dbt build: staging, intermediate and marts with every data test.
+
+    dbt's unit tests run too with PINPIPE_RUN_UNIT_TESTS=true."""
     _build(_settings(context), select, full_refresh=full_refresh)
 
 
@@ -773,7 +835,7 @@ def _print_dirty_input(counts: list[transform.DirtyInput]) -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(rich_help_panel=START)
 def marts(
     context: typer.Context,
     rows: Annotated[int, typer.Option(min=0, help="rows shown per mart")] = 15,
@@ -782,13 +844,15 @@ def marts(
     _print_marts(_settings(context), rows)
 
 
-@app.command()
+@app.command(rich_help_panel=START)
 def docs(
     context: typer.Context,
     port: Annotated[int, typer.Option(help="port of the docs site on 127.0.0.1")] = 8081,
     serve: Annotated[bool, typer.Option(help="serve the site after generating it")] = True,
 ) -> None:
-    """dbt docs: generate the lineage and documentation site (and copy it into <lake>/docs), then serve it."""
+    """dbt docs: generate the lineage and documentation site, then serve it.
+
+    A copy goes into <lake>/docs."""
     settings = _settings(context)
     console.print(f"docs site generated and copied to {transform.publish_docs(settings)}")
     if serve:
@@ -823,15 +887,16 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-@app.command()
+@app.command(rich_help_panel=START)
 def ui(
     context: typer.Context,
     port: Annotated[
         int | None, typer.Option(envvar="PINPIPE_UI_PORT", help="port on 127.0.0.1 [default: 8501]")
     ] = None,
 ) -> None:
-    """The web UI (Streamlit): the nine insights as charts, the real-time metrics, the pipeline's
-    health and read-only SQL, on the warehouse `pinpipe run` built. Ctrl-C stops it."""
+    """The web UI: the insights as charts, real-time metrics, the pipeline's health, SQL.
+
+    Streamlit, on the warehouse `pinpipe run` built; read-only SQL. Ctrl-C stops it."""
     from ingestion.ui import data
 
     settings = _settings(context)
@@ -849,7 +914,7 @@ def ui(
     os.execvpe(command[0], command, {**os.environ, **settings.environment()})
 
 
-@app.command()
+@app.command(rich_help_panel=START)
 def sql(
     context: typer.Context,
     query: Annotated[
@@ -923,7 +988,7 @@ class Stack(StrEnum):
     full = "full"
 
 
-@app.command()
+@app.command(rich_help_panel=START)
 def run(
     context: typer.Context,
     source: SourceOption = "synthetic",
@@ -936,7 +1001,9 @@ def run(
     rows: Annotated[int, typer.Option(min=0, help="rows shown per mart")] = 15,
     full_refresh: FullRefreshOption = False,
 ) -> None:
-    """The main job: posts → bronze → dbt build → the marts, on the embedded default or the full stack."""
+    """The main job: posts → bronze → dbt build → the marts.
+
+    On the embedded default, or the full stack (API → Kafka → S3 → bronze) with --stack full."""
     settings = _settings(context)
     transform.require_engine(settings)  # before any post is written
     if stack is Stack.embedded:
@@ -952,7 +1019,7 @@ def run(
         with stack_api.api_server(settings.model_copy(update={"api_port": services.free_port()})) as url:
             topics = post.KafkaTopics({table: topic for topic, table in settings.topic_tables.items()})
             _post(settings, url, topics, source, posts, seed, batch_size or 500, None, 4)
-            metrics.push(settings, stack_api.metrics_of(url, settings), metrics.API_JOB)
+            metrics.push(settings, metrics.scraped_registry(stack_api.metrics_of(url, settings)), metrics.API_JOB)
         _sink(settings, until_caught_up=True)
         _load_objects(settings)
     _build(settings, full_refresh=full_refresh)
@@ -995,6 +1062,31 @@ def explain(error: Exception) -> tuple[str, int]:
     return f"{type(error).__name__}: {first_line} (run with --debug for the traceback)", 1
 
 
+GLOBAL_OPTIONS = {"lake": True, "warehouse": True, "target": True, "debug": False}  # name: takes a value
+
+
+def global_options_first(args: list[str]) -> list[str]:
+    """The arguments with the global options moved before the command, so that `pinpipe run --lake X`
+    means what `pinpipe --lake X run` does (click reads a group's options only before its command)."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    position = 0
+    while position < len(args):
+        argument = args[position]
+        if argument == "--":
+            rest += args[position:]
+            break
+        name, _, value = argument.removeprefix("--").partition("=")
+        if argument.startswith("--") and name in GLOBAL_OPTIONS:
+            taken = 1 + (GLOBAL_OPTIONS[name] and not value)
+            hoisted += args[position : position + taken]
+            position += taken
+        else:
+            rest.append(argument)
+            position += 1
+    return hoisted + rest
+
+
 def main() -> None:
     """The `pinpipe` command: a user's mistake ends in one line saying what to do; the traceback only
     with --debug (or PINPIPE_DEBUG=1)."""
@@ -1003,7 +1095,7 @@ def main() -> None:
     # librdkafka logs every failed connection attempt; what it means reaches the user as one line
     logging.getLogger("librdkafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
     try:
-        code = app(standalone_mode=False)
+        code = app(args=global_options_first(sys.argv[1:]), standalone_mode=False)
     except (typer.Abort, KeyboardInterrupt):
         errors.print("Aborted.")
         sys.exit(130)

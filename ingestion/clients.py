@@ -65,7 +65,7 @@ def _aws_client(service: str, endpoint_url: str | None, settings: Settings) -> A
         endpoint_url=endpoint_url,
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key_id,
-        aws_secret_access_key=settings.s3_secret_access_key,
+        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
         config=_retrying(),
     )
 

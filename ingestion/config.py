@@ -6,9 +6,9 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingestion.schemas import RAW_TABLES, RawTable
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     # defaults are the local S3 server's (pinpipe services); set real credentials for a real bucket
     s3_access_key_id: str = "pinpipe"
-    s3_secret_access_key: str = "pinpipe-secret"
+    s3_secret_access_key: SecretStr = SecretStr("pinpipe-secret")
     s3_port: int = 7070
     s3_bucket: str = "pinpipe"
     kafka_port: int = 9092
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     sink_group: str = Field(default="pinpipe-s3-sink", description="the S3 sink's Kafka consumer group")
     api_port: int = 8080
     api_workers: int = Field(default=2, ge=1, description="`pinpipe api` worker processes")
-    api_key: str | None = Field(default=None, description="when set, requests must send it as X-API-Key")
+    api_key: SecretStr | None = Field(default=None, description="when set, requests must send it as X-API-Key")
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, description="larger request bodies get 413")
     api_max_record_bytes: int = Field(
         default=1_000_000,
@@ -208,6 +208,7 @@ class Settings(BaseSettings):
     def environment(self) -> dict[str, str]:
         """These settings as the ``PINPIPE_*`` variables that rebuild them in a child process."""
         values = self.model_dump(mode="json", exclude_none=True)
+        values.update({name: value.get_secret_value() for name, value in self if isinstance(value, SecretStr)})
         return {
             f"PINPIPE_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
             for name, value in values.items()
@@ -277,9 +278,37 @@ class Settings(BaseSettings):
         options = {
             "AWS_REGION": self.s3_region,
             "AWS_ACCESS_KEY_ID": self.s3_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.s3_secret_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_access_key.get_secret_value(),
         }
         if self.s3_endpoint_url:
             options["AWS_ENDPOINT_URL"] = self.s3_endpoint_url
             options["AWS_ALLOW_HTTP"] = str(self.s3_endpoint_url.startswith("http://")).lower()
         return options
+
+
+class DescribedSetting(NamedTuple):
+    name: str
+    variable: str
+    value: str
+    origin: str  # option, environment or default
+    description: str
+
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]+:)[^@]+@")
+
+
+def described_settings(settings: Settings, from_options: set[str]) -> list[DescribedSetting]:
+    """Every setting: its ``PINPIPE_*`` variable, its value (secrets and the passwords of URLs masked)
+    and where it came from (``from_options``: those given as command-line options)."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        variable = f"PINPIPE_{name.upper()}"
+        shown = "" if value is None else str(value)  # a SecretStr shows as stars
+        if isinstance(value, tuple):
+            shown = ",".join(map(str, value))
+        origin = "option" if name in from_options else "environment" if variable in os.environ else "default"
+        rows.append(
+            DescribedSetting(name, variable, _PASSWORD_IN_URL.sub(r"\1***@", shown), origin, field.description or "")
+        )
+    return rows

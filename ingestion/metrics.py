@@ -14,21 +14,23 @@ advises for "last time something happened": a pushed age would freeze); the reco
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.error import HTTPError
 
-import requests
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
+    push_to_gateway,
     start_http_server,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from ingestion.artifacts import Invocation, invocation
 from ingestion.config import Settings
@@ -166,28 +168,36 @@ def serve(registry: CollectorRegistry, port: int, what: str) -> str | None:
     return f"http://127.0.0.1:{port}/metrics"
 
 
-def push(settings: Settings, exposition: bytes, job: str, grouping: dict[str, str] | None = None) -> bool:
-    """Put ``exposition`` (metrics in Prometheus' text format) on the Pushgateway as ``job``'s,
-    replacing what that job and grouping pushed before; False, with nothing said, when no
-    Pushgateway answers: monitoring is optional."""
-    path = "".join(f"/{quote(name, safe='')}/{quote(value, safe='')}" for name, value in (grouping or {}).items())
+def push(settings: Settings, registry: CollectorRegistry, job: str, grouping: dict[str, str] | None = None) -> bool:
+    """Put ``registry``'s metrics on the Pushgateway as ``job``'s (prometheus_client's
+    ``push_to_gateway``), replacing what that job and grouping pushed before; False, with nothing
+    said, when no Pushgateway answers: monitoring is optional."""
     try:
-        answer = requests.put(
-            f"{settings.pushgateway_address}/metrics/job/{quote(job, safe='')}{path}",
-            data=exposition,
-            headers={"Content-Type": CONTENT_TYPE_LATEST},
-            timeout=5,
-        )
-    except requests.RequestException:
+        push_to_gateway(settings.pushgateway_address, job, registry, grouping_key=grouping, timeout=5)
+    except HTTPError as refused:
+        body = refused.read().decode(errors="replace").strip()
+        _log.warning("the Pushgateway refused %s's metrics: %s %s", job, refused.code, body)
         return False
-    if not answer.ok:
-        _log.warning("the Pushgateway refused %s's metrics: %s %s", job, answer.status_code, answer.text.strip())
-    return answer.ok
+    except OSError:  # no answer: a refused connection, a timeout
+        return False
+    return True
 
 
-def push_registry(settings: Settings, registry: CollectorRegistry, job: str) -> bool:
-    """``push`` of a registry's metrics."""
-    return push(settings, generate_latest(registry), job)
+class _Scraped(Collector):
+    """Metrics read from another process's exposition (Prometheus' text format)."""
+
+    def __init__(self, exposition: str) -> None:
+        self.families = list(text_string_to_metric_families(exposition))
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def scraped_registry(exposition: bytes) -> CollectorRegistry:
+    """A registry holding the metrics of ``exposition``, to push another process's metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scraped(exposition.decode()))
+    return registry
 
 
 def dbt_results_registry(target: Path) -> CollectorRegistry:
@@ -234,4 +244,4 @@ def invocation_registry(done: Invocation) -> CollectorRegistry:
 
 def push_dbt_results(settings: Settings, done: Invocation, name: str) -> bool:
     """Push a dbt invocation's results (``invocation_registry``), grouped by ``name``."""
-    return push(settings, generate_latest(invocation_registry(done)), DBT_JOB, {"invocation": name})
+    return push(settings, invocation_registry(done), DBT_JOB, {"invocation": name})

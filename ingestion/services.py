@@ -221,7 +221,7 @@ class S3Server:
                 [str(binary), "--port", f"127.0.0.1:{self.settings.s3_port}", "posix", str(data)],
                 env={
                     "ROOT_ACCESS_KEY": self.settings.s3_access_key_id,
-                    "ROOT_SECRET_KEY": self.settings.s3_secret_access_key,
+                    "ROOT_SECRET_KEY": self.settings.s3_secret_access_key.get_secret_value(),
                 },
             )
             self.process.wait_ready(self._answers, timeout=30)

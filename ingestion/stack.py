@@ -39,7 +39,7 @@ def api_server(settings: Settings, *, timeout: float = 30, health: str = "/healt
 
 def metrics_of(url: str, settings: Settings) -> bytes:
     """The metrics the API at ``url`` serves (in Prometheus' text format)."""
-    headers = {"X-API-Key": settings.api_key} if settings.api_key else {}
+    headers = {"X-API-Key": settings.api_key.get_secret_value()} if settings.api_key else {}
     answer = requests.get(f"{url}/metrics", headers=headers, timeout=10)
     answer.raise_for_status()
     return answer.content

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 import yaml
+from filelock import FileLock, Timeout
 
 from ingestion import clients
 from ingestion.bronze import Lake, ensure_tables
@@ -122,45 +122,43 @@ def check_lake(settings: Settings) -> None:
 
 
 @contextmanager
-def _build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> Iterator[None]:
-    """One build of a warehouse at a time, across processes: a second waits (saying for whom) up to
-    ``build_wait_seconds``, then gives up with one line."""
-    lock_path = Path(f"{settings.warehouse}.build-lock")
-    try:  # the lock sits beside the warehouse, whose folder must exist and take files
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = lock_path.open("a+")
+def build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> Iterator[None]:
+    """One build of a warehouse at a time, across processes (a file lock beside it): a second waits,
+    saying for whom, up to ``build_wait_seconds``, then gives up with one line."""
+    lock = FileLock(f"{settings.warehouse}.build-lock")
+    holder = Path(f"{settings.warehouse}.build-lock.holder")  # the lock file itself is emptied by each try
+    try:  # both sit beside the warehouse, whose folder must exist and take files
+        holder.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
     except OSError as error:
         raise PinpipeError(
-            f"cannot write in the warehouse's folder {lock_path.parent}: {error.strerror}; "
+            f"cannot write in the warehouse's folder {holder.parent}: {error.strerror}; "
             "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
         ) from None
-    with lock_file as lock:
-        deadline, told = time.monotonic() + settings.build_wait_seconds, False
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                lock.seek(0)
-                holder = lock.read().strip() or "another process"
-                if time.monotonic() > deadline:
-                    raise BuildBusy(
-                        f"{holder} is still building {settings.warehouse} after {settings.build_wait_seconds:g} s: "
-                        "wait for it to finish, or raise PINPIPE_BUILD_WAIT_SECONDS"
-                    ) from None
-                if not told and on_wait is not None:
-                    on_wait(f"waiting for {holder}, which is building {settings.warehouse}")
-                    told = True
-                time.sleep(0.2)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pinpipe (pid {os.getpid()})")
-        lock.flush()
+    except Timeout:
+        who = _read_or(holder, "another process")
+        if on_wait is not None:
+            on_wait(f"waiting for {who}, which is building {settings.warehouse}")
         try:
-            yield
-        finally:
-            lock.truncate(0)
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.acquire(timeout=settings.build_wait_seconds)
+        except Timeout:
+            raise BuildBusy(
+                f"{_read_or(holder, who)} is still building {settings.warehouse} after"
+                f" {settings.build_wait_seconds:g} s: wait for it to finish, or raise PINPIPE_BUILD_WAIT_SECONDS"
+            ) from None
+    try:
+        holder.write_text(f"pinpipe (pid {os.getpid()})")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _read_or(path: Path, default: str) -> str:
+    try:
+        return path.read_text().strip() or default
+    except OSError:
+        return default
 
 
 @contextmanager
@@ -170,14 +168,14 @@ def building(settings: Settings, on_wait: Callable[[str], None] | None = None) -
 
     Readers are never blocked by a build, nor a build by readers: an analyst's open session keeps
     reading the file it opened, the next one opens the new build, and nobody sees a half-built or
-    failed one. Builds take turns (`_build_lock`). Only the DuckDB target has a warehouse file; on
+    failed one. Builds take turns (`build_lock`). Only the DuckDB target has a warehouse file; on
     the others the settings are yielded as they are.
     """
     if settings.target != "local":
         yield settings
         return
     warehouse = Path(settings.warehouse)
-    with _build_lock(settings, on_wait):
+    with build_lock(settings, on_wait):
         # The same path every build (builds take turns): dbt's profile names it, and a path of its
         # own would cost every build a full parse of the project. The same file name: DuckDB names
         # the database (catalog) after it.
@@ -196,7 +194,7 @@ def stage_copy(settings: Settings, path: str) -> str:
     """For a build spread over processes (the DAG's tasks): the warehouse copied to ``path``, where
     the build runs until ``publish_copy``; the DuckDB target only."""
     if settings.target == "local":
-        with _build_lock(settings, None):
+        with build_lock(settings, None):
             _copy_warehouse(settings, path)
     return path
 
@@ -204,7 +202,7 @@ def stage_copy(settings: Settings, path: str) -> str:
 def publish_copy(settings: Settings, path: str) -> str:
     """The build at ``path`` (``stage_copy``) replaces the warehouse, whole; returns the warehouse."""
     if settings.target == "local":
-        with _build_lock(settings, None):
+        with build_lock(settings, None):
             _publish_warehouse(settings, path)
     return settings.warehouse
 

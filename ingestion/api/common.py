@@ -82,7 +82,7 @@ class Requests:
         if not key or request.url.path in self.settings.api_open_paths:
             return True
         sent = request.headers.get("x-api-key", "")
-        return hmac.compare_digest(sent.encode(), key.encode())
+        return hmac.compare_digest(sent.encode(), key.get_secret_value().encode())
 
     async def body(self, request: Request) -> bytes:
         limit = self.settings.api_max_body_bytes

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 import requests
+from typer.testing import CliRunner
 
-from ingestion import transform
+from ingestion import cli, transform
 from ingestion.bronze import TABLES, Lake, append
 from ingestion.clients import s3_client
 from ingestion.config import PROJECT_DIR, Settings
@@ -286,3 +288,41 @@ def answers(url: str) -> bool:
         return requests.get(url, timeout=2).ok
     except requests.RequestException:
         return False
+
+
+@dataclass(frozen=True)
+class Done:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+def pinpipe_here(settings: Settings | None, *args: str, **env: str) -> Done:
+    """`pinpipe` run in this process, as its entry point runs it (its own arguments, environment and
+    streams, by click's CliRunner isolation): for its messages, where no signal, pipe or process is
+    under test, without a Python start-up each."""
+    environment = {"COLUMNS": "200", **(settings.environment() if settings else {}), **env}
+    with CliRunner().isolation(env=environment) as (out, err, _), patch.object(sys, "argv", ["pinpipe", *args]):
+        try:
+            cli.main()
+        except SystemExit as exit:
+            code = exit.code
+        sys.stdout.flush()
+        sys.stderr.flush()
+        said, told = out.getvalue().decode(), err.getvalue().decode()  # closed when the isolation ends
+    assert isinstance(code, int), code
+    return Done(code, said, told)
+
+
+def one_line_error(done: Done, code: int, *phrases: str) -> None:
+    """The command failed with ``code`` and said so in one line holding each of ``phrases``."""
+    assert done.code == code, done.out + done.err
+    assert len(done.error_lines) == 1, done.err
+    assert done.error_lines[0].startswith("Error: "), done.err
+    assert "Traceback" not in done.out + done.err
+    for phrase in phrases:
+        assert phrase in done.error_lines[0], done.err

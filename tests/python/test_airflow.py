@@ -273,7 +273,7 @@ def test_make_airflow_from_a_shell_without_the_venv_reaches_a_healthy_scheduler(
         return {name: state["status"] for name, state in health.items()}
 
     try:
-        wanted = {name: "healthy" for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")}
+        wanted = dict.fromkeys(("metadatabase", "scheduler", "triggerer", "dag_processor"), "healthy")
         assert eventually(lambda: components() == wanted, 180, every=2), (components(), log.read_text()[-5000:])
         assert "FileNotFoundError" not in log.read_text()
     finally:

@@ -18,6 +18,7 @@ import pytest
 import requests
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from pydantic import SecretStr
 
 from ingestion.api import create_app
 from ingestion.bronze import QUARANTINE, Lake
@@ -222,7 +223,7 @@ def test_every_post_acknowledged_while_the_broker_restarts_reaches_bronze(
 
 @default_kafka_client_only  # the API's checks: no client differs
 def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Settings) -> None:
-    secured = stack.model_copy(update={"api_key": "s3cret", "api_max_body_bytes": 2_000_000})
+    secured = stack.model_copy(update={"api_key": SecretStr("s3cret"), "api_max_body_bytes": 2_000_000})
     pin_topic, geo_topic = secured.topics[0], secured.topics[1]
     pin = make_source("aicore", 1).batch(0, 1).pin.to_pylist()[0]
     geo = make_source("aicore", 1).batch(0, 1).geo.to_pylist()[0]

@@ -5,7 +5,6 @@ mistake a user can make ends in one line saying what to do (exit 2), never a tra
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
@@ -14,35 +13,21 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from unittest.mock import patch
 
 import duckdb
 import pytest
-from typer.testing import CliRunner
 
-from ingestion import cli, transform
+from ingestion import transform
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.errors import PinpipeError
 from ingestion.services import S3Server, free_port
 
-from helpers import plain_dbt
+from helpers import Done, one_line_error, pinpipe_here, plain_dbt
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("operability")]
 
 PINPIPE = str(Path(sys.executable).parent / "pinpipe")
-
-
-@dataclass(frozen=True)
-class Done:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
 
 
 def _pinpipe(settings: Settings, *args: str, **env: str) -> Done:
@@ -51,32 +36,6 @@ def _pinpipe(settings: Settings, *args: str, **env: str) -> Done:
     environment = {**os.environ, "COLUMNS": "200", **settings.environment(), **env}
     finished = subprocess.run([PINPIPE, *args], env=environment, capture_output=True, text=True, timeout=600)
     return Done(finished.returncode, finished.stdout, finished.stderr)
-
-
-def _pinpipe_here(settings: Settings | None, *args: str, **env: str) -> Done:
-    """`pinpipe` run in this process, as its entry point runs it (its own arguments, environment and
-    streams, by click's CliRunner isolation): for its messages, where no signal, pipe or process is
-    under test, without a Python start-up each."""
-    environment = {"COLUMNS": "200", **(settings.environment() if settings else {}), **env}
-    with CliRunner().isolation(env=environment) as (out, err, _), patch.object(sys, "argv", ["pinpipe", *args]):
-        try:
-            cli.main()
-        except SystemExit as exit:
-            code = exit.code
-        sys.stdout.flush()
-        sys.stderr.flush()
-        said, told = out.getvalue().decode(), err.getvalue().decode()  # closed when the isolation ends
-    assert isinstance(code, int), code
-    return Done(code, said, told)
-
-
-def _one_line_error(done: Done, code: int, *phrases: str) -> None:
-    assert done.code == code, done.out + done.err
-    assert len(done.error_lines) == 1, done.err
-    assert done.error_lines[0].startswith("Error: "), done.err
-    assert "Traceback" not in done.out + done.err
-    for phrase in phrases:
-        assert phrase in done.error_lines[0], done.err
 
 
 @pytest.fixture(scope="module")
@@ -207,36 +166,24 @@ def test_marts_can_be_read_while_a_build_runs(built: Settings, tmp_path: Path) -
 
 
 def test_a_second_build_waits_for_the_first_and_gives_up_with_one_line(built: Settings, tmp_path: Path) -> None:
-    with open(f"{built.warehouse}.build-lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        lock.seek(0)
-        lock.truncate()
-        lock.write("the nightly job (pid 4242)")
-        lock.flush()
-        try:
-            done = _pinpipe_here(
-                built, "transform", PINPIPE_BUILD_WAIT_SECONDS="2", DBT_TARGET_PATH=str(tmp_path / "t")
-            )
-        finally:
-            lock.truncate(0)
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    assert "waiting for the nightly job (pid 4242)" in done.out
-    _one_line_error(done, 2, "the nightly job (pid 4242) is still building", "PINPIPE_BUILD_WAIT_SECONDS")
+    with transform.build_lock(built, on_wait=None):  # as another pinpipe holds it
+        done = pinpipe_here(built, "transform", PINPIPE_BUILD_WAIT_SECONDS="2", DBT_TARGET_PATH=str(tmp_path / "t"))
+    holder = f"pinpipe (pid {os.getpid()})"
+    assert f"waiting for {holder}" in done.out
+    one_line_error(done, 2, f"{holder} is still building", "PINPIPE_BUILD_WAIT_SECONDS")
 
 
 def test_a_wrong_lake_is_refused_and_the_marts_keep_their_rows(built: Settings, tmp_path: Path) -> None:
     rows = _count(built, "select count(*) from marts.most_popular_category_by_country")
     wrong = built.model_copy(update={"lake": str(tmp_path / "lak")})
-    _one_line_error(
-        _pinpipe_here(wrong, "transform"), 2, f"lake {tmp_path / 'lak'} has no bronze tables", "PINPIPE_LAKE"
-    )
+    one_line_error(pinpipe_here(wrong, "transform"), 2, f"lake {tmp_path / 'lak'} has no bronze tables", "PINPIPE_LAKE")
     assert not (tmp_path / "lak").exists()
     assert _count(built, "select count(*) from marts.most_popular_category_by_country") == rows > 0
 
 
 def test_a_query_on_a_warehouse_built_from_another_lake_says_so(built: Settings, tmp_path: Path) -> None:
     other = built.model_copy(update={"lake": str(tmp_path / "other-lake")})
-    done = _pinpipe_here(other, "sql", "select count(*) as posts from bronze.pin", "--format", "csv")
+    done = pinpipe_here(other, "sql", "select count(*) as posts from bronze.pin", "--format", "csv")
     assert done.code == 0, done.err
     assert done.out.splitlines()[0] == '"posts"'  # the note is on stderr, the csv clean
     assert f"the warehouse was built from the lake {built.lake}" in done.err
@@ -257,8 +204,8 @@ def test_a_reader_that_stops_reading_is_not_a_failure(built: Settings) -> None:
 def test_a_lake_that_is_a_file_is_refused(built: Settings, tmp_path: Path) -> None:
     a_file = tmp_path / "lake.txt"
     a_file.write_text("not a lake")
-    _one_line_error(
-        _pinpipe_here(built.model_copy(update={"lake": str(a_file)}), "transform"), 2, "is a file, not a folder"
+    one_line_error(
+        pinpipe_here(built.model_copy(update={"lake": str(a_file)}), "transform"), 2, "is a file, not a folder"
     )
 
 
@@ -268,7 +215,7 @@ def test_a_lake_that_is_a_file_is_refused(built: Settings, tmp_path: Path) -> No
 def test_a_warehouse_where_nothing_can_be_written_is_refused(built: Settings, warehouse: str, folder: str) -> None:
     """A folder that cannot be made, and one that exists but takes no files."""
     unwritable = built.model_copy(update={"warehouse": warehouse})
-    _one_line_error(_pinpipe_here(unwritable, "transform"), 2, f"cannot write in the warehouse's folder {folder}:")
+    one_line_error(pinpipe_here(unwritable, "transform"), 2, f"cannot write in the warehouse's folder {folder}:")
 
 
 @pytest.mark.parametrize(
@@ -282,7 +229,7 @@ def test_a_warehouse_where_nothing_can_be_written_is_refused(built: Settings, wa
     ],
 )
 def test_a_mistyped_command_or_option_gets_the_usage_and_one_line(args: list[str], said: str) -> None:
-    done = _pinpipe_here(None, *args)
+    done = pinpipe_here(None, *args)
     assert done.code == 2
     assert done.err.startswith("Usage: pinpipe"), done.err
     assert f"Error: {said}" in done.err
@@ -291,23 +238,21 @@ def test_a_mistyped_command_or_option_gets_the_usage_and_one_line(args: list[str
 
 
 def test_sql_that_would_write_is_refused_in_one_line(built: Settings) -> None:
-    _one_line_error(
-        _pinpipe_here(built, "sql", "drop table marts.users_joined_by_year"), 2, "only queries run here", "not drop"
+    one_line_error(
+        pinpipe_here(built, "sql", "drop table marts.users_joined_by_year"), 2, "only queries run here", "not drop"
     )
-    _one_line_error(_pinpipe_here(built, "sql", "select 1; select 2"), 2, "one statement at a time")
-    assert _pinpipe_here(built, "sql", "select count(*) from marts.users_joined_by_year").code == 0
+    one_line_error(pinpipe_here(built, "sql", "select 1; select 2"), 2, "one statement at a time")
+    assert pinpipe_here(built, "sql", "select count(*) from marts.users_joined_by_year").code == 0
 
 
 def test_sql_that_does_not_parse_gets_one_line(built: Settings) -> None:
-    _one_line_error(
-        _pinpipe_here(built, "sql", "selec 1"), 2, "the SQL does not run", 'syntax error at or near "selec"'
-    )
+    one_line_error(pinpipe_here(built, "sql", "selec 1"), 2, "the SQL does not run", 'syntax error at or near "selec"')
 
 
 def test_a_missing_warehouse_is_one_line_and_is_not_created(built: Settings, tmp_path: Path) -> None:
     missing = built.model_copy(update={"warehouse": str(tmp_path / "nowhere" / "pinpipe.duckdb")})
-    _one_line_error(_pinpipe_here(missing, "marts"), 2, "no warehouse at", "pinpipe run")
-    _one_line_error(_pinpipe_here(missing, "sql", "select 1"), 2, "no warehouse at")
+    one_line_error(pinpipe_here(missing, "marts"), 2, "no warehouse at", "pinpipe run")
+    one_line_error(pinpipe_here(missing, "sql", "select 1"), 2, "no warehouse at")
     assert not (tmp_path / "nowhere").exists()
 
 
@@ -322,7 +267,7 @@ def test_a_missing_warehouse_is_one_line_and_is_not_created(built: Settings, tmp
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_it(built: Settings, variable: str, value: str, said: str) -> None:
-    _one_line_error(_pinpipe_here(built, "sql", "select 1", **{variable: value}), 2, variable, said)
+    one_line_error(pinpipe_here(built, "sql", "select 1", **{variable: value}), 2, variable, said)
 
 
 def test_building_from_an_s3_lake_that_does_not_answer_is_one_line(built: Settings, tmp_path: Path) -> None:
@@ -330,8 +275,8 @@ def test_building_from_an_s3_lake_that_does_not_answer_is_one_line(built: Settin
     down = built.model_copy(
         update={"lake": "s3://pinpipe/lake", "s3_endpoint_url": closed, "warehouse": str(tmp_path / "w.duckdb")}
     )
-    done = _pinpipe_here(down, "transform")
-    _one_line_error(done, 2, f"cannot read the lake s3://pinpipe/lake at {closed}", "pinpipe services up")
+    done = pinpipe_here(down, "transform")
+    one_line_error(done, 2, f"cannot read the lake s3://pinpipe/lake at {closed}", "pinpipe services up")
     assert "WARN" not in done.err  # the Rust crates' own logging stays quiet
 
 
@@ -347,21 +292,21 @@ def test_a_lake_in_a_bucket_that_does_not_exist_is_one_line_naming_it(
         }
     )
     for command in (("emulate", "--posts", "10"), ("transform",)):
-        _one_line_error(
-            _pinpipe_here(missing, *command), 2, "the lake's bucket 'no-such-bucket' does not exist", "--lake"
+        one_line_error(
+            pinpipe_here(missing, *command), 2, "the lake's bucket 'no-such-bucket' does not exist", "--lake"
         )
 
 
 def test_loading_with_s3_down_is_one_line(built: Settings) -> None:
     closed = free_port()
     down = built.model_copy(update={"s3_port": closed, "s3_endpoint_url": None})
-    _one_line_error(_pinpipe_here(down, "load"), 1, f"http://127.0.0.1:{closed} does not answer", "pinpipe services up")
+    one_line_error(pinpipe_here(down, "load"), 1, f"http://127.0.0.1:{closed} does not answer", "pinpipe services up")
 
 
 def test_the_sink_with_kafka_down_is_one_line(built: Settings) -> None:
     closed = free_port()
     down = built.model_copy(update={"kafka_port": closed})
-    _one_line_error(_pinpipe_here(down, "sink", "--until-caught-up"), 2, f"Kafka at 127.0.0.1:{closed} does not answer")
+    one_line_error(pinpipe_here(down, "sink", "--until-caught-up"), 2, f"Kafka at 127.0.0.1:{closed} does not answer")
 
 
 def test_the_run_builds_the_target_it_is_given(built: Settings) -> None:
@@ -397,7 +342,7 @@ def test_a_target_whose_adapter_is_not_installed_says_to_install_it(
         timeout=300,
     )
     done = Done(finished.returncode, finished.stdout, finished.stderr)
-    _one_line_error(done, 2, f"the {target} target", "make spark")
+    one_line_error(done, 2, f"the {target} target", "make spark")
     assert done.out == ""  # no progress bar left above the error
     assert _count(built, "select count(*) from bronze.pin") == posts_before
 
@@ -411,7 +356,7 @@ def test_the_spark_target_without_java_says_to_install_it(built: Settings) -> No
         text=True,
         timeout=300,
     )
-    _one_line_error(Done(finished.returncode, finished.stdout, finished.stderr), 2, "needs Java 17", "JAVA_HOME")
+    one_line_error(Done(finished.returncode, finished.stdout, finished.stderr), 2, "needs Java 17", "JAVA_HOME")
 
 
 def test_spark_as_a_client_of_a_cluster_needs_no_local_java(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -426,7 +371,7 @@ def test_spark_as_a_client_of_a_cluster_needs_no_local_java(monkeypatch: pytest.
 
 
 def test_csv_holds_list_columns_as_json(built: Settings) -> None:
-    done = _pinpipe_here(
+    done = pinpipe_here(
         built, "sql", "--format", "csv", "select ind, coordinates from staging.stg_pinterest__geo limit 3"
     )
     assert done.code == 0, done.err
@@ -439,7 +384,7 @@ def test_csv_holds_list_columns_as_json(built: Settings) -> None:
 
 
 def test_help_names_the_environment_variable_of_each_option(built: Settings) -> None:
-    done = _pinpipe_here(built, "--help")
+    done = pinpipe_here(built, "--help")
     for variable in ("PINPIPE_LAKE", "PINPIPE_WAREHOUSE", "PINPIPE_TARGET", "PINPIPE_DEBUG"):
         assert f"env var: {variable}" in done.out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pydantic import SecretStr
 
 from ingestion import transform
 from ingestion.bronze import Lake
@@ -256,7 +257,7 @@ def test_undecodable_records_are_quarantined_and_invalid_requests_get_their_stat
         "not a JSON object but list",
     ]
 
-    secured = streaming.model_copy(update={"api_key": "s3cret"})
+    secured = streaming.model_copy(update={"api_key": SecretStr("s3cret")})
     pin_stream, user_stream = _stream_name(streaming, "pin"), _stream_name(streaming, "user")
     with api_server(secured, health="/healthz/streams") as url:
         session = requests.Session()

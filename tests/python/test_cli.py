@@ -1,0 +1,77 @@
+"""The `pinpipe` command's own behaviour, in-process: help grouped with the main command first, the
+global options accepted after the command too, `pinpipe settings`, and the stages' restart backoff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from ingestion.cli import RestartBackoff, global_options_first
+
+from helpers import one_line_error, pinpipe_here
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        (["run", "--lake", "L", "--posts", "5"], ["--lake", "L", "run", "--posts", "5"]),
+        (["sql", "select 1", "--warehouse=W", "--debug"], ["--warehouse=W", "--debug", "sql", "select 1"]),
+        (["--target", "spark", "transform"], ["--target", "spark", "transform"]),
+        (["sql", "--", "--lake"], ["sql", "--", "--lake"]),
+        (["emulate", "--to", "api"], ["emulate", "--to", "api"]),
+    ],
+)
+def test_global_options_are_read_wherever_they_stand(given: list[str], read: list[str]) -> None:
+    assert global_options_first(given) == read
+
+
+def test_an_option_after_the_command_takes_effect(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "pinpipe.duckdb"
+    one_line_error(pinpipe_here(None, "marts", "--warehouse", str(missing)), 2, f"no warehouse at {missing}")
+
+
+def test_help_lists_the_main_command_first_in_its_panels() -> None:
+    out = pinpipe_here(None, "--help").out
+    panels = [out.index(panel) for panel in ("Start here", "The pipeline's stages", "Operating")]
+    assert panels == sorted(panels)
+    assert out.index(" run ") < out.index(" emulate ") < out.index(" transform ") < out.index(" settings ")
+
+
+def test_settings_say_where_each_came_from_and_mask_secrets() -> None:
+    done = pinpipe_here(
+        None,
+        "settings",
+        "--lake",
+        "/data/lake",
+        PINPIPE_S3_SECRET_ACCESS_KEY="hunter2",
+        PINPIPE_SOURCE_URL="postgresql+psycopg://analyst:pa55word@db.example.com/pinterest",
+        PINPIPE_KAFKA_PARTITIONS="7",
+        COLUMNS="250",
+    )
+    assert done.code == 0, done.err
+    rows = {
+        line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+        for line in done.out.splitlines()
+        if line.count("│") == 5
+    }
+    assert rows["lake"] == ["PINPIPE_LAKE", "/data/lake", "option"]
+    assert rows["kafka_partitions"] == ["PINPIPE_KAFKA_PARTITIONS", "7", "environment"]
+    assert rows["s3_bucket"] == ["PINPIPE_S3_BUCKET", "pinpipe", "default"]
+    assert rows["source_url"][1] == "postgresql+psycopg://analyst:***@db.example.com/pinterest"
+    assert rows["s3_secret_access_key"][1] == "**********"
+    assert "hunter2" not in done.out
+    assert "pa55word" not in done.out
+
+
+def _failed_after(backoff: RestartBackoff, ran_s: float) -> float:
+    backoff.started(SimpleNamespace())  # type: ignore[arg-type]
+    return backoff(SimpleNamespace(outcome_timestamp=backoff.attempt_started + ran_s))  # type: ignore[arg-type]
+
+
+def test_restarts_back_off_to_a_minute_and_start_over_after_a_long_run() -> None:
+    backoff = RestartBackoff()
+    assert [_failed_after(backoff, 0.5) for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert _failed_after(backoff, 61) == 1  # a blip after a long run
+    assert _failed_after(backoff, 0.5) == 2
