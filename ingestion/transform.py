@@ -130,11 +130,6 @@ def build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> Ite
     try:  # both sit beside the warehouse, whose folder must exist and take files
         holder.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=0)
-    except OSError as error:
-        raise PinpipeError(
-            f"cannot write in the warehouse's folder {holder.parent}: {error.strerror}; "
-            "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
-        ) from None
     except Timeout:
         who = _read_or(holder, "another process")
         if on_wait is not None:
@@ -146,6 +141,11 @@ def build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> Ite
                 f"{_read_or(holder, who)} is still building {settings.warehouse} after"
                 f" {settings.build_wait_seconds:g} s: wait for it to finish, or raise PINPIPE_BUILD_WAIT_SECONDS"
             ) from None
+    except OSError as error:  # (after Timeout, which is one)
+        raise PinpipeError(
+            f"cannot write in the warehouse's folder {holder.parent}: {error.strerror}; "
+            "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
+        ) from None
     try:
         holder.write_text(f"pinpipe (pid {os.getpid()})")
         yield

@@ -306,7 +306,14 @@ def pinpipe_here(settings: Settings | None, *args: str, **env: str) -> Done:
     streams, by click's CliRunner isolation): for its messages, where no signal, pipe or process is
     under test, without a Python start-up each."""
     environment = {"COLUMNS": "200", **(settings.environment() if settings else {}), **env}
-    with CliRunner().isolation(env=environment) as (out, err, _), patch.object(sys, "argv", ["pinpipe", *args]):
+    # the width a process started with these COLUMNS would have (the console read them at import)
+    width = int(environment["COLUMNS"])
+    with (
+        CliRunner().isolation(env=environment) as (out, err, _),
+        patch.object(sys, "argv", ["pinpipe", *args]),
+        patch.object(cli.console, "_width", width),
+        patch.object(cli.errors, "_width", width),
+    ):
         try:
             cli.main()
         except SystemExit as exit:
