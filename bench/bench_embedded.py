@@ -22,10 +22,11 @@ from rich.table import Table
 
 
 def _child_load(lake: str, posts: int, batch_size: int) -> dict:
-    from ingestion.bronze import Lake, ensure_tables
     from ingestion.config import Settings
-    from ingestion.emulate import batches, make_source
+    from ingestion.emulate import batches
+    from ingestion.lake import Lake, ensure_tables
     from ingestion.load import load_posts
+    from ingestion.post_sources import make_source
 
     source = make_source("synthetic", 100)
     started = time.perf_counter()

@@ -27,8 +27,9 @@ from rich.table import Table
 
 from ingestion import transform
 from ingestion.config import Settings
-from ingestion.emulate import batches, make_source
+from ingestion.emulate import batches
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
 
 BIN = Path(sys.executable).parent

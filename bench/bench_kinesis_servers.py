@@ -25,7 +25,7 @@ from rich.table import Table
 
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.post_sources import make_source
 from ingestion.services import KinesisServer, free_port
 
 WINDOW = 10.0

@@ -33,8 +33,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from ingestion.bronze import Lake, table_stats
 from ingestion.config import Settings
+from ingestion.lake import Lake, table_stats
 from ingestion.services import KafkaBroker, PrometheusServer, Pushgateway, S3Server, free_port
 
 PINPIPE = [sys.executable, "-m", "ingestion"]

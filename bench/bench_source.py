@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ingestion.config import Settings
-from ingestion.emulate import PostSource, make_source
+from ingestion.emulate import PostSource
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 from ingestion.services import PostgresServer, free_port
 from ingestion.source import DbSource, connect, create, load_source
 

@@ -26,8 +26,9 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from ingestion.bronze import Lake, StreamSlice, append_slices, ensure_tables
+from ingestion.bronze import StreamSlice, append_slices
 from ingestion.config import Settings
+from ingestion.lake import Lake, ensure_tables
 from ingestion.transform import duckdb_config, ensure_duckdb_extensions
 
 TABLE = "user_stream"

@@ -34,7 +34,7 @@ from rich.table import Table
 from ingestion import transform
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.post_sources import make_source
 from ingestion.services import KinesisServer, free_port
 from ingestion.stream import StreamConsumer
 

@@ -181,8 +181,8 @@ with DAG(
     @task(retries=0)
     def emulate_posts() -> int:
         """The embedded default: ``pinpipe_emulated_posts`` new posts straight into bronze."""
-        from ingestion.emulate import make_source
         from ingestion.load import load_new_posts
+        from ingestion.post_sources import make_source
 
         posts = int(_variable("pinpipe_emulated_posts", "5000"))
         return sum(r.appended for r in load_new_posts(SETTINGS, make_source("synthetic", 100), posts))

@@ -32,8 +32,10 @@ from ingestion import artifacts, bronze, load, metrics, post, services, sink, tr
 from ingestion import stack as stack_api
 from ingestion.bus import BusError
 from ingestion.config import Settings, described_settings
-from ingestion.emulate import PostBatch, PostSource, SourceName, make_source
+from ingestion.emulate import PostBatch, PostSource
 from ingestion.errors import PinpipeError, ServiceDown
+from ingestion.lake import BRONZE_TABLES, STREAM_TABLES, Lake, compact
+from ingestion.post_sources import SourceName, make_source
 from ingestion.sink import FlushPolicy
 
 START, STAGES, OPERATING = "Start here", "The pipeline's stages", "Operating"
@@ -645,18 +647,18 @@ def compact_command(
     tables no process is writing.
     """
     settings = _settings(context)
-    if unknown := sorted(set(table or []) - set(bronze.BRONZE_TABLES)):
+    if unknown := sorted(set(table or []) - set(BRONZE_TABLES)):
         raise typer.BadParameter(
-            f"no bronze table {', '.join(unknown)}; the tables are {', '.join(bronze.BRONZE_TABLES)}",
+            f"no bronze table {', '.join(unknown)}; the tables are {', '.join(BRONZE_TABLES)}",
             param_hint="--table",
         )
-    bronze_lake = bronze.Lake.from_settings(settings)
+    bronze_lake = Lake.from_settings(settings)
     hours = settings.stream_retention_hours if retention_hours is None else retention_hours
     report = Table("table", title=f"bronze compacted (time travel kept: {hours} h)")
     for column in ("files before", "files after", "files deleted"):
         report.add_column(column, justify="right")
-    for name in table or list(bronze.STREAM_TABLES.values()):
-        done = bronze.compact(bronze_lake, name, retention_hours=hours)
+    for name in table or list(STREAM_TABLES.values()):
+        done = compact(bronze_lake, name, retention_hours=hours)
         report.add_row(name, f"{done.files_before:,}", f"{done.files_after:,}", f"{done.files_deleted:,}")
     console.print(report)
 

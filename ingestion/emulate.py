@@ -20,15 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingestion.schemas import RAW_ARROW_SCHEMAS, RAW_TABLES, RawTable
-
-SourceName = Literal["aicore", "synthetic", "db"]
 
 # The exact placeholder strings of the real data (RAW_DATA.md); dbt's cleaning macros null them.
 NO_TITLE = "No Title Data Available"
@@ -77,19 +75,6 @@ def batches(source: PostSource, count: int, *, start: int = 0, batch_size: int =
     """Posts ``start .. count - 1`` of ``source`` in batches of at most ``batch_size``."""
     for first in range(start, count, batch_size):
         yield source.batch(first, min(batch_size, count - first))
-
-
-def make_source(name: SourceName, seed: int = 100, source_url: str | None = None) -> PostSource:
-    """The posts of ``name``: the real rows, synthetic ones, or the source database at ``source_url``."""
-    if name == "aicore":
-        return AicoreSource(seed)
-    if name == "synthetic":
-        return SyntheticSource(seed)
-    if name == "db" and source_url is not None:
-        from ingestion.source import db_source  # the source module emulates through this one
-
-        return db_source(source_url, seed)
-    raise ValueError(f"unknown source {name!r}: choose aicore, synthetic, or db (with its URL)")
 
 
 # --- deterministic hashing: splitmix64, vectorised -------------------------------------------------

@@ -17,26 +17,16 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry
 
 from ingestion import clients
-from ingestion.bronze import (
-    AppendResult,
-    Lake,
-    Lines,
-    StreamSlice,
-    append,
-    append_slices,
-    committed_offset,
-    committed_offsets,
-    ensure_tables,
-    newest_ingested_at,
-    parse_lines,
-)
+from ingestion.bronze import AppendResult, StreamSlice, append, append_slices, committed_offset, committed_offsets
+from ingestion.bronze_rows import Lines, parse_lines
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, PostSource, batches
 from ingestion.errors import PinpipeError
 from ingestion.failpoints import failpoint
+from ingestion.lake import Lake, ensure_tables, newest_ingested_at
 from ingestion.metrics import BronzeMetrics
+from ingestion.object_keys import object_key, parse_object_key
 from ingestion.schemas import RAW_TABLES, RawTable
-from ingestion.sink import object_key, parse_object_key
 
 
 def load_posts(

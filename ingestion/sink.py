@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,34 +31,12 @@ from ingestion.config import Settings
 from ingestion.errors import ServiceDown
 from ingestion.failpoints import failpoint
 from ingestion.metrics import SinkMetrics
-
-OBJECT_KEY = re.compile(
-    r"topics/(?P<topic>[^/]+)/partition=(?P<partition>\d+)/(?P=topic)\+(?P=partition)\+(?P<start>\d+)\.json$"
-)
+from ingestion.object_keys import object_key
 
 Partition = tuple[str, int]  # (topic, partition)
 
 # how often a running sink asks Kafka for the end offsets to report its lag
 LAG_REPORT_SECONDS = 5.0
-
-
-def object_key(prefix: str, topic: str, partition: int, start: int) -> str:
-    return f"{prefix}/topics/{topic}/partition={partition}/{topic}+{partition}+{start:010d}.json"
-
-
-@dataclass(frozen=True)
-class RawObject:
-    key: str
-    topic: str
-    partition: int
-    start: int
-
-
-def parse_object_key(key: str) -> RawObject | None:
-    match = OBJECT_KEY.search(key)
-    if match is None:
-        return None
-    return RawObject(key, match["topic"], int(match["partition"]), int(match["start"]))
 
 
 def as_line(value: bytes | None) -> bytes:

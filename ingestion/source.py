@@ -23,7 +23,7 @@ import pyarrow as pa
 import sqlalchemy
 from sqlalchemy.exc import DBAPIError
 
-from ingestion.emulate import KeyedRandom, PostBatch, PostSource, aicore_tables, batches, make_source
+from ingestion.emulate import KeyedRandom, PostBatch, PostSource, SyntheticSource, aicore_tables, batches
 from ingestion.errors import PinpipeError
 from ingestion.schemas import KEY_FIELD, RAW_ARROW_SCHEMAS, RAW_LIST_ADAPTERS, RAW_MODELS, RAW_TABLES, RawTable
 
@@ -165,7 +165,7 @@ def _rows(synthetic_posts: int | None, seed: int) -> Iterator[tuple[RawTable, li
             yield table, rows.to_pylist()
         return
     seen: dict[RawTable, set[int]] = {table: set() for table in RAW_TABLES}
-    for batch in batches(make_source("synthetic", seed), synthetic_posts):
+    for batch in batches(SyntheticSource(seed), synthetic_posts):
         for table in RAW_TABLES:
             fresh = []
             for row in batch.table(table).to_pylist():

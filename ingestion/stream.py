@@ -27,20 +27,11 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry
 
 from ingestion import clients
-from ingestion.bronze import (
-    STREAM_TABLES,
-    Lake,
-    StreamSlice,
-    Undecodable,
-    append_slices,
-    compact_in_child,
-    ensure_tables,
-    newest_ingested_at,
-    parse_lines,
-    stream_positions,
-)
+from ingestion.bronze import StreamSlice, append_slices, stream_positions
+from ingestion.bronze_rows import Undecodable, parse_lines
 from ingestion.config import Settings
 from ingestion.failpoints import failpoint
+from ingestion.lake import STREAM_TABLES, Lake, compact_in_child, ensure_tables, newest_ingested_at
 from ingestion.metrics import StreamMetrics
 from ingestion.schemas import RawTable
 

@@ -22,7 +22,6 @@ import yaml
 from filelock import FileLock, Timeout
 
 from ingestion import clients
-from ingestion.bronze import Lake, ensure_tables
 from ingestion.config import SKIP_UNIT_TESTS, Settings
 from ingestion.errors import (
     BuildBusy,
@@ -32,6 +31,7 @@ from ingestion.errors import (
     NoWarehouse,
     PinpipeError,
 )
+from ingestion.lake import Lake, ensure_tables
 from ingestion.schemas import RAW_TABLES
 
 if TYPE_CHECKING:

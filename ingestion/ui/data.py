@@ -15,9 +15,9 @@ import sqlalchemy
 from sqlalchemy.pool import NullPool
 
 from ingestion import artifacts
-from ingestion.bronze import BRONZE_TABLES, Lake, table_stats
 from ingestion.config import Settings
 from ingestion.errors import NoWarehouse
+from ingestion.lake import BRONZE_TABLES, Lake, table_stats
 from ingestion.transform import check_read_only
 
 

@@ -15,8 +15,8 @@
     {{ return(lake ~ '/bronze/' ~ table) }}
 {%- endmacro %}
 
-{#- The tables of the `bronze` source (models/staging/pinterest/_pinterest__sources.yml), the one list
-    the Python loaders read too. -#}
+{#- The tables of the `bronze` source (models/staging/pinterest/_pinterest__sources.yml), the list
+    the Python loaders write too (ingestion/lake.py; a test holds the two equal). -#}
 {% macro bronze_tables() -%}
     {%- set tables = [] -%}
     {%- for source in graph.get('sources', {}).values() if source.source_name == 'bronze' -%}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.bronze import Lake
 from ingestion.config import Settings
+from ingestion.lake import Lake
 from ingestion.services import KafkaBroker, S3Server, free_port
 
 from helpers import Dbt, KinesisServers

@@ -20,13 +20,14 @@ import requests
 from typer.testing import CliRunner
 
 from ingestion import cli, transform
-from ingestion.bronze import TABLES, Lake, append
+from ingestion.bronze import append
 from ingestion.clients import s3_client
 from ingestion.config import PROJECT_DIR, Settings
-from ingestion.emulate import make_source
+from ingestion.lake import TABLES, Lake
+from ingestion.object_keys import parse_object_key
+from ingestion.post_sources import make_source
 from ingestion.schemas import payload_fields
 from ingestion.services import KinesisServer, free_port
-from ingestion.sink import parse_object_key
 
 import reference
 

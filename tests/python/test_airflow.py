@@ -24,9 +24,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingestion.bronze import Lake, append
+from ingestion.bronze import append
 from ingestion.config import PROJECT_DIR, Settings
-from ingestion.emulate import batches, make_source
+from ingestion.emulate import batches
+from ingestion.lake import Lake
+from ingestion.post_sources import make_source
 from ingestion.services import Pushgateway, free_port
 
 from helpers import assert_marts_equal_reference, eventually

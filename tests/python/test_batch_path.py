@@ -21,13 +21,13 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import SecretStr
 
 from ingestion.api import create_app
-from ingestion.bronze import QUARANTINE, Lake
 from ingestion.clients import s3_client
 from ingestion.config import Settings
-from ingestion.emulate import make_source
 from ingestion.failpoints import ENVIRONMENT_VARIABLE
+from ingestion.lake import QUARANTINE, Lake
 from ingestion.load import load_raw_objects
 from ingestion.post import KafkaTopics, post_batches
+from ingestion.post_sources import make_source
 from ingestion.services import KafkaBroker, free_port
 from ingestion.sink import FlushPolicy, S3Sink
 from ingestion.stack import api_server

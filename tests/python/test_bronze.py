@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ingestion.bronze import QUARANTINE, Lake, append, committed_offset
+from ingestion.bronze import append, committed_offset
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.lake import QUARANTINE, Lake
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
 
 from helpers import generated, in_tables
@@ -141,7 +142,7 @@ def test_arrow_input_with_a_null_key_takes_the_per_record_path(lake: Lake) -> No
 def test_a_loader_killed_mid_load_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
     lake, stream = Lake(str(tmp_path / "lake")), "emulator/synthetic/seed=9"
     script = (
-        "from ingestion.config import Settings; from ingestion.emulate import make_source;"
+        "from ingestion.config import Settings; from ingestion.post_sources import make_source;"
         "from ingestion.load import load_posts;"
         f"load_posts(Settings(lake={lake.root!r}), make_source('synthetic', 9), 100_000, batch_size=5_000)"
     )

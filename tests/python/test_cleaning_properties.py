@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestion.bronze import bronze_schema
 from ingestion.config import Settings
+from ingestion.schemas import bronze_schema
 
 import reference
 from helpers import Dbt

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 
 from ingestion import transform
-from ingestion.bronze import Lake, append
+from ingestion.bronze import append
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.lake import Lake
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 
 import reference
 from helpers import Dbt, append_dirty_posts, dirty_post

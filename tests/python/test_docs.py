@@ -7,8 +7,8 @@ import pytest
 
 from ingestion import transform
 from ingestion.config import Settings
-from ingestion.emulate import make_source
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 
 from helpers import Dbt
 

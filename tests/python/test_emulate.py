@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.emulate import batches, make_source
+from ingestion.emulate import batches
+from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_MODELS, RAW_TABLES
 
 SHIPPED = Path(__file__).resolve().parents[2] / "ingestion" / "data" / "aicore"

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from ingestion import transform
-from ingestion.bronze import Lake, append
+from ingestion.bronze import append
 from ingestion.config import Settings
-from ingestion.emulate import batches, make_source
+from ingestion.emulate import batches
+from ingestion.lake import Lake
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 
 from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from ingestion import transform
-from ingestion.bronze import Lake
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.lake import Lake
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 
 from helpers import Dbt, append_dirty_posts
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from ingestion.bronze import QUARANTINE, Lake, committed_offset
-from ingestion.emulate import make_source
+from ingestion.bronze import committed_offset
 from ingestion.failpoints import ENVIRONMENT_VARIABLE, POINTS
+from ingestion.lake import QUARANTINE, Lake
+from ingestion.object_keys import object_key
+from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
-from ingestion.sink import object_key
 
 from helpers import generated, in_tables, record
 

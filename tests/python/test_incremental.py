@@ -17,10 +17,12 @@ import pytest
 from deltalake import write_deltalake
 
 from ingestion import transform
-from ingestion.bronze import Lake, append, table_schema, to_bronze_rows
+from ingestion.bronze import append
+from ingestion.bronze_rows import to_bronze_rows
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.lake import Lake, table_schema
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 from ingestion.schemas import KEY_FIELD, RawTable
 
 from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference

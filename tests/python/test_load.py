@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingestion.bronze import QUARANTINE, Lake
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.lake import QUARANTINE, Lake
 from ingestion.load import GapError, NoRawObjects, RawObjectLoader, load_raw_objects
 from ingestion.metrics import BronzeMetrics
-from ingestion.sink import object_key
+from ingestion.object_keys import object_key
+from ingestion.post_sources import make_source
 
 from helpers import in_tables, record
 

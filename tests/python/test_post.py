@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from ingestion.emulate import make_source
 from ingestion.post import post_batches
+from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
 
 

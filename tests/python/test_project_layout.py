@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ingestion.config import PROJECT_DIR
+from ingestion.lake import TABLES
 
 
 def test_every_model_has_its_own_yaml_file_beside_it_that_describes_it() -> None:
@@ -29,3 +30,15 @@ def test_no_yaml_file_describes_a_model_that_lives_elsewhere() -> None:
     for properties in (PROJECT_DIR / "models").rglob("*.yml"):
         for entry in yaml.safe_load(properties.read_text()).get("models", []) or []:
             assert Path(properties.parent, f"{entry['name']}.sql").exists(), f"{properties} describes {entry['name']}"
+
+
+def test_the_loaders_write_the_bronze_tables_dbt_reads() -> None:
+    """The Python package lists the bronze tables (it runs without the repository's YAML); dbt's
+    sources list them too, with the same meta: which path writes each, which record it carries."""
+    sources = yaml.safe_load((PROJECT_DIR / "models/staging/pinterest/_pinterest__sources.yml").read_text())
+    (bronze,) = [source for source in sources["sources"] if source["name"] == "bronze"]
+    in_dbt = {
+        table["name"]: (table["config"]["meta"]["kind"], table["config"]["meta"].get("carries"))
+        for table in bronze["tables"]
+    }
+    assert in_dbt == {name: (table.kind, table.carries) for name, table in TABLES.items()}

@@ -17,12 +17,12 @@ import pytest
 import requests
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from ingestion.bronze import QUARANTINE, Lake
 from ingestion.clients import kafka_admin
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.lake import QUARANTINE, Lake
 from ingestion.load import load_raw_objects
 from ingestion.post import ApiRejected, KafkaTopics, post_batches
+from ingestion.post_sources import make_source
 from ingestion.schemas import KAFKA_JSON
 from ingestion.services import KafkaBroker, S3Server, free_port
 from ingestion.sink import S3Sink

@@ -9,8 +9,9 @@ import pytest
 
 from ingestion import transform
 from ingestion.config import Settings
-from ingestion.emulate import batches, make_source
+from ingestion.emulate import batches
 from ingestion.load import load_posts
+from ingestion.post_sources import make_source
 from ingestion.services import S3Server
 
 from helpers import Dbt, assert_marts_equal_reference

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingestion.bronze import Lake, ensure_tables
+from ingestion.lake import Lake, ensure_tables
 from ingestion.transform import duckdb_config, ensure_duckdb_extensions
 
 from helpers import plain_dbt

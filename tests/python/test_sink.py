@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ingestion.object_keys import object_key, parse_object_key
 from ingestion.sink import (
     FlushPolicy,
     Message,
@@ -21,8 +22,6 @@ from ingestion.sink import (
     SinkStalled,
     _Buffer,
     as_line,
-    object_key,
-    parse_object_key,
 )
 
 PIN: Partition = ("pin", 0)

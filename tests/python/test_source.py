@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from ingestion.bronze import Lake
 from ingestion.config import Settings
-from ingestion.emulate import PostSource, aicore_tables, make_source
+from ingestion.emulate import PostSource, aicore_tables
+from ingestion.lake import Lake
+from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
 from ingestion.services import PostgresServer, free_port
 from ingestion.source import SOURCE_TABLES, DbSource, SourceUnavailable, connect, create, load_source

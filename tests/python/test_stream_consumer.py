@@ -15,8 +15,8 @@ from botocore.exceptions import ClientError
 from deltalake.exceptions import CommitFailedError
 
 from ingestion import stream
-from ingestion.bronze import Lake
 from ingestion.config import Settings
+from ingestion.lake import Lake
 from ingestion.stream import StreamConsumer
 
 

@@ -20,12 +20,12 @@ import requests
 from pydantic import SecretStr
 
 from ingestion import transform
-from ingestion.bronze import Lake
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
-from ingestion.emulate import make_source
 from ingestion.failpoints import ENVIRONMENT_VARIABLE
+from ingestion.lake import Lake
 from ingestion.post import KinesisStreams, post_batches
+from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
 from ingestion.services import KinesisServer, free_port
 from ingestion.stack import api_server

@@ -17,9 +17,10 @@ import pytest
 import sqlalchemy
 from streamlit.testing.v1 import AppTest
 
-from ingestion.bronze import STREAM_TABLES, Lake, StreamSlice, append_slices
+from ingestion.bronze import StreamSlice, append_slices
 from ingestion.config import Settings
-from ingestion.emulate import make_source
+from ingestion.lake import STREAM_TABLES, Lake
+from ingestion.post_sources import make_source
 from ingestion.services import free_port
 from ingestion.ui import data
 
