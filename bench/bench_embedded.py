@@ -51,7 +51,9 @@ def _child_dbt(lake: str, warehouse: str) -> dict:
     from ingestion.config import Settings
 
     settings = Settings(lake=lake, warehouse=warehouse)
-    transform.ensure_duckdb_extensions(settings.duckdb_extension_directory)
+    from ingestion.duckdb_setup import ensure_duckdb_extensions
+
+    ensure_duckdb_extensions(settings.duckdb_extension_directory)
     from dbt.cli.main import dbtRunner  # noqa: F401  import cost kept out of the timing
 
     timings = {}

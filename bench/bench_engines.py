@@ -25,7 +25,7 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
-from ingestion import transform
+from ingestion import reading
 from ingestion.config import Settings
 from ingestion.emulate import batches
 from ingestion.load import load_posts
@@ -107,8 +107,8 @@ def run_size(posts: int, scratch: Path) -> dict[str, float]:
     )
 
     baseline = json.loads(out.read_text())
-    for mart in transform.marts(settings):
-        duck = transform.read_mart(settings, mart).to_pylist()
+    for mart in reading.marts(settings):
+        duck = reading.read_mart(settings, mart).to_pylist()
         # the baseline's JSON has no types: compare values as the JSON round trip leaves them
         assert _normalised(json.loads(json.dumps(duck, default=str))) == _normalised(baseline[mart]), mart
     return result

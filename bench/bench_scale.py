@@ -54,7 +54,7 @@ def _hand_written(lake: str, warehouse: str) -> None:
     import duckdb
 
     from ingestion.config import Settings
-    from ingestion.transform import duckdb_config
+    from ingestion.duckdb_setup import duckdb_config
 
     settings = Settings()
     script = (BENCH / "hand_written.sql").read_text().replace("{lake}", lake)

@@ -28,8 +28,8 @@ from rich.table import Table
 
 from ingestion.bronze import StreamSlice, append_slices
 from ingestion.config import Settings
+from ingestion.duckdb_setup import duckdb_config, ensure_duckdb_extensions
 from ingestion.lake import Lake, ensure_tables
-from ingestion.transform import duckdb_config, ensure_duckdb_extensions
 
 TABLE = "user_stream"
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ingestion import transform
+from ingestion import transform, warehouse
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.post_sources import make_source
@@ -90,7 +90,7 @@ def latency(
             warm.run(["run", "--quiet", "--select", "streaming"])
             visible_at = datetime.now(UTC)
             refreshes.append(time.monotonic() - refresh_started)
-            with transform.connect_warehouse(settings) as connection:
+            with warehouse.connect_warehouse(settings) as connection:
                 rows = connection.execute(
                     "select _stream, _offset, _arrival_time, _ingested_at from streaming.stream_pinterest__pins"
                 ).fetchall()

@@ -35,6 +35,7 @@ from airflow.sdk import DAG, Variable, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 
+from ingestion import warehouse
 from ingestion.config import PROJECT_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -190,10 +191,9 @@ with DAG(
     @task(trigger_rule="none_failed_min_one_success")
     def prepare_warehouse() -> str:
         """Check the lake holds bronze tables, then copy the warehouse to where this run builds."""
-        from ingestion import transform
 
-        transform.check_lake(SETTINGS)
-        return transform.stage_copy(SETTINGS, BUILDING.warehouse)
+        warehouse.check_lake(SETTINGS)
+        return warehouse.stage_copy(SETTINGS, BUILDING.warehouse)
 
     @task
     def source_freshness() -> None:
@@ -229,9 +229,8 @@ with DAG(
     @task
     def publish_warehouse() -> str:
         """Every model built and tested: the run's warehouse replaces the one readers see, whole."""
-        from ingestion import transform
 
-        return transform.publish_copy(SETTINGS, BUILDING.warehouse)
+        return warehouse.publish_copy(SETTINGS, BUILDING.warehouse)
 
     @task
     def publish_docs() -> str:

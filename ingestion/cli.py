@@ -28,7 +28,19 @@ from rich.text import Text
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
 from typer.core import TyperGroup
 
-from ingestion import artifacts, bronze, load, metrics, post, services, sink, transform
+from ingestion import (
+    artifacts,
+    bronze,
+    duckdb_setup,
+    load,
+    metrics,
+    post,
+    reading,
+    services,
+    sink,
+    transform,
+    warehouse,
+)
 from ingestion import stack as stack_api
 from ingestion.bus import BusError
 from ingestion.config import Settings, described_settings
@@ -251,7 +263,7 @@ def _load_source(url: str, synthetic: int | None, seed: int) -> None:
 def setup(context: typer.Context) -> None:
     """Install the DuckDB extensions the warehouse uses (delta, httpfs) from their PyPI wheels."""
     directory = _settings(context).duckdb_extension_directory
-    installed = transform.ensure_duckdb_extensions(directory)
+    installed = duckdb_setup.ensure_duckdb_extensions(directory)
     done = f"installed {', '.join(installed)}" if installed else "already installed"
     console.print(f"DuckDB extensions delta and httpfs: {done} in {directory}")
 
@@ -623,7 +635,7 @@ def stream_command(
             if refresher.wait() not in (0, -signal.SIGTERM):
                 console.print(f"[red]the dbt refreshes failed (exit {refresher.returncode}): see {refresh_log}[/red]")
     if refresher is not None:  # the last records committed reach the models too
-        with transform.building(settings, on_wait=console.print) as private:
+        with warehouse.building(settings, on_wait=console.print) as private:
             transform.run_dbt(private, ["run", "--quiet", "--select", "streaming"])
     committed = sum(c.committed for c in consumers)
     console.print(f"bronze stream tables at {settings.lake}/bronze: {committed:,} records committed")
@@ -713,7 +725,7 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
     project), the build is run again with ``--full-refresh`` instead of failing."""
     transform.require_engine(settings)
     if settings.target != "databricks":
-        transform.check_lake(settings)
+        warehouse.check_lake(settings)
     try:
         _build_and_report(settings, select, full_refresh=full_refresh)
     finally:  # a failed build's results too: a failing test is what an operator most needs to see
@@ -727,7 +739,7 @@ def _build(settings: Settings, select: str | None = None, *, full_refresh: bool 
 def _build_and_report(settings: Settings, select: str | None, *, full_refresh: bool) -> None:
     statuses: Counter[str] = Counter()
     results: Any = None
-    built_from = transform.built_from_lake(settings)
+    built_from = warehouse.built_from_lake(settings)
     if not full_refresh and built_from not in (None, settings.lake):
         # said before dbt runs: its guard would fail staging first, in red, and then be rebuilt all the same
         console.print(
@@ -737,7 +749,7 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
         )
         full_refresh = True
     try:
-        with transform.building(settings, on_wait=console.print) as private, _progress() as progress:
+        with warehouse.building(settings, on_wait=console.print) as private, _progress() as progress:
             task = progress.add_task(f"dbt parse ({settings.target})", total=None)
             manifest = transform.run_dbt(private, ["parse", "--quiet"])  # once, for both invocations
             progress.update(task, description=f"dbt source freshness ({settings.target})")
@@ -797,7 +809,7 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                         console.print(Text.from_ansi(error))
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
             # read from the copy dbt still holds open: the published file would be opened anew (2 s at 10M)
-            covered = transform.coverage(private) if settings.target == "local" else None
+            covered = reading.coverage(private) if settings.target == "local" else None
     except KeyboardInterrupt:
         console.print("interrupted: the warehouse keeps its last good build")
         raise typer.Exit(130) from None
@@ -805,7 +817,7 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
         _print_dirty_input(transform.dirty_input_counts(failed.results or results))
         console.print(f"[red]{failed}[/red] (the warehouse keeps its last good build)")
         raise typer.Exit(1) from None
-    transform.record_built_from_lake(settings)
+    warehouse.record_built_from_lake(settings)
     _print_dirty_input(transform.dirty_input_counts(results))
     if covered is not None:
         console.print(covered)
@@ -929,14 +941,14 @@ def sql(
 ) -> None:
     """Run SQL against the marts of the current target and print the result."""
     settings = _settings(context)
-    built_from = transform.built_from_lake(settings)
+    built_from = warehouse.built_from_lake(settings)
     if built_from not in (None, settings.lake):  # on stderr: csv and json stay clean for tools
         errors.print(
             f"note: the warehouse was built from the lake {built_from}, and its bronze views read that lake,"
             f" not {settings.lake}: `pinpipe transform` builds it from {settings.lake}",
             highlight=False,
         )
-    result = transform.query(settings, query)
+    result = reading.query(settings, query)
     if output is OutputFormat.table:
         console.print(_as_rich_table(query if len(query) <= 80 else query[:77] + "...", result, rows))
     elif output is OutputFormat.csv:
@@ -961,8 +973,8 @@ def _flat(data: pa.Table) -> pa.Table:
 
 
 def _print_marts(settings: Settings, rows: int) -> None:
-    for number, mart in enumerate(transform.marts(settings), start=1):
-        console.print(_as_rich_table(f"{number}. {mart}", transform.read_mart(settings, mart), rows))
+    for number, mart in enumerate(reading.marts(settings), start=1):
+        console.print(_as_rich_table(f"{number}. {mart}", reading.read_mart(settings, mart), rows))
 
 
 def _as_rich_table(title: str, data: pa.Table, rows: int) -> Table:

@@ -1,224 +1,32 @@
-"""Transform: run the dbt project in-process on the configured target and read the marts back."""
+"""Transform: the dbt project run in-process on the configured target (dbt's runner, its
+environment, its failures), and the documentation site it generates."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import import_module
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
-import pyarrow as pa
 import yaml
-from filelock import FileLock, Timeout
 
 from ingestion import clients
 from ingestion.config import SKIP_UNIT_TESTS, Settings
+from ingestion.duckdb_setup import ensure_duckdb_extensions
 from ingestion.errors import (
-    BuildBusy,
     EngineNotInstalled,
-    LakeMissing,
-    NotReadOnly,
-    NoWarehouse,
-    PinpipeError,
 )
 from ingestion.lake import Lake, ensure_tables
-from ingestion.schemas import RAW_TABLES
+from ingestion.warehouse import building
 
 if TYPE_CHECKING:
     from dbt.contracts.graph.manifest import Manifest
-
-# the exposure naming the marts analysts read, in the order of the business questions
-INSIGHTS_EXPOSURE = "exposure.pinpipe.pinterest_insights"
-
-
-# DuckDB extensions shipped as PyPI wheels: installing them from the wheel's file means no download
-# from DuckDB's extension site, which this project must not depend on.
-_EXTENSION_WHEELS = {"delta": "duckdb_extension_delta", "httpfs": "duckdb_extension_httpfs"}
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def duckdb_config(
-    extension_directory: Path, spill_directory: str | None = None
-) -> dict[str, str | bool | int | float | list[str]]:
-    """The configuration every DuckDB connection of the project opens with (dbt's profile's
-    `config_options` too: DuckDB shares a file's instance only with the same configuration)."""
-    config: dict[str, str | bool | int | float | list[str]] = {"extension_directory": str(extension_directory)}
-    if spill_directory is not None:
-        config["temp_directory"] = spill_directory
-    return config
-
-
-def ensure_duckdb_extensions(extension_directory: Path) -> list[str]:
-    """Install the delta and httpfs extensions into ``extension_directory`` from their wheels, once;
-    returns the ones installed now.
-
-    A DuckDB of this version opened with that ``extension_directory`` autoloads them: dbt (the
-    profile sets it), the CLI, and an analyst's own session (README).
-    """
-    with duckdb.connect(config=duckdb_config(extension_directory)) as connection:
-        installed = {
-            name
-            for (name,) in connection.execute(
-                "select extension_name from duckdb_extensions() where installed"
-            ).fetchall()
-        }
-        missing = [extension for extension in _EXTENSION_WHEELS if extension not in installed]
-        for extension in missing:
-            wheel = Path(str(import_module(_EXTENSION_WHEELS[extension]).__file__)).parent
-            binary = wheel / "extensions" / f"v{duckdb.__version__}" / f"{extension}.duckdb_extension"
-            # INSTALL takes no prepared parameter: the path is a quoted literal
-            connection.execute(f"install {_sql_string(str(binary))}")
-    return missing
-
-
-def connect_warehouse(settings: Settings, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """The DuckDB warehouse file, opened the way dbt opens it (the same extension directory)."""
-    if read_only and not Path(settings.warehouse).exists():
-        raise NoWarehouse(
-            f"no warehouse at {settings.warehouse}: build it with `pinpipe run` or `pinpipe transform`, "
-            "or point --warehouse (PINPIPE_WAREHOUSE) at it"
-        )
-    config = duckdb_config(settings.duckdb_extension_directory, settings.duckdb_spill_directory)
-    try:
-        return duckdb.connect(settings.warehouse, read_only=read_only, config=config)
-    except duckdb.ConnectionException:
-        if not read_only:
-            raise
-        # dbt, run in this very process, still holds the file read-write: DuckDB shares its instance
-        # only with connections of the same configuration
-        return duckdb.connect(settings.warehouse, config=config)
-
-
-def check_lake(settings: Settings) -> None:
-    """Refuse a lake that holds no bronze tables: building on it would replace every mart by an
-    empty one, and a mistyped path looks exactly like that."""
-    if not settings.lake.startswith("s3://"):
-        root = Path(settings.lake)
-        if root.exists() and not root.is_dir():
-            raise LakeMissing(f"lake {root} is a file, not a folder: point --lake (PINPIPE_LAKE) at the lake's folder")
-    lake = Lake.from_settings(settings)
-    try:
-        found = any(lake.delta_table(table) is not None for table in RAW_TABLES)
-    except OSError as error:  # deltalake's S3 errors: "Kernel error -> Generic S3 error"
-        raise clients.lake_unreadable(settings, error) from None
-    if not found:
-        raise LakeMissing(
-            f"lake {settings.lake} has no bronze tables: check --lake (PINPIPE_LAKE), "
-            "or load posts into it first with `pinpipe emulate` or `pinpipe run`"
-        )
-
-
-@contextmanager
-def build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> Iterator[None]:
-    """One build of a warehouse at a time, across processes (a file lock beside it): a second waits,
-    saying for whom, up to ``build_wait_seconds``, then gives up with one line."""
-    lock = FileLock(f"{settings.warehouse}.build-lock")
-    holder = Path(f"{settings.warehouse}.build-lock.holder")  # the lock file itself is emptied by each try
-    try:  # both sit beside the warehouse, whose folder must exist and take files
-        holder.parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire(timeout=0)
-    except Timeout:
-        who = _read_or(holder, "another process")
-        if on_wait is not None:
-            on_wait(f"waiting for {who}, which is building {settings.warehouse}")
-        try:
-            lock.acquire(timeout=settings.build_wait_seconds)
-        except Timeout:
-            raise BuildBusy(
-                f"{_read_or(holder, who)} is still building {settings.warehouse} after"
-                f" {settings.build_wait_seconds:g} s: wait for it to finish, or raise PINPIPE_BUILD_WAIT_SECONDS"
-            ) from None
-    except OSError as error:  # (after Timeout, which is one)
-        raise PinpipeError(
-            f"cannot write in the warehouse's folder {holder.parent}: {error.strerror}; "
-            "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
-        ) from None
-    try:
-        holder.write_text(f"pinpipe (pid {os.getpid()})")
-        yield
-    finally:
-        holder.unlink(missing_ok=True)
-        lock.release()
-
-
-def _read_or(path: Path, default: str) -> str:
-    try:
-        return path.read_text().strip() or default
-    except OSError:
-        return default
-
-
-@contextmanager
-def building(settings: Settings, on_wait: Callable[[str], None] | None = None) -> Iterator[Settings]:
-    """Settings whose warehouse is a private copy of the current one; when the block ends without
-    an error, the copy replaces the warehouse in one rename.
-
-    Readers are never blocked by a build, nor a build by readers: an analyst's open session keeps
-    reading the file it opened, the next one opens the new build, and nobody sees a half-built or
-    failed one. Builds take turns (`build_lock`). Only the DuckDB target has a warehouse file; on
-    the others the settings are yielded as they are.
-    """
-    if settings.target != "local":
-        yield settings
-        return
-    warehouse = Path(settings.warehouse)
-    with build_lock(settings, on_wait):
-        # The same path every build (builds take turns): dbt's profile names it, and a path of its
-        # own would cost every build a full parse of the project. The same file name: DuckDB names
-        # the database (catalog) after it.
-        scratch = warehouse.parent / ".building" / f"{warehouse.name}.d"
-        private = settings.model_copy(update={"warehouse": str(scratch / warehouse.name)})
-        shutil.rmtree(scratch, ignore_errors=True)  # a killed build's file, and its write-ahead log
-        try:
-            _copy_warehouse(settings, private.warehouse)
-            yield private
-            _publish_warehouse(settings, private.warehouse)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def stage_copy(settings: Settings, path: str) -> str:
-    """For a build spread over processes (the DAG's tasks): the warehouse copied to ``path``, where
-    the build runs until ``publish_copy``; the DuckDB target only."""
-    if settings.target == "local":
-        with build_lock(settings, None):
-            _copy_warehouse(settings, path)
-    return path
-
-
-def publish_copy(settings: Settings, path: str) -> str:
-    """The build at ``path`` (``stage_copy``) replaces the warehouse, whole; returns the warehouse."""
-    if settings.target == "local":
-        with build_lock(settings, None):
-            _publish_warehouse(settings, path)
-    return settings.warehouse
-
-
-def _copy_warehouse(settings: Settings, path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if Path(settings.warehouse).exists():
-        shutil.copy2(settings.warehouse, path)
-    else:
-        Path(path).unlink(missing_ok=True)
-
-
-def _publish_warehouse(settings: Settings, path: str) -> None:
-    with connect_warehouse(settings.model_copy(update={"warehouse": path})) as connection:
-        connection.execute("checkpoint")  # everything in the file itself, no write-ahead log left behind
-    os.replace(path, settings.warehouse)
 
 
 @contextmanager
@@ -279,23 +87,6 @@ def rebuild_from_scratch_reason(results: Any) -> str | None:
         if _FROM_SCRATCH in message:
             return message.split(_FROM_SCRATCH)[0].strip().splitlines()[-1].strip()
     return None
-
-
-def _built_from_file(settings: Settings) -> Path:
-    return Path(f"{settings.warehouse}.lake")
-
-
-def built_from_lake(settings: Settings) -> str | None:
-    """The lake the DuckDB warehouse's last `pinpipe` build read, when known (other targets: None)."""
-    marker = _built_from_file(settings)
-    return marker.read_text().strip() if settings.target == "local" and marker.exists() else None
-
-
-def record_built_from_lake(settings: Settings) -> None:
-    """Note which lake the build just published read: the next build on another lake starts staging
-    from scratch at once."""
-    if settings.target == "local":
-        _built_from_file(settings).write_text(settings.lake + "\n")
 
 
 class DbtFailed(RuntimeError):
@@ -417,38 +208,10 @@ def dirty_input_counts(results: Any) -> list[DirtyInput]:
     return sorted(found, key=lambda counted: (-counted.rows, counted.check))
 
 
-def coverage(settings: Settings) -> str:
-    """One line on what the marts were built from: complete posts, posts waiting for a partner
-    record, people (from the data_quality mart)."""
-    with connect_warehouse(settings, read_only=True) as connection:
-        checked = dict(
-            connection.execute(
-                "select check_name, [affected_rows, checked_rows] from marts.data_quality "
-                "where check_name in ('posts_incomplete', 'people_without_age_group')"
-            ).fetchall()
-        )
-    incomplete, posts = checked["posts_incomplete"]
-    _, people = checked["people_without_age_group"]
-    return (
-        f"marts built from {posts - incomplete:,} complete posts ({incomplete:,} waiting for a partner record) "
-        f"and {people:,} people"
-    )
-
-
 def target_path(settings: Settings) -> Path:
     """dbt's target directory (artifacts: manifest, run results, docs)."""
     target = Path(os.environ.get("DBT_TARGET_PATH") or "target")
     return target if target.is_absolute() else settings.project_dir / target
-
-
-def marts(settings: Settings) -> list[str]:
-    """The marts, in the order of the business questions: the models the insights exposure depends
-    on, read from dbt's manifest (the project is parsed first if there is none yet)."""
-    manifest = target_path(settings) / "manifest.json"
-    if not manifest.exists():
-        run_dbt(settings, ["parse", "--quiet"])
-    nodes = json.loads(manifest.read_text())["exposures"][INSIGHTS_EXPOSURE]["depends_on"]["nodes"]
-    return [node.rsplit(".", 1)[-1] for node in nodes]
 
 
 DOCS_FILES = ("index.html", "manifest.json", "catalog.json", "static_index.html")
@@ -470,68 +233,3 @@ def publish_docs(settings: Settings) -> str:
         for name in DOCS_FILES:
             shutil.copy2(target / name, Path(destination) / name)
     return destination
-
-
-def read_mart(settings: Settings, mart: str) -> pa.Table:
-    """A mart of the settings' target, rows in a stable order."""
-    if settings.target == "spark":
-        return _read_spark_mart(mart)
-    with connect_warehouse(settings, read_only=True) as connection:
-        return connection.execute(f"select * from marts.{mart} order by all").to_arrow_table()
-
-
-# what a query may start with, where DuckDB's parser cannot judge the SQL (Spark's, Databricks')
-_QUERY_WORDS = {"select", "with", "show", "describe", "desc", "explain", "values", "from", "table"}
-
-
-def check_read_only(sql: str, *, dialect: str = "duckdb") -> None:
-    """Refuse, before it runs, anything but one query: on DuckDB its own parser says what the SQL is;
-    on other engines, the statement's first word."""
-    if dialect == "duckdb":
-        parsed = duckdb.extract_statements(sql)
-        texts = [statement.query for statement in parsed]
-        reading = [s.type in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN) for s in parsed]
-    else:
-        texts = [text for text in sql.split(";") if text.strip()]  # a ; inside a string: refused too
-        reading = [text.split(maxsplit=1)[0].lower() in _QUERY_WORDS for text in texts]
-    if len(texts) != 1:
-        raise NotReadOnly(f"one statement at a time, not {len(texts)}")
-    if not reading[0]:
-        said = texts[0].split(maxsplit=1)[0].lower() if texts[0].strip() else "that"
-        raise NotReadOnly(
-            f"only queries run here (select, with, describe, show, explain), not {said}: "
-            "the warehouse is read-only, dbt builds it"
-        )
-
-
-def query(settings: Settings, sql: str, *, limit: int = 10_000, wait_s: float = 30) -> pa.Table:
-    """Run a SQL query on the settings' target. DuckDB is queried directly (read-only, waiting while a
-    dbt run holds the file); other targets through ``dbt show --inline``, at most ``limit`` rows.
-    Anything but a query is refused (``check_read_only``)."""
-    check_read_only(sql, dialect="duckdb" if settings.target == "local" else settings.target)
-    if settings.target != "local":
-        # no log at all: with --quiet, dbt show still prints the rows, before pinpipe's own output
-        result = run_dbt(settings, ["show", "--log-level", "none", "--inline", sql, "--limit", str(limit)])
-        rows = result.results[0].agate_table
-        return pa.Table.from_pylist([dict(zip(rows.column_names, row, strict=True)) for row in rows.rows])
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            with connect_warehouse(settings, read_only=True) as connection:
-                return connection.execute(sql).to_arrow_table()
-        except duckdb.IOException as error:  # another process is writing (a dbt run): its lock is brief
-            if "lock" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _read_spark_mart(mart: str) -> pa.Table:
-    """A mart from the Spark session dbt ran in, in this process (dbt-spark's session method)."""
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-
-    if SparkContext._active_spark_context is None:
-        raise RuntimeError("no Spark session in this process: run dbt on the spark target first")
-    # dbt ran in a worker thread: take the process's default session, not this thread's active one
-    rows = SparkSession.builder.getOrCreate().table(f"marts.{mart}").toArrow()
-    return rows.sort_by([(name, "ascending") for name in rows.column_names])

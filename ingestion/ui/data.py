@@ -18,7 +18,7 @@ from ingestion import artifacts
 from ingestion.config import Settings
 from ingestion.errors import NoWarehouse
 from ingestion.lake import BRONZE_TABLES, Lake, table_stats
-from ingestion.transform import check_read_only
+from ingestion.reading import check_read_only
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from ingestion import cli, transform
+from ingestion import cli, reading, transform
 from ingestion.bronze import append
 from ingestion.clients import s3_client
 from ingestion.config import PROJECT_DIR, Settings
@@ -237,11 +237,11 @@ def assert_marts_equal_reference(settings: Settings, records: list[dict]) -> Non
     """Every mart of the warehouse equals the plain-Python computation, row for row, in any order."""
     tables = {table: [r[table] for r in records if r[table] is not None] for table in ("pin", "geo", "user")}
     expected = reference.marts_from_tables(tables["pin"], tables["geo"], tables["user"])
-    marts = transform.marts(settings)
+    marts = reading.marts(settings)
     assert set(expected) == set(marts)
     for mart in marts:
         want = Counter(tuple(_comparable(v) for v in row) for row in expected[mart])
-        rows = transform.read_mart(settings, mart).to_pylist()
+        rows = reading.read_mart(settings, mart).to_pylist()
         got = Counter(tuple(_comparable(v) for v in row.values()) for row in rows)
         assert got == want, f"{mart}: only in dbt {got - want}, only in reference {want - got}"
         assert got, f"{mart} is empty: the comparison would prove nothing"

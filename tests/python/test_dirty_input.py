@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingestion import transform
+from ingestion import reading, transform, warehouse
 from ingestion.bronze import append
 from ingestion.config import Settings
 from ingestion.lake import Lake
@@ -31,19 +31,19 @@ def test_a_bronze_with_every_kind_of_dirt_builds_every_mart_and_counts_the_dirt(
 
     tables = {table: [r[table] for r in [*clean, *dirty] if r[table] is not None] for table in ("pin", "geo", "user")}
     expected_marts = reference.marts_from_tables(tables["pin"], tables["geo"], tables["user"])
-    for mart in transform.marts(settings):
+    for mart in reading.marts(settings):
         got = sorted(
             tuple(round(v, 6) if isinstance(v, float) else v for v in row.values())
-            for row in transform.read_mart(settings, mart).to_pylist()
+            for row in reading.read_mart(settings, mart).to_pylist()
         )
         want = sorted(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in expected_marts[mart])
         assert got == want, mart
-    shown = transform.read_mart(settings, "most_popular_category_by_country").to_pylist()
+    shown = reading.read_mart(settings, "most_popular_category_by_country").to_pylist()
     assert {"country": "Nowhere", "category": "not-a-category", "category_count": 2} in shown
 
     expected = reference.data_quality(tables["pin"], tables["geo"], tables["user"], quarantined=2)
     assert all(expected.values()), f"a check the dirt does not exercise: {expected}"
-    with transform.connect_warehouse(settings) as connection:
+    with warehouse.connect_warehouse(settings) as connection:
         counted = dict(connection.execute("select check_name, affected_rows from marts.data_quality").fetchall())
     assert counted == expected
     reported = {c.check: c.rows for c in transform.dirty_input_counts(results)}

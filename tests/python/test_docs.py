@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingestion import transform
+from ingestion import warehouse
 from ingestion.config import Settings
 from ingestion.load import load_posts
 from ingestion.post_sources import make_source
@@ -24,7 +24,7 @@ def test_every_model_column_source_and_exposure_is_described(settings: Settings,
     manifest = dbt.manifest(settings)
 
     missing = []
-    with transform.connect_warehouse(settings) as connection:
+    with warehouse.connect_warehouse(settings) as connection:
         for node in manifest.nodes.values():
             if node.resource_type not in ("model", "seed") or not node.original_file_path.startswith(
                 DOCUMENTED_FOLDERS

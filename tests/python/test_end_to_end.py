@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingestion import transform
+from ingestion import warehouse
 from ingestion.bronze import append
 from ingestion.config import Settings
 from ingestion.emulate import batches
@@ -52,7 +52,7 @@ def test_rerunning_the_job_is_incremental_and_keeps_the_marts_right(settings: Se
     load_posts(settings, source, 3_000)  # a longer run: only posts 2,000 .. 2,999 are new
     dbt.build(settings)
 
-    with transform.connect_warehouse(settings) as connection:
+    with warehouse.connect_warehouse(settings) as connection:
         counts = connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone()
     assert counts == (3_000, 3_000)
     assert_marts_equal_reference(settings, [r for b in batches(source, 3_000) for r in b.records()])
@@ -83,7 +83,7 @@ def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_los
 
     dbt.build(settings)  # the flag tests warn; nothing fails
 
-    with transform.connect_warehouse(settings) as connection:
+    with warehouse.connect_warehouse(settings) as connection:
 
         def one(sql: str) -> tuple:
             return connection.execute(sql).fetchone()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion import transform
+from ingestion import reading
 from ingestion.config import Settings
 from ingestion.lake import Lake
 from ingestion.load import load_posts
@@ -26,7 +26,7 @@ def _rows(settings: Settings, mart: str) -> Counter:
     # doubles are compared to 6 decimals: the engines' medians may differ in the last bits
     return Counter(
         tuple(round(v, 6) if isinstance(v, float) else v for v in row.values())
-        for row in transform.read_mart(settings, mart).to_pylist()
+        for row in reading.read_mart(settings, mart).to_pylist()
     )
 
 
@@ -45,7 +45,7 @@ def test_every_mart_is_equal_on_duckdb_and_on_spark(
     # the one run of the unit tests on Spark
     dbt.build(spark, "--full-refresh", unit_tests=True)
 
-    for mart in [*transform.marts(settings), "data_quality"]:
+    for mart in [*reading.marts(settings), "data_quality"]:
         on_duckdb, on_spark = _rows(settings, mart), _rows(spark, mart)
         assert on_duckdb == on_spark, (
             f"{mart}: only on duckdb {on_duckdb - on_spark}, only on spark {on_spark - on_duckdb}"
@@ -55,7 +55,7 @@ def test_every_mart_is_equal_on_duckdb_and_on_spark(
     # a query on Spark goes through `dbt show`, which prints nothing of its own: `pinpipe --target
     # spark sql --format json` is piped into other tools
     capsys.readouterr()
-    answer = transform.query(spark, "select count(*) as n from marts.users_joined_by_year")
+    answer = reading.query(spark, "select count(*) as n from marts.users_joined_by_year")
     assert capsys.readouterr().out == ""
     assert answer.column("n").to_pylist() == [sum(_rows(settings, "users_joined_by_year").values())]
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from ingestion import transform
+from ingestion import reading, transform, warehouse
 from ingestion.bronze import append
 from ingestion.bronze_rows import to_bronze_rows
 from ingestion.config import Settings
@@ -34,7 +34,7 @@ INCREMENTAL = [*(f"staging.{model}" for model in STAGING), "intermediate.int_pos
 def _warehouse(settings: Settings, *, marts: bool) -> dict[str, Counter]:
     """Every incremental model (and mart) as a multiset of rows (lineage columns included)."""
     relations = list(INCREMENTAL)
-    relations += [f"marts.{mart}" for mart in [*transform.marts(settings), "data_quality"]] if marts else []
+    relations += [f"marts.{mart}" for mart in [*reading.marts(settings), "data_quality"]] if marts else []
     found = {}
     for relation in relations:
         schema, name = relation.split(".")
@@ -43,7 +43,7 @@ def _warehouse(settings: Settings, *, marts: bool) -> dict[str, Counter]:
 
             rows = [tuple(row) for row in SparkSession.builder.getOrCreate().table(relation).collect()]
         else:
-            with transform.connect_warehouse(settings, read_only=True) as connection:
+            with warehouse.connect_warehouse(settings, read_only=True) as connection:
                 rows = connection.execute(f"select * from {schema}.{name}").fetchall()
         found[relation] = Counter(tuple(_hashable(v) for v in row) for row in rows)
     return found
@@ -137,12 +137,12 @@ def test_an_incremental_build_reads_only_rows_newer_than_staging_less_the_lookba
     # lookback, an incremental build does not re-read it (a lookback of 3 hours would)
     _append_stamped(lake, "geo", {"ind": 999001, "country": "Chad"}, datetime.now(UTC) - timedelta(hours=2))
     dbt.build(settings)
-    with transform.connect_warehouse(settings, read_only=True) as connection:
+    with warehouse.connect_warehouse(settings, read_only=True) as connection:
         assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
             0,
         )
     dbt.build(settings, "--full-refresh")
-    with transform.connect_warehouse(settings, read_only=True) as connection:
+    with warehouse.connect_warehouse(settings, read_only=True) as connection:
         assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
             1,
         )
@@ -157,7 +157,7 @@ def test_a_row_committed_late_within_the_lookback_reaches_staging_in_the_next_bu
     load_posts(settings, make_source("aicore", 2), 300)
     dbt.build(settings)
     models = dict(zip(("pin", "geo", "user"), STAGING, strict=True))
-    with transform.connect_warehouse(settings, read_only=True) as connection:
+    with warehouse.connect_warehouse(settings, read_only=True) as connection:
         newest = {
             table: connection.execute(f"select max(_ingested_at) from staging.{model}").fetchone()[0]
             for table, model in models.items()
@@ -168,7 +168,7 @@ def test_a_row_committed_late_within_the_lookback_reaches_staging_in_the_next_bu
         payload = post[table] | {KEY_FIELD[table]: 999002}
         _append_stamped(lake, table, payload, newest[table] - timedelta(minutes=30))
     dbt.build(settings)
-    with transform.connect_warehouse(settings, read_only=True) as connection:
+    with warehouse.connect_warehouse(settings, read_only=True) as connection:
         for model in models.values():
             assert connection.execute(f"select count(*) from staging.{model} where ind = 999002").fetchone() == (1,), (
                 f"{model} missed the late row"
@@ -228,7 +228,7 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
         in done.stdout
     )
     assert "ERROR" not in done.stdout + done.stderr
-    with transform.connect_warehouse(other, read_only=True) as connection:
+    with warehouse.connect_warehouse(other, read_only=True) as connection:
         held = connection.execute("select count(*) from staging.stg_pinterest__pins").fetchone()
     assert held == (len({post["pin"]["index"] for post in make_source("synthetic", 1).batch(0, 800).records()}),)
 
@@ -246,7 +246,7 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
 def test_a_table_of_an_earlier_version_is_rebuilt_not_merged_into(settings: Settings, dbt: Dbt) -> None:
     load_posts(settings, make_source("aicore", 3), 200)
     dbt.build(settings)
-    with transform.connect_warehouse(settings) as connection:  # as the project built it before the column
+    with warehouse.connect_warehouse(settings) as connection:  # as the project built it before the column
         connection.execute("alter table intermediate.int_posts_enriched drop column _ingested_at")
     with pytest.raises(transform.DbtFailed) as failed:
         dbt.build(settings)

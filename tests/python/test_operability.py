@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingestion import transform
+from ingestion import duckdb_setup, transform, warehouse
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.errors import PinpipeError
 from ingestion.services import S3Server, free_port
@@ -50,7 +50,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def _count(settings: Settings, sql: str) -> int:
-    with transform.connect_warehouse(settings, read_only=True) as connection:
+    with warehouse.connect_warehouse(settings, read_only=True) as connection:
         return int(connection.execute(sql).fetchone()[0])
 
 
@@ -74,7 +74,7 @@ def test_a_reader_held_open_through_a_build_keeps_reading_and_the_next_reader_se
 ) -> None:
     before = _count(built, "select count(*) from staging.stg_pinterest__pins")
     reader = duckdb.connect(
-        built.warehouse, read_only=True, config=transform.duckdb_config(built.duckdb_extension_directory)
+        built.warehouse, read_only=True, config=duckdb_setup.duckdb_config(built.duckdb_extension_directory)
     )
     try:
         done = _pinpipe(built, "run", "--posts", "200", "--rows", "1", DBT_TARGET_PATH=str(tmp_path / "target"))
@@ -123,7 +123,7 @@ def test_a_broken_key_fails_the_build_with_dbts_failure_shown_and_the_warehouse_
     # pinpipe then does itself): any other failure must still be shown, and fail the build
     broken = built.model_copy(update={"warehouse": str(tmp_path / "pinpipe.duckdb")})
     shutil.copy2(built.warehouse, broken.warehouse)
-    with transform.connect_warehouse(broken) as connection:  # one post key twice, outside any lookback
+    with warehouse.connect_warehouse(broken) as connection:  # one post key twice, outside any lookback
         connection.execute(
             "insert into staging.stg_pinterest__pins select * replace (999999 as ind,"
             " _ingested_at - interval 10 day as _ingested_at) from staging.stg_pinterest__pins using sample 1 rows"
@@ -166,7 +166,7 @@ def test_marts_can_be_read_while_a_build_runs(built: Settings, tmp_path: Path) -
 
 
 def test_a_second_build_waits_for_the_first_and_gives_up_with_one_line(built: Settings, tmp_path: Path) -> None:
-    with transform.build_lock(built, on_wait=None):  # as another pinpipe holds it
+    with warehouse.build_lock(built, on_wait=None):  # as another pinpipe holds it
         done = pinpipe_here(built, "transform", PINPIPE_BUILD_WAIT_SECONDS="2", DBT_TARGET_PATH=str(tmp_path / "t"))
     holder = f"pinpipe (pid {os.getpid()})"
     assert f"waiting for {holder}" in done.out
@@ -422,7 +422,7 @@ def test_plain_dbt_without_the_readme_exports_points_bronze_at_the_project_lake(
         return
     assert finished.returncode == 0, finished.stdout
     with duckdb.connect(
-        str(tmp_path / "w.duckdb"), config=transform.duckdb_config(settings.duckdb_extension_directory)
+        str(tmp_path / "w.duckdb"), config=duckdb_setup.duckdb_config(settings.duckdb_extension_directory)
     ) as c:
         (view,) = c.execute(
             "select sql from duckdb_views() where schema_name = 'bronze' and view_name = 'pin'"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestion import transform
+from ingestion import warehouse
 from ingestion.config import Settings
 from ingestion.emulate import batches
 from ingestion.load import load_posts
@@ -39,7 +39,7 @@ def test_bronze_and_dbt_work_on_an_s3_lake(
     assert any(k.startswith("pinpipe/bronze/pin/_delta_log/") for k in keys)
 
     dbt.build(settings)
-    with transform.connect_warehouse(settings) as connection:
+    with warehouse.connect_warehouse(settings) as connection:
         assert connection.execute("select count(*), count(distinct _offset) from bronze.pin").fetchone() == (
             3_000,
             3_000,

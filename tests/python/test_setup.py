@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ingestion.duckdb_setup import duckdb_config, ensure_duckdb_extensions
 from ingestion.lake import Lake, ensure_tables
-from ingestion.transform import duckdb_config, ensure_duckdb_extensions
 
 from helpers import plain_dbt
 

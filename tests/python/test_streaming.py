@@ -19,7 +19,7 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from ingestion import transform
+from ingestion import warehouse
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.failpoints import ENVIRONMENT_VARIABLE
@@ -133,7 +133,7 @@ def test_posts_put_through_the_api_reach_bronze_and_the_streaming_models_exactly
     )
     for _ in range(2):  # the second run is incremental and must take nothing twice
         dbt.build(streaming, "--quiet", "--select", "streaming", "--vars", dbt_vars)
-    with transform.connect_warehouse(streaming) as connection:
+    with warehouse.connect_warehouse(streaming) as connection:
         for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
             assert connection.execute(
                 f"select count(*), count(distinct (_stream, _offset)) from streaming.{model}"
@@ -348,7 +348,7 @@ def test_the_stream_command_with_dbt_refreshes_and_compaction_fills_the_streamin
     assert f"{3 * posts:,} records committed" in finished.stdout
     history = Lake.from_settings(streaming).delta_table("pin_stream").history()
     assert any(commit["operation"] == "OPTIMIZE" for commit in history), "the consumer never compacted"
-    with transform.connect_warehouse(streaming) as connection:
+    with warehouse.connect_warehouse(streaming) as connection:
         for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
             assert connection.execute(f"select count(*) from streaming.{model}").fetchone() == (posts,)
         assert connection.execute("select sum(posts_all_time) from streaming.profile_popularity").fetchone()[0] > 0
