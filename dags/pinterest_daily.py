@@ -35,7 +35,6 @@ from airflow.sdk import DAG, Variable, task
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import InvocationMode, LoadMode, TestBehavior
 
-from ingestion import warehouse
 from ingestion.config import PROJECT_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -155,28 +154,18 @@ with DAG(
     @task
     def sink_catch_up() -> int:
         """Kafka → S3 objects, until every record present at the start is stored."""
-        from prometheus_client import CollectorRegistry
+        from ingestion.batch import sink_until_caught_up
 
-        from ingestion import metrics
-        from ingestion.sink import S3Sink
-
-        observed = metrics.SinkMetrics(CollectorRegistry())
-        records = S3Sink.from_settings(SETTINGS.with_local_s3(), metrics=observed).run(until_caught_up=True).records
-        metrics.push(SETTINGS, observed.registry, metrics.SINK_JOB)
-        return records
+        stats, _ = sink_until_caught_up(SETTINGS.with_local_s3())
+        return stats.records
 
     @task
     def load_bronze() -> int:
         """New S3 objects → bronze Delta, exactly once."""
-        from prometheus_client import CollectorRegistry
+        from ingestion.batch import load_new_objects
 
-        from ingestion import metrics
-        from ingestion.load import load_raw_objects
-
-        observed = metrics.BronzeMetrics(CollectorRegistry())
-        appended = sum(r.appended for r in load_raw_objects(SETTINGS.with_local_s3(), metrics=observed))
-        metrics.push(SETTINGS, observed.registry, metrics.LOADER_JOB)
-        return appended
+        results, _ = load_new_objects(SETTINGS.with_local_s3())
+        return sum(result.appended for result in results)
 
     # not retried: a retry after a partial load would add another day's posts
     @task(retries=0)
@@ -191,6 +180,7 @@ with DAG(
     @task(trigger_rule="none_failed_min_one_success")
     def prepare_warehouse() -> str:
         """Check the lake holds bronze tables, then copy the warehouse to where this run builds."""
+        from ingestion import warehouse
 
         warehouse.check_lake(SETTINGS)
         return warehouse.stage_copy(SETTINGS, BUILDING.warehouse)
@@ -229,6 +219,7 @@ with DAG(
     @task
     def publish_warehouse() -> str:
         """Every model built and tested: the run's warehouse replaces the one readers see, whole."""
+        from ingestion import warehouse
 
         return warehouse.publish_copy(SETTINGS, BUILDING.warehouse)
 

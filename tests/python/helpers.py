@@ -19,7 +19,7 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from ingestion import cli, reading, transform
+from ingestion import cli, output, reading, transform
 from ingestion.bronze import append
 from ingestion.clients import s3_client
 from ingestion.config import PROJECT_DIR, Settings
@@ -312,8 +312,8 @@ def pinpipe_here(settings: Settings | None, *args: str, **env: str) -> Done:
     with (
         CliRunner().isolation(env=environment) as (out, err, _),
         patch.object(sys, "argv", ["pinpipe", *args]),
-        patch.object(cli.console, "_width", width),
-        patch.object(cli.errors, "_width", width),
+        patch.object(output.console, "_width", width),
+        patch.object(output.errors, "_width", width),
     ):
         try:
             cli.main()

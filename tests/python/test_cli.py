@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from ingestion.cli import RestartBackoff, global_options_first
+from ingestion.cli.app import global_options_first
+from ingestion.supervise import RestartBackoff
 
 from helpers import one_line_error, pinpipe_here
 

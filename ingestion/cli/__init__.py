@@ -1,0 +1,44 @@
+"""The ``pinpipe`` command: parses options, builds the settings, calls the stages, shows progress.
+Each command module registers its commands on the app."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from ingestion.build import BuildStopped
+from ingestion.cli import operating, stages, start
+from ingestion.cli.app import app, global_options_first
+from ingestion.explain import explain
+from ingestion.output import errors
+
+__all__ = ["app", "main", "operating", "stages", "start"]  # the command modules register their commands
+
+
+def main() -> None:
+    """The `pinpipe` command: a user's mistake ends in one line saying what to do; the traceback only
+    with --debug (or PINPIPE_DEBUG=1)."""
+    debug = "--debug" in sys.argv[1:] or os.environ.get("PINPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    # librdkafka logs every failed connection attempt; what it means reaches the user as one line
+    logging.getLogger("librdkafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
+    try:
+        code = app(args=global_options_first(sys.argv[1:]), standalone_mode=False)
+    except BuildStopped as stopped:  # it said why
+        sys.exit(stopped.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        errors.print("Aborted.")
+        sys.exit(130)
+    except typer.TyperException as error:  # a mistyped command or option (typer's own click): its usage line
+        error.show()  # type: ignore[attr-defined]
+        sys.exit(error.exit_code)
+    except Exception as error:
+        if debug:
+            raise
+        message, code = explain(error)
+        errors.print(f"[red]Error:[/red] {message}", markup=True, highlight=False)
+        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)

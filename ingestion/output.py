@@ -1,0 +1,62 @@
+"""What the command prints: its consoles (stdout, and stderr for messages), progress bars, and
+Arrow tables as rich tables or as flat columns for CSV."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader stopped reading (`pinpipe marts | head`): done, not failed (rich exits 1)."""
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        raise SystemExit(0)
+
+
+console = _Console(soft_wrap=True)  # a message is one line in a log or a pipe, not cut at 80 columns
+errors = Console(stderr=True, soft_wrap=True)
+
+
+def progress_bars() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def flat(data: pa.Table) -> pa.Table:
+    """The table with its nested columns (lists, structs: ``coordinates``) as JSON text, which CSV can hold."""
+    for position, column in enumerate(data.schema):
+        if pa.types.is_nested(column.type):
+            texts = [
+                None if value is None else json.dumps(value, default=str) for value in data.column(position).to_pylist()
+            ]
+            data = data.set_column(position, column.name, pa.array(texts, pa.string()))
+    return data
+
+
+def rich_table(title: str, data: pa.Table, rows: int) -> Table:
+    table = Table(title=title, title_justify="left", caption=f"{data.num_rows:,} rows", caption_justify="left")
+    for field in data.schema:
+        numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+        table.add_column(field.name, justify="right" if numeric else "left")
+    for row in data.slice(0, rows).to_pylist():
+        table.add_row(*(_cell(value) for value in row.values()))
+    if data.num_rows > rows:
+        table.add_row(*(["…"] * data.num_columns))
+    return table
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "[dim]null[/dim]"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return str(value)
