@@ -84,14 +84,18 @@ class Settings(BaseSettings):
         "before their newest row, so a writer that committed late (a slow append started earlier) is never missed",
     )
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint for an s3:// lake")
-    s3_region: str = "us-east-1"
+    s3_region: str = Field(default="us-east-1", description="the S3 and Kinesis region")
     # defaults are the local S3 server's (pinpipe services); set real credentials for a real bucket
-    s3_access_key_id: str = "pinpipe"
-    s3_secret_access_key: SecretStr = SecretStr("pinpipe-secret")
-    s3_port: int = 7070
-    s3_bucket: str = "pinpipe"
-    kafka_port: int = 9092
-    kafka_controller_port: int = 9093
+    s3_access_key_id: str = Field(default="pinpipe", description="S3 access key (the local server's by default)")
+    s3_secret_access_key: SecretStr = Field(
+        default=SecretStr("pinpipe-secret"), description="S3 secret key (the local server's by default)"
+    )
+    s3_port: int = Field(default=7070, description="port of the local S3 server `pinpipe services up` starts")
+    s3_bucket: str = Field(
+        default="pinpipe", description="bucket of the sink's raw objects (and of the full stack's lake)"
+    )
+    kafka_port: int = Field(default=9092, description="port of the local Kafka broker")
+    kafka_controller_port: int = Field(default=9093, description="port of the local broker's KRaft controller")
     kafka_partitions: int = Field(default=3, ge=1, description="partitions per topic")
     kafka_client: Literal["confluent-kafka", "kafka-python"] = Field(
         default="confluent-kafka",
@@ -102,7 +106,7 @@ class Settings(BaseSettings):
         default=200_000, ge=1, description="records the loader appends per Delta commit, across objects and partitions"
     )
     sink_group: str = Field(default="pinpipe-s3-sink", description="the S3 sink's Kafka consumer group")
-    api_port: int = 8080
+    api_port: int = Field(default=8080, description="port of the ingest API (`pinpipe api`)")
     api_workers: int = Field(default=2, ge=1, description="`pinpipe api` worker processes")
     api_key: SecretStr | None = Field(default=None, description="when set, requests must send it as X-API-Key")
     api_max_body_bytes: int = Field(default=5 * 1024 * 1024, description="larger request bodies get 413")
@@ -312,3 +316,50 @@ def described_settings(settings: Settings, from_options: set[str]) -> list[Descr
             DescribedSetting(name, variable, _PASSWORD_IN_URL.sub(r"\1***@", shown), origin, field.description or "")
         )
     return rows
+
+
+def _default_text(name: str) -> str:
+    field = Settings.model_fields[name]
+    if field.default_factory is not None:
+        return "derived (see its meaning)"
+    value = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, SecretStr):
+        return "the local server's"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    text = str(value)
+    return text.replace(str(PROJECT_DIR), ".")
+
+
+def configuration_reference() -> str:
+    """docs/configuration.md, made from ``Settings`` (`pinpipe settings --reference` prints it)."""
+    rows = "\n".join(
+        f"| `PINPIPE_{name.upper()}` | `{_default_text(name)}` | {(field.description or '').replace('|', '/')} |"
+        for name, field in Settings.model_fields.items()
+    )
+    return f"""# Configuration
+
+<!-- made by `pinpipe settings --reference > docs/configuration.md`; a test holds it up to date -->
+
+One settings object (`ingestion/config.py`): every setting is a `PINPIPE_*` environment variable;
+`--lake`, `--warehouse` and `--target` are also options, before or after the command, and win.
+`pinpipe settings` prints each setting's value now and where it came from (secrets masked).
+Paths are relative to the repository (`.`). Back to the [README](../README.md).
+
+| variable | default | meaning |
+|---|---|---|
+{rows}
+
+`profiles.yml` (in the repository) reads the same variables, so plain dbt sees what the CLI sees.
+Plain dbt writes into the warehouse file in place, so a failed run leaves the tables it built
+beside older ones; `pinpipe transform` builds a copy and swaps it in whole:
+
+```bash
+. .venv/bin/activate
+export PINPIPE_LAKE=$PWD/lake PINPIPE_WAREHOUSE=$PWD/warehouse/pinpipe.duckdb
+dbt build --profiles-dir .                  # everything, unit tests included (production runs skip them)
+dbt source freshness --profiles-dir .       # bronze freshness on _ingested_at
+```
+"""

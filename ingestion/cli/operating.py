@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from ingestion import (
     services,
 )
 from ingestion.cli.app import GLOBAL_OPTIONS, OPERATING, STAGES, SeedOption, app, settings_of
-from ingestion.config import Settings, described_settings
+from ingestion.config import Settings, configuration_reference, described_settings
 from ingestion.output import console, errors, progress_bars
 
 services_app = typer.Typer(
@@ -153,8 +154,16 @@ def setup(context: typer.Context) -> None:
 
 
 @app.command(name="settings", rich_help_panel=OPERATING)
-def settings_command(context: typer.Context) -> None:
+def settings_command(
+    context: typer.Context,
+    reference: Annotated[
+        bool, typer.Option("--reference", help="print the configuration reference (Markdown) instead")
+    ] = False,
+) -> None:
     """Every setting: its PINPIPE_* variable, its value and where it came from (secrets masked)."""
+    if reference:
+        sys.stdout.write(configuration_reference())
+        return
     root = context.find_root()
     given = {name for name in GLOBAL_OPTIONS if getattr(root.get_parameter_source(name), "name", "") == "COMMANDLINE"}
     table = Table(title="settings (each set by its variable; the options win)", title_justify="left")

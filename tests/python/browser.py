@@ -1,6 +1,6 @@
 """Debian's Chromium, headless, driven by Selenium through Debian's chromedriver (nothing here
 downloads a browser or a driver): opens each page of a running `pinpipe ui`, waits for Streamlit to
-finish it, returns its text and saves a screenshot of it. The UI test uses it; so does the README's
+finish it, returns its text and saves a screenshot of it. The UI test uses it; so does docs/ui-and-sql.md's
 screenshot:
 
     .venv/bin/pinpipe ui --port 8599 &

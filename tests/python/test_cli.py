@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from ingestion.cli.app import global_options_first
+from ingestion.config import PROJECT_DIR, Settings
 from ingestion.supervise import RestartBackoff
 
 from helpers import one_line_error, pinpipe_here
@@ -76,3 +77,11 @@ def test_restarts_back_off_to_a_minute_and_start_over_after_a_long_run() -> None
     assert [_failed_after(backoff, 0.5) for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
     assert _failed_after(backoff, 61) == 1  # a blip after a long run
     assert _failed_after(backoff, 0.5) == 2
+
+
+def test_the_configuration_reference_is_made_from_the_settings() -> None:
+    reference = (PROJECT_DIR / "docs" / "configuration.md").read_text()
+    assert pinpipe_here(None, "settings", "--reference").out == reference, (
+        "docs/configuration.md is out of date: `pinpipe settings --reference > docs/configuration.md`"
+    )
+    assert reference.count("| `PINPIPE_") == len(Settings.model_fields)

@@ -175,7 +175,7 @@ def test_the_sql_page_runs_a_query_and_refuses_what_would_write(settings: Settin
 
 
 def test_an_analyst_reads_a_mart_with_pandas_and_the_sqlalchemy_url(settings: Settings) -> None:
-    # as the README shows it: the URL, read-only, the extension directory for the staging views
+    # as docs/ui-and-sql.md shows it: the URL, read-only, the extension directory for the staging views
     engine = sqlalchemy.create_engine(
         data.warehouse_url(settings),
         connect_args={"read_only": True, "config": {"extension_directory": str(settings.duckdb_extension_directory)}},
