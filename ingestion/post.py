@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from ingestion.emulate import PostBatch, PostSource, batches
 from ingestion.schemas import KAFKA_JSON, KEY_FIELD, RAW_TABLES, RawTable
@@ -29,6 +29,10 @@ class PostResult:
 
 class ApiRejected(RuntimeError):
     """The API refused a request (4xx), or kept failing (5xx, no answer) until the client gave up."""
+
+
+class _Throttled(Exception):
+    """Records Kinesis could not take this time (a throttled shard): sent again, with backoff."""
 
 
 class _Transient(Exception):
@@ -82,6 +86,9 @@ class Client:
         return orjson.loads(response.content)
 
 
+JSON = "application/json"
+
+
 @dataclass(frozen=True)
 class KafkaTopics:
     """Each raw table's records as one REST Proxy request to its topic."""
@@ -103,20 +110,29 @@ class KinesisStreams:
     def send(self, client: Client, table: RawTable, values: list[dict[str, Any]]) -> None:
         stream = self.names[table]
         for first in range(0, len(values), 500):
-            pending: list[dict[str, Any]] = [
+            records = [
                 {"Data": value, "PartitionKey": str(value[KEY_FIELD[table]])} for value in values[first : first + 500]
             ]
-            for attempt in range(self.retries + 1):
-                body = {"StreamName": stream, "Records": pending}
-                answer = client.call("PUT", f"/streams/{stream}/records", body, "application/json")
-                if not answer["FailedRecordCount"]:
-                    break
-                pending = [
-                    record for record, result in zip(pending, answer["Records"], strict=True) if "ErrorCode" in result
-                ]
-                if attempt == self.retries:
-                    raise ApiRejected(f"{len(pending)} records still failed on {stream} after {self.retries} retries")
-                time.sleep(0.1 * 2**attempt)
+            try:
+                Retrying(
+                    stop=stop_after_attempt(self.retries + 1),
+                    wait=wait_exponential(multiplier=0.1),
+                    retry=retry_if_exception_type(_Throttled),
+                    reraise=True,
+                )(self._put, client, stream, records)
+            except _Throttled as throttled:
+                raise ApiRejected(
+                    f"{throttled} records still failed on {stream} after {self.retries} retries"
+                ) from None
+
+    @staticmethod
+    def _put(client: Client, stream: str, pending: list[dict[str, Any]]) -> None:
+        """One PutRecords; the records it could not take stay in ``pending`` for the next try."""
+        answer = client.call("PUT", f"/streams/{stream}/records", {"StreamName": stream, "Records": pending}, JSON)
+        if answer["FailedRecordCount"]:
+            results = zip(pending, answer["Records"], strict=True)
+            pending[:] = [record for record, result in results if "ErrorCode" in result]
+            raise _Throttled(len(pending))
 
 
 Destination = KafkaTopics | KinesisStreams

@@ -4,11 +4,11 @@ and what the last build covered."""
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from ingestion.config import Settings
 from ingestion.errors import (
@@ -94,15 +94,18 @@ def query(settings: Settings, sql: str, *, limit: int = 10_000, wait_s: float = 
         result = run_dbt(settings, ["show", "--log-level", "none", "--inline", sql, "--limit", str(limit)])
         rows = result.results[0].agate_table
         return pa.Table.from_pylist([dict(zip(rows.column_names, row, strict=True)) for row in rows.rows])
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            with connect_warehouse(settings, read_only=True) as connection:
-                return connection.execute(sql).to_arrow_table()
-        except duckdb.IOException as error:  # another process is writing (a dbt run): its lock is brief
-            if "lock" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+
+    def read() -> pa.Table:
+        with connect_warehouse(settings, read_only=True) as connection:
+            return connection.execute(sql).to_arrow_table()
+
+    def locked(error: BaseException) -> bool:  # another process is writing (a dbt run): its lock is brief
+        return isinstance(error, duckdb.IOException) and "lock" in str(error)
+
+    waiting = Retrying(
+        stop=stop_after_delay(wait_s), wait=wait_fixed(0.2), retry=retry_if_exception(locked), reraise=True
+    )
+    return waiting(read)
 
 
 def _read_spark_mart(mart: str) -> pa.Table:

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 import pytest
 
-from ingestion.post import post_batches
+from ingestion.post import ApiRejected, KinesisStreams, post_batches
 from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
 
@@ -69,3 +69,36 @@ def test_the_environments_proxy_is_used(api: tuple[str, list], monkeypatch: pyte
     assert sorted(path for path, _ in received) == [
         f"http://api.invalid:9/topics/{table}" for table in sorted(RAW_TABLES)
     ]
+
+
+class _ThrottlingClient:
+    """Answers PutRecords like Kinesis with a throttled shard: the records named in ``refused`` fail
+    the first ``times`` times they are sent."""
+
+    def __init__(self, refused: set[int], times: int) -> None:
+        self.refused, self.times, self.sent = refused, times, Counter[int]()
+        self.requests: list[list[int]] = []
+
+    def call(self, method: str, path: str, body: dict, content_type: str) -> dict:
+        keys = [record["Data"]["ind"] for record in body["Records"]]
+        self.requests.append(keys)
+        self.sent.update(keys)
+        failed = [key in self.refused and self.sent[key] <= self.times for key in keys]
+        results = [
+            {"ErrorCode": "ProvisionedThroughputExceededException"} if f else {"SequenceNumber": "1"} for f in failed
+        ]
+        return {"FailedRecordCount": sum(failed), "Records": results}
+
+
+def test_records_a_throttled_shard_refused_are_sent_again_alone_until_taken() -> None:
+    client = _ThrottlingClient(refused={3, 7}, times=2)
+    KinesisStreams({"geo": "s-geo"}).send(client, "geo", [{"ind": key} for key in range(10)])  # type: ignore[arg-type]
+    assert client.requests == [list(range(10)), [3, 7], [3, 7]]
+    assert client.sent == Counter({key: 3 if key in (3, 7) else 1 for key in range(10)})
+
+
+def test_records_still_refused_after_the_retries_end_the_post_with_a_message() -> None:
+    client = _ThrottlingClient(refused={5}, times=100)
+    with pytest.raises(ApiRejected, match="1 records still failed on s-geo after 2 retries"):
+        KinesisStreams({"geo": "s-geo"}, retries=2).send(client, "geo", [{"ind": k} for k in range(8)])  # type: ignore[arg-type]
+    assert client.sent[5] == 3
