@@ -72,8 +72,15 @@ def build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> Ite
     saying for whom, up to ``build_wait_seconds``, then gives up with one line."""
     lock = FileLock(f"{settings.warehouse}.build-lock")
     holder = Path(f"{settings.warehouse}.build-lock.holder")  # the lock file itself is emptied by each try
-    try:  # both sit beside the warehouse, whose folder must exist and take files
+    try:  # both sit beside the warehouse, whose folder must exist and take files (filelock would wait on it)
         holder.parent.mkdir(parents=True, exist_ok=True)
+        holder.touch()
+    except OSError as error:
+        raise PinpipeError(
+            f"cannot write in the warehouse's folder {holder.parent}: {error.strerror}; "
+            "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
+        ) from None
+    try:
         lock.acquire(timeout=0)
     except Timeout:
         who = _read_or(holder, "another process")
@@ -86,11 +93,6 @@ def build_lock(settings: Settings, on_wait: Callable[[str], None] | None) -> Ite
                 f"{_read_or(holder, who)} is still building {settings.warehouse} after"
                 f" {settings.build_wait_seconds:g} s: wait for it to finish, or raise PINPIPE_BUILD_WAIT_SECONDS"
             ) from None
-    except OSError as error:  # (after Timeout, which is one)
-        raise PinpipeError(
-            f"cannot write in the warehouse's folder {holder.parent}: {error.strerror}; "
-            "point --warehouse (PINPIPE_WAREHOUSE) at a writable place"
-        ) from None
     try:
         holder.write_text(f"pinpipe (pid {os.getpid()})")
         yield

@@ -178,6 +178,9 @@ def api_command(
         port=settings.api_port,
         workers=settings.api_workers,
         log_level="warning",
+        # uvicorn kills a worker that misses a 5 s health ping: on a starved machine that is a busy,
+        # healthy worker, and its requests in flight are cut off
+        timeout_worker_healthcheck=30,
     )
 
 
