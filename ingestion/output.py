@@ -43,7 +43,12 @@ def flat(data: pa.Table) -> pa.Table:
 
 
 def rich_table(title: str, data: pa.Table, rows: int) -> Table:
-    table = Table(title=title, title_justify="left", caption=f"{data.num_rows:,} rows", caption_justify="left")
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=f"{data.num_rows:,} row{'' if data.num_rows == 1 else 's'}",
+        caption_justify="left",
+    )
     for field in data.schema:
         numeric = pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
         table.add_column(field.name, justify="right" if numeric else "left")

@@ -76,7 +76,7 @@ def ui(
     if port is not None:
         settings = settings.model_copy(update={"ui_port": port})
     console.print(f"pinpipe UI on http://127.0.0.1:{settings.ui_port}  (warehouse: {data.warehouse_url(settings)})")
-    app_file = Path(__file__).parent / "ui" / "app.py"
+    app_file = Path(data.__file__).parent / "app.py"  # the Streamlit script of the ui package
     command = [sys.executable, "-m", "streamlit", "run", str(app_file), "--server.address", "127.0.0.1"]
     command += ["--server.port", str(settings.ui_port), "--server.headless", "true"]
     command += ["--browser.gatherUsageStats", "false", "--global.developmentMode", "false"]
