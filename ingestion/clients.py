@@ -25,11 +25,17 @@ def s3_client(settings: Settings) -> Any:  # boto3's client classes are generate
     return _aws_client("s3", settings.s3_endpoint_url, settings)
 
 
+def bucket_and_prefix(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix/`` → ``("bucket", "some/prefix")``."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    return bucket, prefix.strip("/")
+
+
 def require_lake_bucket(settings: Settings) -> None:
     """An ``s3://`` lake's bucket exists: delta-rs reports a missing one as "Generic S3 error"."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket = settings.lake.removeprefix("s3://").split("/", 1)[0]
+    bucket, _ = bucket_and_prefix(settings.lake)
     try:
         s3_client(settings).head_bucket(Bucket=bucket)
     except BotoCoreError as error:  # no endpoint, no credentials

@@ -214,8 +214,7 @@ class Settings(BaseSettings):
         values = self.model_dump(mode="json", exclude_none=True)
         values.update({name: value.get_secret_value() for name, value in self if isinstance(value, SecretStr)})
         return {
-            f"PINPIPE_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
-            for name, value in values.items()
+            variable(name): value if isinstance(value, str) else json.dumps(value) for name, value in values.items()
         }
 
     @property
@@ -290,6 +289,18 @@ class Settings(BaseSettings):
         return options
 
 
+def variable(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    return f"PINPIPE_{name.upper()}"
+
+
+def _shown(value: object) -> str:
+    """A setting's value as text: a tuple as its comma list, a ``SecretStr`` as stars, None as nothing."""
+    if value is None:
+        return ""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 class DescribedSetting(NamedTuple):
     name: str
     variable: str
@@ -306,15 +317,9 @@ def described_settings(settings: Settings, from_options: set[str]) -> list[Descr
     and where it came from (``from_options``: those given as command-line options)."""
     rows = []
     for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        variable = f"PINPIPE_{name.upper()}"
-        shown = "" if value is None else str(value)  # a SecretStr shows as stars
-        if isinstance(value, tuple):
-            shown = ",".join(map(str, value))
-        origin = "option" if name in from_options else "environment" if variable in os.environ else "default"
-        rows.append(
-            DescribedSetting(name, variable, _PASSWORD_IN_URL.sub(r"\1***@", shown), origin, field.description or "")
-        )
+        shown = _PASSWORD_IN_URL.sub(r"\1***@", _shown(getattr(settings, name)))
+        origin = "option" if name in from_options else "environment" if variable(name) in os.environ else "default"
+        rows.append(DescribedSetting(name, variable(name), shown, origin, field.description or ""))
     return rows
 
 
@@ -322,21 +327,17 @@ def _default_text(name: str) -> str:
     field = Settings.model_fields[name]
     if field.default_factory is not None:
         return "derived (see its meaning)"
-    value = field.default
-    if value is None:
+    if field.default is None:
         return "unset"
-    if isinstance(value, SecretStr):
+    if isinstance(field.default, SecretStr):
         return "the local server's"
-    if isinstance(value, tuple):
-        return ",".join(map(str, value))
-    text = str(value)
-    return text.replace(str(PROJECT_DIR), ".")
+    return _shown(field.default).replace(str(PROJECT_DIR), ".")
 
 
 def configuration_reference() -> str:
     """docs/configuration.md, made from ``Settings`` (`pinpipe settings --reference` prints it)."""
     rows = "\n".join(
-        f"| `PINPIPE_{name.upper()}` | `{_default_text(name)}` | {(field.description or '').replace('|', '/')} |"
+        f"| `{variable(name)}` | `{_default_text(name)}` | {(field.description or '').replace('|', '/')} |"
         for name, field in Settings.model_fields.items()
     )
     return f"""# Configuration

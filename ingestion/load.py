@@ -183,8 +183,7 @@ def _store(settings: Settings, source: str | None) -> _Store:
     if source is None:
         source = f"s3://{settings.s3_bucket}/raw"
     if source.startswith("s3://"):
-        bucket, _, prefix = source[len("s3://") :].partition("/")
-        return _S3Store(clients.s3_client(settings), bucket, prefix.strip("/"))
+        return _S3Store(clients.s3_client(settings), *clients.bucket_and_prefix(source))
     folder = Path(source).expanduser().resolve()
     if not folder.is_dir():
         raise NoRawObjects(f"{source} is not a folder (give a folder of raw objects or an s3:// prefix)")

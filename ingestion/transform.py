@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ingestion import clients
-from ingestion.config import SKIP_UNIT_TESTS, Settings
+from ingestion.config import SKIP_UNIT_TESTS, Settings, variable
 from ingestion.duckdb_setup import ensure_duckdb_extensions
 from ingestion.errors import (
     EngineNotInstalled,
@@ -54,7 +54,7 @@ def _noticing_interrupts() -> Iterator[threading.Event]:
 def _dbt_environment(settings: Settings, *, production: bool) -> Iterator[None]:
     """dbt reads the profile's paths from the environment: the settings' variables, set for the
     invocation only (an unset setting as empty, so the caller's environment cannot leak in)."""
-    wanted = {f"PINPIPE_{name.upper()}": "" for name in Settings.model_fields} | settings.environment()
+    wanted = {variable(name): "" for name in Settings.model_fields} | settings.environment()
     wanted |= settings.production_dbt_environment() if production else {}
     unwanted = [name for name in SKIP_UNIT_TESTS if name not in wanted]
     saved = {name: os.environ.get(name) for name in [*wanted, *unwanted]}
@@ -225,7 +225,7 @@ def publish_docs(settings: Settings) -> str:
     target = target_path(settings)
     destination = f"{settings.lake.rstrip('/')}/docs"
     if destination.startswith("s3://"):
-        bucket, _, prefix = destination[5:].partition("/")
+        bucket, prefix = clients.bucket_and_prefix(destination)
         for name in DOCS_FILES:
             clients.s3_client(settings).upload_file(str(target / name), bucket, f"{prefix}/{name}")
     else:
