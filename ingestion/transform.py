@@ -163,6 +163,8 @@ def run_dbt(
         result = dbtRunner(manifest=manifest, callbacks=[on_event] if on_event else []).invoke(
             [*args, "--project-dir", project, "--profiles-dir", project, "--target", settings.target]
         )
+    if settings.target == "local":
+        _close_duckdb()
     if interrupted.is_set() or isinstance(result.exception, KeyboardInterrupt):  # whatever dbt made of it
         raise KeyboardInterrupt
     if not result.success:
@@ -170,6 +172,19 @@ def run_dbt(
             f"dbt {' '.join(args)} failed: {result.exception or 'see the failing nodes above'}", result.result
         )
     return result.result
+
+
+def _close_duckdb() -> None:
+    """dbt-duckdb keeps the database open in this process after an invocation, with DuckDB's write
+    lock: after `building` renames the copy over the warehouse, no other process could open it while
+    this one lives (a UI beside `pinpipe refresh`), and the next build would reopen that file, not its
+    new copy. Closed after each invocation; the next one opens its own."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+        DuckDBConnectionManager.close_all_connections()
 
 
 class WarmDbt:

@@ -3,9 +3,12 @@ an independent computation in plain Python (tests/python/reference.py)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from ingestion import warehouse
+from ingestion import transform, warehouse
 from ingestion.bronze import append
 from ingestion.config import Settings
 from ingestion.emulate import batches
@@ -102,3 +105,23 @@ def test_dirty_values_are_nulled_and_flagged_and_bad_records_quarantined_not_los
             "not valid JSON: Expecting value: line 1 column 1 (char 0)",
             "not json",
         )
+
+
+def test_a_process_that_ran_dbt_leaves_the_warehouse_to_others_and_each_warm_build_publishes_its_own(
+    settings: Settings,
+) -> None:
+    """dbt-duckdb keeps the database open after an in-process invocation: `pinpipe refresh` (warm dbt
+    in a long-lived process) must neither lock readers out of the warehouse it published nor reopen
+    that file for its next build instead of the build's own copy."""
+    warm = transform.WarmDbt(settings)
+    load_posts(settings, make_source("aicore", 3), 100)
+    warm.run(["run", "--select", "stg_pinterest__geo"])
+    load_posts(settings, make_source("aicore", 3), 150)  # 50 more
+    warm.run(["run", "--select", "stg_pinterest__geo"])
+    count = "select count(*) from staging.stg_pinterest__geo"
+    opened = f"duckdb.connect({settings.warehouse!r}, read_only=True)"
+    reader = f"import duckdb; print({opened}.sql({count!r}).fetchone()[0])"
+    other = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr  # no lock held by this process
+    geo_keys = {post["geo"]["ind"] for post in make_source("aicore", 3).batch(0, 150).records()}
+    assert int(other.stdout) == len(geo_keys)  # the second build's rows were published
