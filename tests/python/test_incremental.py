@@ -6,8 +6,6 @@ project, is caught, never merged into."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +23,7 @@ from ingestion.load import load_posts
 from ingestion.post_sources import make_source
 from ingestion.schemas import KEY_FIELD, RawTable
 
-from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference
+from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference, pinpipe_here, plain_dbt
 
 STAGING = ("stg_pinterest__pins", "stg_pinterest__geo", "stg_pinterest__users")
 INCREMENTAL = [*(f"staging.{model}" for model in STAGING), "intermediate.int_posts_enriched"]
@@ -175,26 +173,14 @@ def test_a_row_committed_late_within_the_lookback_reaches_staging_in_the_next_bu
             )
 
 
-def test_plain_dbt_refuses_a_lookback_that_is_not_a_whole_number_of_minutes(settings: Settings) -> None:
+def test_plain_dbt_refuses_a_lookback_that_is_not_a_whole_number_of_minutes(settings: Settings, dbt: Dbt) -> None:
     # pinpipe checks its settings itself; plain dbt reads the variable in the macro, where `| int`
     # alone made "abc" 0 and "-5" a window that skipped the newest rows
     load_posts(settings, make_source("aicore", 2), 100)
-
-    def dbt_run(lookback: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **settings.environment(), "PINPIPE_STAGING_LOOKBACK_MINUTES": lookback}
-        return subprocess.run(
-            [str(Path(sys.executable).parent / "dbt"), "run", "--select", "stg_pinterest__geo"],
-            cwd=settings.project_dir,  # the project and its profiles.yml
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
-
-    first = dbt_run("60")
-    assert first.returncode == 0, first.stdout
+    dbt.run(settings, "run", "--select", "stg_pinterest__geo")  # built: the next runs are incremental
     for lookback in ("-5", "abc"):
-        done = dbt_run(lookback)
+        env = {**os.environ, **settings.environment(), "PINPIPE_STAGING_LOOKBACK_MINUTES": lookback}
+        done = plain_dbt("run", "--select", "stg_pinterest__geo", env=env)
         assert done.returncode == 1, done.stdout
         expected = f'PINPIPE_STAGING_LOOKBACK_MINUTES must be a whole number of minutes, 0 or more (it is "{lookback}")'
         assert expected in done.stdout
@@ -208,39 +194,35 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
     other = settings.model_copy(update={"lake": str(tmp_path / "other-lake")})
     load_posts(settings, make_source("synthetic", 1), 500)
     load_posts(other, make_source("synthetic", 1), 800)
-    bin_dir = Path(sys.executable).parent
 
-    def run(command: list[str], lake: Settings) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **lake.environment(), "COLUMNS": "200"}
-        return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-
-    assert run([str(bin_dir / "pinpipe"), "transform"], settings).returncode == 0
-    plain = run([str(bin_dir / "dbt"), "build", "--profiles-dir", ".", "--project-dir", "."], other)
+    assert pinpipe_here(settings, "transform").code == 0
+    # dbt as its users run it, in its own process: its guard stops staging
+    plain = plain_dbt("build", env={**os.environ, **other.environment(), "COLUMNS": "200"})
     assert plain.returncode == 1
     assert "stg_pinterest__pins was built from another bronze" in plain.stdout
     assert "pinpipe transform --full-refresh" in plain.stdout
 
     # pinpipe knows which lake its last build read: it rebuilds staging at once, no dbt error first
-    done = run([str(bin_dir / "pinpipe"), "transform"], other)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = pinpipe_here(other, "transform")
+    assert done.code == 0, done.out + done.err
     assert (
         f"the warehouse was built from the lake {settings.lake}: rebuilding the incremental models from {other.lake}"
-        in done.stdout
+        in done.out
     )
-    assert "ERROR" not in done.stdout + done.stderr
+    assert "ERROR" not in done.out + done.err
     with warehouse.connect_warehouse(other, read_only=True) as connection:
         held = connection.execute("select count(*) from staging.stg_pinterest__pins").fetchone()
     assert held == (len({post["pin"]["index"] for post in make_source("synthetic", 1).batch(0, 800).records()}),)
 
     # where it does not know (a warehouse plain dbt built last), dbt's guard stops staging and pinpipe rebuilds it
     Path(f"{settings.warehouse}.lake").unlink()
-    back = run([str(bin_dir / "pinpipe"), "transform"], settings)
-    assert back.returncode == 0, back.stdout + back.stderr
-    assert "was built from another bronze" in back.stdout
-    assert "rebuilding from scratch" in back.stdout
+    back = pinpipe_here(settings, "transform")
+    assert back.code == 0, back.out + back.err
+    assert "was built from another bronze" in back.out
+    assert "rebuilding from scratch" in back.out
     # in one line: not first dbt's error for each staging model, asking for what pinpipe then does
-    assert "ERROR" not in back.stdout + back.stderr
-    assert "Compilation Error" not in back.stdout
+    assert "ERROR" not in back.out + back.err
+    assert "Compilation Error" not in back.out
 
 
 def test_a_table_of_an_earlier_version_is_rebuilt_not_merged_into(settings: Settings, dbt: Dbt) -> None:
