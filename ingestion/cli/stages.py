@@ -201,7 +201,10 @@ def sink_command(
     observed = metrics.SinkMetrics(CollectorRegistry())
     if not until_caught_up:
         _serve_metrics(observed.registry, settings.sink_metrics_port, "sink")
-    supervised("sink", lambda: run_sink(settings, until_caught_up, policy, observed), restart=not until_caught_up)
+    stored = sink.SinkStats()  # over restarts
+    supervised(
+        "sink", lambda: run_sink(settings, until_caught_up, policy, observed, stored), restart=not until_caught_up
+    )
 
 
 def _serve_metrics(registry: CollectorRegistry, port: int, stage: str) -> None:
@@ -225,20 +228,28 @@ def run_sink(
     until_caught_up: bool,
     policy: FlushPolicy = FlushPolicy(),
     observed: metrics.SinkMetrics | None = None,
+    stored: sink.SinkStats | None = None,
 ) -> None:
-    """The sink: until caught up (its metrics pushed at the end), or until stopped (served)."""
+    """The sink: until caught up (its metrics pushed at the end), or until stopped (served).
+    ``stored`` sums the objects stored over the runs of one command (a restarted sink's too)."""
+    stored = stored or sink.SinkStats()
     with progress_bars() as progress:
         task = progress.add_task("Kafka → S3 objects", total=None)
 
         def advance(key: str, records: int) -> None:
+            stored.records += records
+            stored.objects += 1
             progress.advance(task, records)
 
         if until_caught_up:
-            stats, pushed = batch.sink_until_caught_up(settings, policy, advance)
+            _, pushed = batch.sink_until_caught_up(settings, policy, advance)
         else:
             worker = sink.S3Sink.from_settings(settings, policy, observed or metrics.SinkMetrics(CollectorRegistry()))
-            stats, pushed = worker.run(on_flush=advance), False
-    console.print(f"stored {stats.records:,} records in {stats.objects:,} objects under s3://{settings.s3_bucket}/raw/")
+            worker.run(on_flush=advance)
+            pushed = False
+    console.print(
+        f"stored {stored.records:,} records in {stored.objects:,} objects under s3://{settings.s3_bucket}/raw/"
+    )
     if pushed:
         _said_pushed(settings, metrics.SINK_JOB)
 
@@ -274,13 +285,16 @@ def load_command(
         signal.signal(stop_signal, lambda *_: stop.set())
     tally = _BronzeTally()
 
+    def committed(result: bronze.AppendResult, _: list[load.RawFile]) -> None:
+        # told at each commit: a load cut short by a restart still counts what it committed
+        tally.add(result)
+        progress.advance(task, result.appended + result.quarantined)
+
     def keep_loading() -> None:
         loader = load.RawObjectLoader(settings, source, observed)
         while not stop.is_set():
             started = time.monotonic()
-            for result in loader.load():
-                tally.add(result)
-                progress.advance(task, result.appended + result.quarantined)
+            loader.load(committed)
             stop.wait(max(0.0, every - (time.monotonic() - started)))
 
     with progress_bars() as progress:
