@@ -122,8 +122,9 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                     for error in dbt_errors:
                         console.print(Text.from_ansi(error))
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
-            # read from the copy dbt still holds open: the published file would be opened anew (2 s at 10M)
-            covered = reading.coverage(private) if settings.target == "local" else None
+            # what this build made, from its copy; a selection may have left data_quality out
+            built_quality = settings.target == "local" and _built(results, "data_quality")
+            covered = reading.coverage(private) if built_quality else None
     except KeyboardInterrupt:
         console.print("interrupted: the warehouse keeps its last good build")
         raise BuildStopped(130) from None
@@ -135,6 +136,14 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
     _print_dirty_input(transform.dirty_input_counts(results))
     if covered is not None:
         console.print(covered)
+
+
+def _built(results: Any, model: str) -> bool:
+    """``model`` was built by this build (a selection may leave it out)."""
+    return any(
+        result.node.name == model and result.node.resource_type == "model" and str(result.status) == "success"
+        for result in getattr(results, "results", None) or []
+    )
 
 
 def _print_freshness(results: Any) -> None:

@@ -144,17 +144,17 @@ def test_a_loader_killed_mid_load_resumes_without_losing_or_duplicating(tmp_path
     script = (
         "from ingestion.config import Settings; from ingestion.post_sources import make_source;"
         "from ingestion.load import load_posts;"
-        f"load_posts(Settings(lake={lake.root!r}), make_source('synthetic', 9), 100_000, batch_size=5_000)"
+        f"load_posts(Settings(lake={lake.root!r}), make_source('synthetic', 9), 40_000, batch_size=2_000)"
     )
     process = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 60
-    while committed_offset(lake, "user", stream) < 20_000 and time.monotonic() < deadline:
+    while committed_offset(lake, "user", stream) < 8_000 and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     partial = {table: committed_offset(lake, table, stream) for table in RAW_TABLES}
-    assert 0 < min(partial.values()) < 100_000, partial
+    assert 0 < min(partial.values()) < 40_000, partial
 
-    load_posts(Settings(lake=lake.root), make_source("synthetic", 9), 100_000, batch_size=5_000)
+    load_posts(Settings(lake=lake.root), make_source("synthetic", 9), 40_000, batch_size=2_000)
     tables = {table: table for table in RAW_TABLES}
-    assert in_tables(Lake(lake.root), tables) == generated("synthetic", 9, 0, 100_000, tables)
+    assert in_tables(Lake(lake.root), tables) == generated("synthetic", 9, 0, 40_000, tables)

@@ -27,6 +27,10 @@ from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference, pinpi
 
 STAGING = ("stg_pinterest__pins", "stg_pinterest__geo", "stg_pinterest__users")
 INCREMENTAL = [*(f"staging.{model}" for model in STAGING), "intermediate.int_posts_enriched"]
+# builds of only what a test is about: the staging models, or up to int_posts_enriched, with their
+# tests (cautious: not the tests that also read a model or seed left out)
+STAGING_ONLY = ("--select", "staging.pinterest", "--indirect-selection", "cautious")
+UP_TO_ENRICHED = ("--select", "staging.pinterest +int_posts_enriched", "--indirect-selection", "cautious")
 
 
 def _warehouse(settings: Settings, *, marts: bool) -> dict[str, Counter]:
@@ -85,9 +89,7 @@ def _incremental_equals_full_refresh(settings: Settings, dbt: Dbt, *, days: int,
     settings = settings.model_copy(update={"staging_lookback_minutes": 0})
     lake = Lake.from_settings(settings)
     records = [*append_dirty_posts(lake)]
-    # cautious: not the marts' tests that also read a selected seed
-    only_incremental = ["--select", "staging.pinterest +int_posts_enriched", "--indirect-selection", "cautious"]
-    selection = [] if whole_project else only_incremental
+    selection = [] if whole_project else list(UP_TO_ENRICHED)
     dbt.build(settings, *selection, "--full-refresh")  # the first build (a session may share Spark's)
     for day in range(days):
         records += _day(lake, settings, day)
@@ -106,7 +108,7 @@ def _incremental_equals_full_refresh(settings: Settings, dbt: Dbt, *, days: int,
 
 
 def test_incremental_staging_equals_a_full_refresh_on_duckdb(settings: Settings, dbt: Dbt) -> None:
-    _incremental_equals_full_refresh(settings, dbt, days=3, whole_project=True)
+    _incremental_equals_full_refresh(settings, dbt, days=2, whole_project=True)
 
 
 @pytest.mark.slow
@@ -130,16 +132,16 @@ def test_an_incremental_build_reads_only_rows_newer_than_staging_less_the_lookba
 ) -> None:
     lake = Lake.from_settings(settings)
     load_posts(settings, make_source("aicore", 2), 300)
-    dbt.build(settings)
+    dbt.build(settings, *STAGING_ONLY)
     # a row whose writer stamped it two hours before staging's newest row: beyond the 60-minute
     # lookback, an incremental build does not re-read it (a lookback of 3 hours would)
     _append_stamped(lake, "geo", {"ind": 999001, "country": "Chad"}, datetime.now(UTC) - timedelta(hours=2))
-    dbt.build(settings)
+    dbt.build(settings, *STAGING_ONLY)
     with warehouse.connect_warehouse(settings, read_only=True) as connection:
         assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
             0,
         )
-    dbt.build(settings, "--full-refresh")
+    dbt.build(settings, *STAGING_ONLY, "--full-refresh")
     with warehouse.connect_warehouse(settings, read_only=True) as connection:
         assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
             1,
@@ -153,7 +155,7 @@ def test_a_row_committed_late_within_the_lookback_reaches_staging_in_the_next_bu
     the last build, is in staging after the next incremental build: the lookback re-reads it."""
     lake = Lake.from_settings(settings)
     load_posts(settings, make_source("aicore", 2), 300)
-    dbt.build(settings)
+    dbt.build(settings, *STAGING_ONLY)
     models = dict(zip(("pin", "geo", "user"), STAGING, strict=True))
     with warehouse.connect_warehouse(settings, read_only=True) as connection:
         newest = {
@@ -165,7 +167,7 @@ def test_a_row_committed_late_within_the_lookback_reaches_staging_in_the_next_bu
     for table in models:
         payload = post[table] | {KEY_FIELD[table]: 999002}
         _append_stamped(lake, table, payload, newest[table] - timedelta(minutes=30))
-    dbt.build(settings)
+    dbt.build(settings, *STAGING_ONLY)
     with warehouse.connect_warehouse(settings, read_only=True) as connection:
         for model in models.values():
             assert connection.execute(f"select count(*) from staging.{model} where ind = 999002").fetchone() == (1,), (
@@ -194,16 +196,17 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
     other = settings.model_copy(update={"lake": str(tmp_path / "other-lake")})
     load_posts(settings, make_source("synthetic", 1), 500)
     load_posts(other, make_source("synthetic", 1), 800)
+    # staging is what the guard is about: built alone, as `pinpipe transform --select` allows
 
-    assert pinpipe_here(settings, "transform").code == 0
+    assert pinpipe_here(settings, "transform", *STAGING_ONLY[:2]).code == 0
     # dbt as its users run it, in its own process: its guard stops staging
-    plain = plain_dbt("build", env={**os.environ, **other.environment(), "COLUMNS": "200"})
+    plain = plain_dbt("build", *STAGING_ONLY, env={**os.environ, **other.environment(), "COLUMNS": "200"})
     assert plain.returncode == 1
     assert "stg_pinterest__pins was built from another bronze" in plain.stdout
     assert "pinpipe transform --full-refresh" in plain.stdout
 
     # pinpipe knows which lake its last build read: it rebuilds staging at once, no dbt error first
-    done = pinpipe_here(other, "transform")
+    done = pinpipe_here(other, "transform", *STAGING_ONLY[:2])
     assert done.code == 0, done.out + done.err
     assert (
         f"the warehouse was built from the lake {settings.lake}: rebuilding the incremental models from {other.lake}"
@@ -216,7 +219,7 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
 
     # where it does not know (a warehouse plain dbt built last), dbt's guard stops staging and pinpipe rebuilds it
     Path(f"{settings.warehouse}.lake").unlink()
-    back = pinpipe_here(settings, "transform")
+    back = pinpipe_here(settings, "transform", *STAGING_ONLY[:2])
     assert back.code == 0, back.out + back.err
     assert "was built from another bronze" in back.out
     assert "rebuilding from scratch" in back.out
@@ -227,12 +230,12 @@ def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it
 
 def test_a_table_of_an_earlier_version_is_rebuilt_not_merged_into(settings: Settings, dbt: Dbt) -> None:
     load_posts(settings, make_source("aicore", 3), 200)
-    dbt.build(settings)
+    dbt.build(settings, *UP_TO_ENRICHED)
     with warehouse.connect_warehouse(settings) as connection:  # as the project built it before the column
         connection.execute("alter table intermediate.int_posts_enriched drop column _ingested_at")
     with pytest.raises(transform.DbtFailed) as failed:
-        dbt.build(settings)
+        dbt.build(settings, *UP_TO_ENRICHED)
     assert transform.rebuild_from_scratch_reason(failed.value.results) == (
         "int_posts_enriched was built by an earlier version of this project, without `_ingested_at`"
     )
-    dbt.build(settings, "--full-refresh")
+    dbt.build(settings, *UP_TO_ENRICHED, "--full-refresh")
