@@ -21,6 +21,8 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from ingestion.bronze_rows import to_bronze_rows, with_metadata
 from ingestion.failpoints import failpoint
@@ -106,8 +108,19 @@ def append_slices(
     also records each stream's next offset; see ``append``.
 
     The quarantine commit comes first: if the process dies between the two commits, the retry finds
-    the quarantine rows recorded and writes only the data.
+    the quarantine rows recorded and writes only the data. When another writer's commit to a stream
+    wins (Delta refuses two commits of one app id's offset), the append starts again from the table
+    as that commit left it: only what is still missing is appended.
     """
+    return Retrying(
+        retry=retry_if_exception_type(CommitFailedError),
+        wait=wait_random(0.05, 0.5),  # apart from the other writer's next attempt
+        stop=stop_after_attempt(20),
+        reraise=True,
+    )(_append_slices_once, lake, table, slices, target)
+
+
+def _append_slices_once(lake: Lake, table: RawTable, slices: Sequence[StreamSlice], target: str | None) -> AppendResult:
     target = target or table
     schema = table_schema(target)
     delta = lake.delta_table(target)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_never
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never
 
-from ingestion.bus import BusError
-from ingestion.errors import ServiceDown
 from ingestion.explain import explain
+from ingestion.faults import retryable
 from ingestion.output import errors
 
 
@@ -32,11 +31,10 @@ class RestartBackoff:
 
 def supervised(stage: str, run: Callable[[], None], *, restart: bool) -> None:
     """Run a long-running stage; when a service it needs fails (Kafka, S3, Kinesis down or erroring
-    past the clients' own retries), say so in one line and run it again after a backoff
-    (``RestartBackoff``). Every stage resumes from what it committed, so a restart neither loses
+    past the clients' own retries, the lake's object store included) or another writer's commit
+    wins, say so in one line and run it again after a backoff (``RestartBackoff``); a defect stops
+    it (``ingestion.faults``). Every stage resumes from what it committed, so a restart neither loses
     nor repeats a record."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     if not restart:
         run()
         return
@@ -44,12 +42,12 @@ def supervised(stage: str, run: Callable[[], None], *, restart: bool) -> None:
 
     def say(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        reason = explain(error)[0] if isinstance(error, Exception) else "unknown"
+        reason = explain(error)[0] if isinstance(error, Exception) else f"{type(error).__name__}: {error}"
         delay = state.next_action.sleep if state.next_action else 0
         errors.print(f"{stage} stopped: {reason}; restarting in {delay:g} s", highlight=False)
 
     Retrying(
-        retry=retry_if_exception_type((ServiceDown, BusError, BotoCoreError, ClientError, ConnectionError)),
+        retry=retry_if_exception(retryable),
         wait=backoff,
         before=backoff.started,
         before_sleep=say,

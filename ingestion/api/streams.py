@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from ingestion.api.common import ApiError, Requests, field_errors, invalid_records, parsed
-from ingestion.bus import BusError, KinesisBus, NoSuchStream, StreamRejected
+from ingestion.bus import KinesisBus, NoSuchStream, StreamRejected
 from ingestion.config import stream_table
+from ingestion.faults import Fault, classify
 from ingestion.schemas import KEY_FIELD, RAW_MODELS, RawTable
 
 
@@ -73,13 +74,21 @@ def _stream_record(table: RawTable, where: str, data: dict[str, Any] | str, key:
         return f"{where}.Data: not encodable as JSON: {error}"
 
 
-def _writable(stream: str, body_stream: str | None) -> RawTable:
+def _writable(stream: str, configured: dict[str, RawTable]) -> RawTable:
+    """The raw table a put to ``stream`` carries: only the configured streams (PINPIPE_STREAMS) take
+    records, those the consumer reads; any other name is a 404 before Kinesis is asked anything."""
+    if stream not in configured:
+        if stream_table(stream) is None:
+            raise ApiError(
+                404, f"Stream {stream!r} carries no raw table: its name must end in -pin, -geo or -user.", 40403
+            )
+        raise ApiError(404, f"Stream {stream!r} not found; streams are {sorted(configured)}.", 40402)
+    return configured[stream]
+
+
+def _same_stream(stream: str, body_stream: str | None) -> None:
     if body_stream is not None and body_stream != stream:
         raise ApiError(422, f"StreamName {body_stream!r} in the body differs from {stream!r} in the path.", 42201)
-    table = stream_table(stream)
-    if table is None:
-        raise ApiError(404, f"Stream {stream!r} carries no raw table: its name must end in -pin, -geo or -user.", 40403)
-    return table
 
 
 async def _kinesis(operation: Callable[..., Any], *args: object) -> Any:
@@ -89,12 +98,15 @@ async def _kinesis(operation: Callable[..., Any], *args: object) -> Any:
         raise ApiError(404, f"Stream not found: {error}", 40402) from None
     except StreamRejected as error:
         raise ApiError(400, str(error), 40002) from None
-    except BusError as error:
+    except Exception as error:
+        if classify(error) is not Fault.SERVICE_AWAY:
+            raise
         raise ApiError(503, str(error), 50303) from None
 
 
 def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
     settings, metrics = requests.settings, requests.metrics
+    configured = settings.stream_tables
     router = APIRouter()
 
     @router.get("/streams", summary="List streams (Kinesis ListStreams)")
@@ -125,12 +137,13 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
 
     @router.put("/streams/{stream}/record", summary="Put one record (Kinesis PutRecord)")
     async def put_record(stream: str, request: Request) -> dict[str, Any]:
+        table = _writable(stream, configured)
         record = parsed(
             PutRecordRequest,
             await requests.json(request, {"application/json"}),
             '{"StreamName"?, "Data", "PartitionKey"?}',
         )
-        table = _writable(stream, record.StreamName)
+        _same_stream(stream, record.StreamName)
         encoded = _stream_record(table, "record", record.Data, record.PartitionKey)
         if isinstance(encoded, str):
             metrics.rejected.labels(metrics.topic(stream)).inc()
@@ -142,12 +155,13 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
 
     @router.put("/streams/{stream}/records", summary="Put up to 500 records (Kinesis PutRecords)")
     async def put_records(stream: str, request: Request) -> dict[str, Any]:
+        table = _writable(stream, configured)
         batch = parsed(
             PutRecordsRequest,
             await requests.json(request, {"application/json"}),
             '{"StreamName"?, "Records": [{"Data", "PartitionKey"?}] (1 to 500)}',
         )
-        table = _writable(stream, batch.StreamName)
+        _same_stream(stream, batch.StreamName)
         encoded = [_stream_record(table, f"Records[{i}]", r.Data, r.PartitionKey) for i, r in enumerate(batch.Records)]
         problems = [e for e in encoded if isinstance(e, str)]
         if problems:

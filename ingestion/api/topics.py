@@ -14,7 +14,8 @@ from ingestion.api.common import (
     invalid_records,
     raw_record_problems,
 )
-from ingestion.bus import BusError, KafkaBus, RecordRefused
+from ingestion.bus import KafkaBus, RecordRefused
+from ingestion.faults import Fault, classify
 from ingestion.schemas import KAFKA_JSON, KEY_FIELD
 
 ACCEPTED_CONTENT_TYPES = {KAFKA_JSON, "application/json"}
@@ -77,7 +78,9 @@ def topics_router(requests: Requests, bus: KafkaBus) -> APIRouter:
         except RecordRefused as error:
             metrics.rejected.labels(topic).inc(len(values))
             raise invalid_records([f"records[{error.index}]: Kafka refused it: {error}"], "produced") from None
-        except BusError as error:
+        except Exception as error:
+            if classify(error) is not Fault.SERVICE_AWAY:
+                raise
             raise ApiError(503, str(error), 50302) from None
         metrics.records.labels(topic).inc(len(acknowledgements))
         return {

@@ -284,7 +284,7 @@ def test_invalid_requests_get_their_status_and_nothing_reaches_kafka(stack: Sett
         metrics = client.get("/metrics", headers={"X-API-Key": "s3cret"}).text
         assert 'pinpipe_api_requests_total{route="/topics/{topic}",status="422"} 11.0' in metrics
         assert "made-up" not in metrics
-        assert 'pinpipe_api_records_rejected_total{topic="unknown"} 50.0' in metrics
+        assert 'pinpipe_api_requests_total{route="/streams/{stream}/record",status="404"} 50.0' in metrics
     assert _in_kafka(secured) - before == 1  # only the one valid request
 
 

@@ -74,10 +74,10 @@ def test_a_post_loader_killed_between_two_tables_commits_resumes_each_table_wher
     assert in_tables(Lake(lake.root), BATCH_TABLES) == generated("synthetic", 4, 0, 2_000, BATCH_TABLES)
 
 
-def _raw_objects(folder: Path) -> tuple[Counter, Counter]:
-    """Five sink objects of 200 pin records each, a few of them unidentifiable; the multisets of the
-    good records and of the bad lines."""
-    pins = make_source("synthetic", 8).batch(0, 1_000).table("pin").to_pylist()
+def _raw_objects(folder: Path, objects: int = 5) -> tuple[Counter, Counter]:
+    """Sink objects of 200 pin records each, a few of them unidentifiable; the multisets of the good
+    records and of the bad lines."""
+    pins = make_source("synthetic", 8).batch(0, 200 * objects).table("pin").to_pylist()
     good: Counter = Counter()
     bad: Counter = Counter()
     lines = []
@@ -89,7 +89,7 @@ def _raw_objects(folder: Path) -> tuple[Counter, Counter]:
             line = json.dumps(pin)
             good[record("pin", "pin", pin)] += 1
         lines.append(line)
-    for start in range(0, 1_000, 200):
+    for start in range(0, len(pins), 200):
         path = folder / object_key("", "pin", 0, start).lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines[start : start + 200]) + "\n")
@@ -122,6 +122,24 @@ def test_a_raw_object_loader_killed_inside_its_commit_window_loads_every_record_
     assert in_tables(Lake(lake.root), {"pin": "pin"}).total() < good.total(), "everything loaded before the kill"
 
     subprocess.run(command, check=True, capture_output=True)
+    lake = Lake(lake.root)
+    assert in_tables(lake, {"pin": "pin"}) == good
+    assert _quarantined(lake) == bad
+
+
+def test_two_loaders_at_once_both_finish_and_load_every_record_once(tmp_path: Path) -> None:
+    """Two `pinpipe load` of the same objects into the same lake: their commits conflict, and the one
+    that loses reads the offsets the other committed and appends only what is still missing."""
+    folder, lake = tmp_path / "raw", Lake(str(tmp_path / "lake"))
+    good, bad = _raw_objects(folder, objects=30)
+    command = [PINPIPE, "--lake", lake.root, "load", "--from", str(folder)]
+    env = {**os.environ, "PINPIPE_LOAD_COMMIT_RECORDS": "150"}  # a commit per object: many chances to collide
+    loaders = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    said = [loader.communicate(timeout=300)[0] for loader in loaders]
+    assert [loader.returncode for loader in loaders] == [0, 0], said
     lake = Lake(lake.root)
     assert in_tables(lake, {"pin": "pin"}) == good
     assert _quarantined(lake) == bad
