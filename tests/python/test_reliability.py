@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -17,18 +18,19 @@ import pytest
 import requests
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from ingestion.clients import kafka_admin
+from ingestion.clients import kafka_admin, kinesis_client
 from ingestion.config import Settings
 from ingestion.lake import QUARANTINE, Lake
 from ingestion.load import load_raw_objects
+from ingestion.object_keys import object_key
 from ingestion.post import ApiRejected, KafkaTopics, post_batches
 from ingestion.post_sources import make_source
-from ingestion.schemas import KAFKA_JSON
-from ingestion.services import KafkaBroker, S3Server, free_port
+from ingestion.schemas import KAFKA_JSON, RAW_TABLES
+from ingestion.services import KafkaBroker, KinesisServer, S3Server, free_port
 from ingestion.sink import S3Sink
 from ingestion.stack import api_server
 
-from helpers import default_kafka_client_only, in_bronze, in_s3, posted, record
+from helpers import KinesisServers, default_kafka_client_only, eventually, in_bronze, in_s3, in_tables, posted, record
 
 pytestmark = pytest.mark.slow
 
@@ -184,3 +186,96 @@ def test_a_sink_whose_s3_is_away_restarts_by_itself_and_stores_every_record_once
     finally:
         s3.down()
     assert loaded == posted(stack, 0, 500)
+
+
+def test_the_loader_and_the_stream_consumer_ride_out_an_outage_of_their_s3_lake(
+    kinesis_servers: KinesisServers, tmp_path: Path
+) -> None:
+    """`pinpipe load --every` and `pinpipe stream`, both writing an s3:// lake, while its S3 server is
+    stopped for 30 s (delta-rs fails inside a commit then, in its own words): each says it restarts,
+    both keep running, and once S3 is back bronze holds every record once, new ones included."""
+    kinesis = kinesis_servers.get(Settings.model_fields["kinesis_server"].default)
+    s3 = S3Server(Settings(state_dir=tmp_path / "s3", s3_port=free_port()))
+    s3.up()
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        state_dir=kinesis.settings.state_dir,
+        kinesis_server=kinesis.settings.kinesis_server,
+        kinesis_port=kinesis.settings.kinesis_port,
+        kinesis_shards=1,
+        streams=tuple(f"outage-{run}-{table}" for table in RAW_TABLES),
+        s3_port=s3.settings.s3_port,
+        s3_endpoint_url=s3.endpoint_url,
+        lake=f"s3://{s3.settings.s3_bucket}/lake",
+        loader_metrics_port=free_port(),
+        stream_metrics_port=free_port(),
+    )
+    KinesisServer(settings).ensure_streams()
+    posts = make_source("synthetic", 12).batch(0, 1_200)
+    objects, streamed = Counter(), Counter()
+
+    def sink_objects(first: int, count: int) -> None:  # as the sink writes them, 200 records each
+        for table in RAW_TABLES:
+            values = posts.table(table).to_pylist()[first : first + count]
+            for start in range(first, first + count, 200):
+                chunk = values[start - first : start - first + 200]
+                key = object_key("raw", table, 0, start)
+                s3.client().put_object(Bucket=settings.s3_bucket, Key=key, Body="\n".join(map(json.dumps, chunk)))
+                objects.update(record(table, table, value) for value in chunk)
+
+    kinesis_client_ = kinesis_client(settings)
+
+    def put(first: int, count: int) -> None:
+        for stream, table in settings.stream_tables.items():
+            values = posts.table(table).to_pylist()[first : first + count]
+            entries = [{"Data": json.dumps(v).encode(), "PartitionKey": str(i)} for i, v in enumerate(values)]
+            assert kinesis_client_.put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
+            streamed.update(record(f"{table}_stream", table, value) for value in values)
+
+    def bronze() -> tuple[Counter, Counter]:
+        lake = Lake.from_settings(settings)
+        return in_tables(lake, settings.topic_tables), in_tables(
+            lake, {f"{table}_stream": f"{table}_stream" for table in RAW_TABLES}
+        )
+
+    sink_objects(0, 400)
+    put(0, 400)
+    pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    env = {**os.environ, **settings.environment()}
+    logs = {name: (tmp_path / f"{name}.log").open("w+") for name in ("load", "stream")}
+    stages = {
+        "load": subprocess.Popen(
+            [pinpipe, "load", "--every", "1"], env=env, stdout=logs["load"], stderr=subprocess.STDOUT
+        ),
+        "stream": subprocess.Popen(
+            [pinpipe, "stream", "--flush-seconds", "0.5"], env=env, stdout=logs["stream"], stderr=subprocess.STDOUT
+        ),
+    }
+
+    def said() -> str:
+        return "\n".join(f"--- {name}\n{(tmp_path / f'{name}.log').read_text()[-3000:]}" for name in stages)
+
+    try:
+        assert eventually(lambda: bronze() == (objects, streamed), 120), said()
+        s3.down()
+        put(400, 400)  # Kinesis is up: the consumer reads them and fails to commit them
+        time.sleep(30)
+        assert all(stage.poll() is None for stage in stages.values()), said()
+        s3.up()
+        sink_objects(400, 800)
+        put(800, 400)
+        assert eventually(lambda: bronze() == (objects, streamed), 180, every=2), said()
+        assert all(stage.poll() is None for stage in stages.values()), said()
+        for name in stages:
+            assert f"{'loader' if name == 'load' else 'stream consumer'} stopped: " in said(), said()
+    finally:
+        for stage in stages.values():
+            stage.send_signal(signal.SIGTERM)
+        for stage in stages.values():
+            try:
+                stage.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                stage.kill()
+        s3.down()
+    # the loader's closing line counts what it appended across its restarts
+    assert "1,200 pin appended" in (tmp_path / "load.log").read_text(), said()
