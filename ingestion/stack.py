@@ -29,7 +29,12 @@ def api_server(settings: Settings, *, timeout: float = 30, health: str = "/healt
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"the API did not start on {url}")
         time.sleep(0.05)
-    requests.get(f"{url}{health}", timeout=timeout).raise_for_status()
+    # health is watched in the background: the first answers may say it is not known yet
+    while requests.get(f"{url}{health}", timeout=timeout).status_code != 200:
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"{url}{health} did not answer 200 in {timeout:g} s")
+        time.sleep(0.1)
     try:
         yield url
     finally:

@@ -182,9 +182,10 @@ def _close_duckdb() -> None:
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
     with DuckDBConnectionManager._LOCK:
-        if DuckDBConnectionManager._ENV is not None:
-            DuckDBConnectionManager._ENV.close()
-        DuckDBConnectionManager.close_all_connections()
+        environment: Any = DuckDBConnectionManager._ENV  # declared None: set by the first connection
+        if environment is not None:
+            environment.close()
+        DuckDBConnectionManager.close_all_connections()  # type: ignore[no-untyped-call]
 
 
 class WarmDbt:

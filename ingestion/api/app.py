@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingestion import clients
 from ingestion.api.common import ApiError, Requests
+from ingestion.api.health import HealthWatch
 from ingestion.api.streams import streams_router
 from ingestion.api.topics import topics_router
 from ingestion.bus import KafkaBus, KinesisBus, kafka_bus
@@ -34,10 +35,14 @@ def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: Kinesis
     streams = kinesis or KinesisBus(clients.kinesis_client(settings))
     requests = Requests(settings)
     metrics = requests.metrics
+    kafka_health = HealthWatch(lambda: kafka.healthy(settings.topics[0]))
+    kinesis_health = HealthWatch(streams.healthy)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        kafka_health.stop()
+        kinesis_health.stop()
         kafka.close()
 
     app = FastAPI(
@@ -67,15 +72,17 @@ def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: Kinesis
     app.include_router(topics_router(requests, kafka))
     app.include_router(streams_router(requests, streams))
 
-    @app.get("/healthz", summary="The API and its Kafka broker answer")
-    async def healthz() -> JSONResponse:
-        healthy = await run_in_threadpool(kafka.healthy, settings.topics[0])
-        return JSONResponse({"status": "ok" if healthy else "kafka unavailable"}, status_code=200 if healthy else 503)
+    async def health(watch: HealthWatch, service: str) -> JSONResponse:
+        healthy, why = await run_in_threadpool(watch.healthy)
+        return JSONResponse({"status": "ok" if healthy else f"{service} {why}"}, status_code=200 if healthy else 503)
 
-    @app.get("/healthz/streams", summary="The API and its Kinesis endpoint answer")
+    @app.get("/healthz", summary="The API and its Kafka broker answer (as last seen, at most a second ago)")
+    async def healthz() -> JSONResponse:
+        return await health(kafka_health, "kafka")
+
+    @app.get("/healthz/streams", summary="The API and its Kinesis endpoint answer (as last seen)")
     async def healthz_streams() -> JSONResponse:
-        healthy = await run_in_threadpool(streams.healthy)
-        return JSONResponse({"status": "ok" if healthy else "kinesis unavailable"}, status_code=200 if healthy else 503)
+        return await health(kinesis_health, "kinesis")
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hmac
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -155,3 +157,27 @@ def parsed(model: type[BaseModel], payload: object, shape: str) -> Any:
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise ApiError(422, f"Request must be {shape}: {problems}", 42200) from None
+
+
+def instance_metrics_dir(root: Path) -> Path:
+    """A folder for one API's multiprocess metrics: ``root/<this process id>``, new and empty, so that
+    two APIs on one state dir never share or remove each other's; the folders of APIs no longer
+    running are removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in root.iterdir():
+        if folder.name.isdigit() and not _running(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = root / str(os.getpid())
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    return mine
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

@@ -162,26 +162,30 @@ def api_command(
     OpenAPI at /docs. Worker processes share the port, each with its own Kafka producer."""
     import uvicorn
 
+    from ingestion.api.common import instance_metrics_dir
+
     settings = settings_of(context)
     given = {"api_port": port, "api_workers": workers}
     settings = settings.model_copy(update={name: value for name, value in given.items() if value is not None})
     os.environ.update(settings.environment())  # the workers build their settings from it
-    # every worker's metrics in one /metrics: prometheus-client's multiprocess mode, files of this run only
-    metrics_dir = settings.state_dir / "api-metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+    # every worker's metrics in one /metrics: prometheus-client's multiprocess mode, in a folder of this
+    # API's own (another API on the same state dir has its own), removed when it stops
+    metrics_dir = instance_metrics_dir(settings.state_dir / "api-metrics")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    uvicorn.run(
-        "ingestion.api:app_from_environment",
-        factory=True,
-        host="127.0.0.1",
-        port=settings.api_port,
-        workers=settings.api_workers,
-        log_level="warning",
-        # uvicorn kills a worker that misses a 5 s health ping: on a starved machine that is a busy,
-        # healthy worker, and its requests in flight are cut off
-        timeout_worker_healthcheck=30,
-    )
+    try:
+        uvicorn.run(
+            "ingestion.api:app_from_environment",
+            factory=True,
+            host="127.0.0.1",
+            port=settings.api_port,
+            workers=settings.api_workers,
+            log_level="warning",
+            # uvicorn kills a worker that misses a 5 s health ping: on a starved machine that is a busy,
+            # healthy worker, and its requests in flight are cut off
+            timeout_worker_healthcheck=30,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command(name="sink", rich_help_panel=STAGES)
