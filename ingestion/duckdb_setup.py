@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 if TYPE_CHECKING:
-    pass
+    from ingestion.config import Settings
 
 # DuckDB extensions shipped as PyPI wheels: installing them from the wheel's file means no download
 # from DuckDB's extension site, which this project must not depend on.
@@ -53,3 +53,19 @@ def ensure_duckdb_extensions(extension_directory: Path) -> list[str]:
             # INSTALL takes no prepared parameter: the path is a quoted literal
             connection.execute(f"install {_sql_string(str(binary))}")
     return missing
+
+
+def lake_secret_sql(settings: Settings) -> str:
+    """The statement giving a DuckDB session the S3 secret of an ``s3://`` lake, as dbt's profile
+    (`secrets:` of the local target) gives it to dbt's: a reader opened outside dbt needs its own."""
+    endpoint = settings.s3_endpoint_url or ""
+    options = {
+        "type": "s3",
+        "key_id": _sql_string(settings.s3_access_key_id),
+        "secret": _sql_string(settings.s3_secret_access_key.get_secret_value()),
+        "region": _sql_string(settings.s3_region),
+        "endpoint": _sql_string(endpoint.removeprefix("https://").removeprefix("http://") or "s3.amazonaws.com"),
+        "use_ssl": "false" if endpoint.startswith("http://") else "true",
+        "url_style": _sql_string("path" if endpoint else "vhost"),
+    }
+    return "create or replace temporary secret pinpipe_lake (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")"

@@ -15,7 +15,7 @@ from filelock import FileLock, Timeout
 
 from ingestion import clients
 from ingestion.config import Settings
-from ingestion.duckdb_setup import duckdb_config
+from ingestion.duckdb_setup import duckdb_config, lake_secret_sql
 from ingestion.errors import (
     BuildBusy,
     LakeMissing,
@@ -38,13 +38,16 @@ def connect_warehouse(settings: Settings, *, read_only: bool = False) -> duckdb.
         )
     config = duckdb_config(settings.duckdb_extension_directory, settings.duckdb_spill_directory)
     try:
-        return duckdb.connect(settings.warehouse, read_only=read_only, config=config)
+        connection = duckdb.connect(settings.warehouse, read_only=read_only, config=config)
     except duckdb.ConnectionException:
         if not read_only:
             raise
         # dbt, run in this very process, still holds the file read-write: DuckDB shares its instance
         # only with connections of the same configuration
-        return duckdb.connect(settings.warehouse, config=config)
+        connection = duckdb.connect(settings.warehouse, config=config)
+    if settings.lake.startswith("s3://"):  # the bronze views read the lake: DuckDB needs its bucket's secret
+        connection.execute(lake_secret_sql(settings))
+    return connection
 
 
 def check_lake(settings: Settings) -> None:
