@@ -115,6 +115,15 @@ class Settings(BaseSettings):
         description="a record's key and value together, at most (Kafka's and librdkafka's default limit): larger "
         "ones get 422 before any record of the request is produced",
     )
+    api_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection must send a request's headers within this (from when it opens, or from its last "
+        "answer): else 408 and closed",
+    )
+    api_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="each part of a request's body must arrive within this: else 408 and closed"
+    )
     post_give_up_seconds: float = Field(
         default=120.0, gt=0, description="the posting client sends a failed request again until this has passed"
     )

@@ -11,6 +11,7 @@ import requests
 import uvicorn
 
 from ingestion.api import create_app
+from ingestion.api.slow_clients import header_deadline
 from ingestion.config import Settings
 
 
@@ -19,7 +20,13 @@ def api_server(settings: Settings, *, timeout: float = 30, health: str = "/healt
     """Serve the API on 127.0.0.1:<api_port> in a thread; yields its base URL once ``health`` (Kafka's
     by default, ``/healthz/streams`` for Kinesis) answers, stops it on exit."""
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=settings.api_port,
+            http=header_deadline(settings),
+            log_level="warning",
+        )
     )
     thread = threading.Thread(target=server.run, name="pinpipe-api", daemon=True)
     thread.start()

@@ -54,7 +54,9 @@ def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: Kinesis
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse({"error_code": error.error_code, "message": error.message}, status_code=error.status)
+        return JSONResponse(
+            {"error_code": error.error_code, "message": error.message}, status_code=error.status, headers=error.headers
+        )
 
     @app.middleware("http")
     async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import shutil
@@ -23,9 +24,11 @@ from ingestion.schemas import RAW_LIST_ADAPTERS, RawTable
 class ApiError(Exception):
     """An error answered in the REST Proxy's shape: ``{"error_code": ..., "message": ...}``."""
 
-    def __init__(self, status: int, message: str, error_code: int | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, error_code: int | None = None, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
         self.error_code = error_code or status * 100
 
 
@@ -92,7 +95,18 @@ class Requests:
         if declared and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"Request body over {limit} bytes.")
         chunks, size = [], 0
-        async for chunk in request.stream():
+        parts, timeout = request.stream().__aiter__(), self.settings.api_body_timeout_seconds
+        while True:
+            try:  # a client that stops sending (a slow loris) is cut off, not waited for
+                chunk = await asyncio.wait_for(anext(parts), timeout)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise ApiError(
+                    408,
+                    f"The request body did not arrive in time: no part of it for {timeout:g} s.",
+                    headers={"connection": "close"},
+                ) from None
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:

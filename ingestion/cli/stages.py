@@ -163,6 +163,7 @@ def api_command(
     import uvicorn
 
     from ingestion.api.common import instance_metrics_dir
+    from ingestion.api.slow_clients import header_deadline
 
     settings = settings_of(context)
     given = {"api_port": port, "api_workers": workers}
@@ -179,6 +180,7 @@ def api_command(
             host="127.0.0.1",
             port=settings.api_port,
             workers=settings.api_workers,
+            http=header_deadline(settings),
             log_level="warning",
             # uvicorn kills a worker that misses a 5 s health ping: on a starved machine that is a busy,
             # healthy worker, and its requests in flight are cut off
