@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     api_body_timeout_seconds: float = Field(
         default=30.0, gt=0, description="each part of a request's body must arrive within this: else 408 and closed"
     )
+    api_idempotency_hours: float = Field(
+        default=24.0, gt=0, description="how long the API remembers a committed request's Idempotency-Key"
+    )
+    api_idempotency_keys: int = Field(
+        default=1_000_000, ge=1, description="at most this many Idempotency-Keys are remembered (the newest)"
+    )
     post_give_up_seconds: float = Field(
         default=120.0, gt=0, description="the posting client sends a failed request again until this has passed"
     )

@@ -19,6 +19,7 @@ from ingestion.errors import PinpipeError
 
 ENVIRONMENT_VARIABLE = "PINPIPE_FAILPOINT"
 POINTS = (
+    "api.after_commit",
     "bronze.after_quarantine_commit",
     "load.posts.after_table",
     "load.raw.after_commit",

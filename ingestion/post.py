@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from ingestion.emulate import PostBatch, PostSource, batches
-from ingestion.schemas import KAFKA_JSON, KEY_FIELD, RAW_TABLES, RawTable
+from ingestion.schemas import IDEMPOTENCY_KEY, KAFKA_JSON, KEY_FIELD, RAW_TABLES, RawTable
 
 
 @dataclass(frozen=True)
@@ -67,23 +68,35 @@ class Client:
             retry=retry_if_exception_type(_Transient),
             reraise=True,
         )
+        # one key per request, the same on each of its retries: the API answers a retry of a request
+        # it already stored with the first answer instead of storing it again
+        key = uuid.uuid4().hex
         try:
-            return retrying(self._once, method, path, data, content_type)
+            return retrying(self._once, method, path, data, content_type, key)
         except _Transient as error:
             raise ApiRejected(f"{method} {path}: gave up after {self.give_up_after:g} s: {error}") from None
 
-    def _once(self, method: str, path: str, data: bytes, content_type: str) -> Any:
+    def _once(self, method: str, path: str, data: bytes, content_type: str, key: str) -> Any:
+        headers = {"Content-Type": content_type, IDEMPOTENCY_KEY: key}
         try:
             response = self.session.request(
-                method, f"{self.api_url}{path}", data=data, headers={"Content-Type": content_type}, timeout=(5, 60)
+                method, f"{self.api_url}{path}", data=data, headers=headers, timeout=(5, 60)
             )
         except (requests.ConnectionError, requests.Timeout) as error:
             raise _Transient(f"no answer from {self.api_url}: {type(error).__name__}") from None
-        if response.status_code >= 500:
+        if response.status_code >= 500 or _under_way(response):
             raise _Transient(f"answered {response.status_code}: {response.text[:300]}")
         if response.status_code != 200:
             raise ApiRejected(f"{method} {path} answered {response.status_code}: {response.text}")
         return orjson.loads(response.content)
+
+
+def _under_way(response: requests.Response) -> bool:
+    """The API's 409 for a request whose first attempt is still being stored (``UNDER_WAY``)."""
+    try:
+        return response.status_code == 409 and response.json().get("error_code") == 40901
+    except ValueError:
+        return False
 
 
 JSON = "application/json"

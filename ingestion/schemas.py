@@ -19,6 +19,8 @@ RAW_TABLES: tuple[RawTable, ...] = ("pin", "geo", "user")
 
 # Confluent Kafka REST Proxy v2's content type for JSON records (the API accepts it, the client sends it)
 KAFKA_JSON = "application/vnd.kafka.json.v2+json"
+# the header a request's retries share, so the API stores the request once (ingestion/api/idempotency.py)
+IDEMPOTENCY_KEY = "Idempotency-Key"
 
 # the two serializations seen in the wild, zero-padded (staging's rule, RAW_DATA.md)
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}", re.ASCII)

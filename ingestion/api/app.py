@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ingestion import clients
 from ingestion.api.common import ApiError, Requests
 from ingestion.api.health import HealthWatch
+from ingestion.api.idempotency import IdempotencyStore
 from ingestion.api.streams import streams_router
 from ingestion.api.topics import topics_router
 from ingestion.bus import KafkaBus, KinesisBus, kafka_bus
@@ -71,8 +72,14 @@ def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: Kinesis
         metrics.latency.labels(path).observe(time.perf_counter() - started)
         return response
 
-    app.include_router(topics_router(requests, kafka))
-    app.include_router(streams_router(requests, streams))
+    # committed requests' answers by their Idempotency-Key: shared by the workers, kept across restarts
+    store = IdempotencyStore(
+        settings.state_dir / "api-idempotency.sqlite3",
+        hours=settings.api_idempotency_hours,
+        keys=settings.api_idempotency_keys,
+    )
+    app.include_router(topics_router(requests, kafka, store))
+    app.include_router(streams_router(requests, streams, store))
 
     async def health(watch: HealthWatch, service: str) -> JSONResponse:
         healthy, why = await run_in_threadpool(watch.healthy)

@@ -179,7 +179,7 @@ def instance_metrics_dir(root: Path) -> Path:
     running are removed."""
     root.mkdir(parents=True, exist_ok=True)
     for folder in root.iterdir():
-        if folder.name.isdigit() and not _running(int(folder.name)):
+        if folder.name.isdigit() and not process_running(int(folder.name)):
             shutil.rmtree(folder, ignore_errors=True)
     mine = root / str(os.getpid())
     shutil.rmtree(mine, ignore_errors=True)
@@ -187,7 +187,8 @@ def instance_metrics_dir(root: Path) -> Path:
     return mine
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """A process with this id runs (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

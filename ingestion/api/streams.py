@@ -11,14 +11,15 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from ingestion.api.common import ApiError, Requests, field_errors, invalid_records, parsed
+from ingestion.api.idempotency import IdempotencyStore, answered_once
 from ingestion.bus import KinesisBus, NoSuchStream, StreamRejected
 from ingestion.config import stream_table
 from ingestion.faults import Fault, classify
-from ingestion.schemas import KEY_FIELD, RAW_MODELS, RawTable
+from ingestion.schemas import IDEMPOTENCY_KEY, KEY_FIELD, RAW_MODELS, RawTable
 
 
 class PutRecordRequest(BaseModel):
@@ -104,7 +105,7 @@ async def _kinesis(operation: Callable[..., Any], *args: object) -> Any:
         raise ApiError(503, str(error), 50303) from None
 
 
-def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
+def streams_router(requests: Requests, kinesis: KinesisBus, store: IdempotencyStore) -> APIRouter:
     settings, metrics = requests.settings, requests.metrics
     configured = settings.stream_tables
     router = APIRouter()
@@ -135,8 +136,8 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
         await _kinesis(kinesis.delete_stream, stream)
         return {"StreamName": stream, "StreamStatus": "DELETING"}
 
-    @router.put("/streams/{stream}/record", summary="Put one record (Kinesis PutRecord)")
-    async def put_record(stream: str, request: Request) -> dict[str, Any]:
+    @router.put("/streams/{stream}/record", summary="Put one record (Kinesis PutRecord)", response_model=None)
+    async def put_record(stream: str, request: Request) -> dict[str, Any] | Response:
         table = _writable(stream, configured)
         record = parsed(
             PutRecordRequest,
@@ -148,13 +149,20 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
         if isinstance(encoded, str):
             metrics.rejected.labels(metrics.topic(stream)).inc()
             raise invalid_records([encoded], "put")
-        with metrics.produce.labels("kinesis").time():
-            answer = await _kinesis(kinesis.put, stream, *encoded)
-        metrics.records.labels(metrics.topic(stream)).inc()
-        return answer
 
-    @router.put("/streams/{stream}/records", summary="Put up to 500 records (Kinesis PutRecords)")
-    async def put_records(stream: str, request: Request) -> dict[str, Any]:
+        async def put() -> dict[str, Any]:
+            with metrics.produce.labels("kinesis").time():
+                answer = await _kinesis(kinesis.put, stream, *encoded)
+            metrics.records.labels(metrics.topic(stream)).inc()
+            return answer
+
+        key = request.headers.get(IDEMPOTENCY_KEY)
+        return await answered_once(
+            store, key, f"/streams/{stream}/record\n".encode() + record.model_dump_json().encode(), put
+        )
+
+    @router.put("/streams/{stream}/records", summary="Put up to 500 records (Kinesis PutRecords)", response_model=None)
+    async def put_records(stream: str, request: Request) -> dict[str, Any] | Response:
         table = _writable(stream, configured)
         batch = parsed(
             PutRecordsRequest,
@@ -167,9 +175,16 @@ def streams_router(requests: Requests, kinesis: KinesisBus) -> APIRouter:
         if problems:
             metrics.rejected.labels(metrics.topic(stream)).inc(len(batch.Records))
             raise invalid_records(problems, "put")
-        with metrics.produce.labels("kinesis").time():
-            answer = await _kinesis(kinesis.put_many, stream, encoded)
-        metrics.records.labels(metrics.topic(stream)).inc(len(encoded) - answer["FailedRecordCount"])
-        return answer
+
+        async def put() -> dict[str, Any]:
+            with metrics.produce.labels("kinesis").time():
+                answer = await _kinesis(kinesis.put_many, stream, encoded)
+            metrics.records.labels(metrics.topic(stream)).inc(len(encoded) - answer["FailedRecordCount"])
+            return answer
+
+        key = request.headers.get(IDEMPOTENCY_KEY)
+        return await answered_once(
+            store, key, f"/streams/{stream}/records\n".encode() + batch.model_dump_json().encode(), put
+        )
 
     return router

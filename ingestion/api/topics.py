@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
 
 from ingestion.api.common import (
     ApiError,
@@ -14,9 +16,10 @@ from ingestion.api.common import (
     invalid_records,
     raw_record_problems,
 )
+from ingestion.api.idempotency import IdempotencyStore, answered_once
 from ingestion.bus import KafkaBus, RecordRefused
 from ingestion.faults import Fault, classify
-from ingestion.schemas import KAFKA_JSON, KEY_FIELD
+from ingestion.schemas import IDEMPOTENCY_KEY, KAFKA_JSON, KEY_FIELD
 
 ACCEPTED_CONTENT_TYPES = {KAFKA_JSON, "application/json"}
 
@@ -39,13 +42,13 @@ def _produce_request(payload: object) -> list[dict[str, Any]]:
     return records
 
 
-def topics_router(requests: Requests, bus: KafkaBus) -> APIRouter:
+def topics_router(requests: Requests, bus: KafkaBus, store: IdempotencyStore) -> APIRouter:
     settings, metrics = requests.settings, requests.metrics
     topics = set(settings.topics)
     router = APIRouter()
 
-    @router.post("/topics/{topic}", summary="Produce records to a topic (Kafka REST Proxy v2)")
-    async def produce(topic: str, request: Request) -> dict[str, Any]:
+    @router.post("/topics/{topic}", summary="Produce records to a topic (Kafka REST Proxy v2)", response_model=None)
+    async def produce(topic: str, request: Request) -> dict[str, Any] | Response:
         if topic not in topics:
             raise ApiError(404, f"Topic {topic!r} not found; topics are {sorted(topics)}.", 40401)
         payload = await requests.json(request, ACCEPTED_CONTENT_TYPES)
@@ -72,24 +75,29 @@ def topics_router(requests: Requests, bus: KafkaBus) -> APIRouter:
         if oversized:
             metrics.rejected.labels(topic).inc(len(values))
             raise invalid_records(oversized, "produced")
-        try:
-            with metrics.produce.labels("kafka").time():
-                acknowledgements = await run_in_threadpool(bus.send, topic, keyed)
-        except RecordRefused as error:
-            metrics.rejected.labels(topic).inc(len(values))
-            raise invalid_records([f"records[{error.index}]: Kafka refused it: {error}"], "produced") from None
-        except Exception as error:
-            if classify(error) is not Fault.SERVICE_AWAY:
-                raise
-            raise ApiError(503, str(error), 50302) from None
-        metrics.records.labels(topic).inc(len(acknowledgements))
-        return {
-            "offsets": [
-                {"partition": a.partition, "offset": a.offset, "error_code": None, "error": None}
-                for a in acknowledgements
-            ],
-            "key_schema_id": None,
-            "value_schema_id": None,
-        }
+
+        async def send() -> dict[str, Any]:
+            try:
+                with metrics.produce.labels("kafka").time():
+                    acknowledgements = await run_in_threadpool(bus.send, topic, keyed)
+            except RecordRefused as error:
+                metrics.rejected.labels(topic).inc(len(values))
+                raise invalid_records([f"records[{error.index}]: Kafka refused it: {error}"], "produced") from None
+            except Exception as error:
+                if classify(error) is not Fault.SERVICE_AWAY:
+                    raise
+                raise ApiError(503, str(error), 50302) from None
+            metrics.records.labels(topic).inc(len(acknowledgements))
+            return {
+                "offsets": [
+                    {"partition": a.partition, "offset": a.offset, "error_code": None, "error": None}
+                    for a in acknowledgements
+                ],
+                "key_schema_id": None,
+                "value_schema_id": None,
+            }
+
+        identity = f"/topics/{topic}\n".encode() + orjson.dumps(payload)
+        return await answered_once(store, request.headers.get(IDEMPOTENCY_KEY), identity, send)
 
     return router

@@ -20,17 +20,28 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from ingestion.clients import kafka_admin, kinesis_client
 from ingestion.config import Settings
+from ingestion.failpoints import ENVIRONMENT_VARIABLE
 from ingestion.lake import QUARANTINE, Lake
 from ingestion.load import load_raw_objects
 from ingestion.object_keys import object_key
 from ingestion.post import ApiRejected, KafkaTopics, post_batches
 from ingestion.post_sources import make_source
-from ingestion.schemas import KAFKA_JSON, RAW_TABLES
+from ingestion.schemas import IDEMPOTENCY_KEY, KAFKA_JSON, RAW_TABLES
 from ingestion.services import KafkaBroker, KinesisServer, S3Server, free_port
 from ingestion.sink import S3Sink
 from ingestion.stack import api_server
 
-from helpers import KinesisServers, default_kafka_client_only, eventually, in_bronze, in_s3, in_tables, posted, record
+from helpers import (
+    KinesisServers,
+    answers,
+    default_kafka_client_only,
+    eventually,
+    in_bronze,
+    in_s3,
+    in_tables,
+    posted,
+    record,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -281,3 +292,48 @@ def test_the_loader_and_the_stream_consumer_ride_out_an_outage_of_their_s3_lake(
         s3.down()
     # the loader's closing line counts what it appended across its restarts
     assert "1,200 pin appended" in (tmp_path / "load.log").read_text(), said()
+
+
+@default_kafka_client_only  # the API's answer, not the Kafka client, is under test
+def test_a_request_whose_answer_was_lost_after_its_commit_is_stored_once_when_retried_with_its_key(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """The API dies between committing a request and answering it (failpoint api.after_commit): the
+    client's retry, with the request's Idempotency-Key, gets the original offsets from the restarted
+    API instead of a second copy, and bronze holds each record once."""
+    pin_topic = stack.topics[0]
+    pins = make_source("synthetic", 7).batch(0, 20).pin.to_pylist()
+    body = {"records": [{"value": pin} for pin in pins]}
+    headers = {"Content-Type": KAFKA_JSON, IDEMPOTENCY_KEY: uuid.uuid4().hex}
+    pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    env = {
+        **os.environ,
+        **stack.environment(),
+        "PINPIPE_STATE_DIR": str(tmp_path / "state"),
+        "PINPIPE_API_WORKERS": "1",
+    }
+    url = f"http://127.0.0.1:{stack.api_port}"
+
+    def api(**more: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [pinpipe, "api"], env={**env, **more}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        assert eventually(lambda: answers(f"{url}/healthz"), 60)
+        return process
+
+    dying = api(**{ENVIRONMENT_VARIABLE: "api.after_commit"})
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{url}/topics/{pin_topic}", json=body, headers=headers, timeout=30)
+    assert dying.wait(timeout=30) == -signal.SIGKILL
+    restarted = api()
+    try:
+        retried = requests.post(f"{url}/topics/{pin_topic}", json=body, headers=headers, timeout=30)
+        assert retried.status_code == 200, retried.text
+        assert (
+            requests.post(f"{url}/topics/{pin_topic}", json=body, headers=headers, timeout=30).json() == retried.json()
+        )
+    finally:
+        restarted.terminate()
+        restarted.wait(timeout=30)
+    _to_bronze(stack)
+    assert in_bronze(stack) == Counter(record(pin_topic, "pin", pin) for pin in pins)
