@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import pytest
 import requests
 
 from ingestion.services import free_port
@@ -20,6 +21,9 @@ from ingestion.services import free_port
 from helpers import answers, eventually
 
 PINPIPE = str(Path(sys.executable).parent / "pinpipe")
+
+# API processes and hundreds of connections: the full suite's, not the quick loop's
+pytestmark = pytest.mark.slow
 
 
 @contextmanager
