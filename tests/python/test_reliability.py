@@ -169,10 +169,11 @@ def test_a_sink_whose_s3_is_away_restarts_by_itself_and_stores_every_record_once
     with api_server(stack) as url:
         post_batches(url, make_source("synthetic", 7), 500, destination=topics)
     pinpipe = str(Path(sys.executable).parent / "pinpipe")
+    said = tmp_path / "sink.out"
     sink = subprocess.Popen(
         [pinpipe, "sink", "--flush-seconds", "1"],
         env={**os.environ, **stack.environment()},
-        stdout=subprocess.DEVNULL,
+        stdout=said.open("w"),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -199,6 +200,8 @@ def test_a_sink_whose_s3_is_away_restarts_by_itself_and_stores_every_record_once
     finally:
         s3.down()
     assert loaded == posted(stack, 0, 500)
+    # its closing line counts what it stored across its restarts
+    assert "stored 1,500 records" in said.read_text(), said.read_text()
 
 
 def test_the_loader_and_the_stream_consumer_ride_out_an_outage_of_their_s3_lake(
