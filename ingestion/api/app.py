@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -42,8 +41,6 @@ def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: Kinesis
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        kafka_health.stop()
-        kinesis_health.stop()
         kafka.close()
 
     app = FastAPI(
@@ -82,14 +79,14 @@ def create_app(settings: Settings, bus: KafkaBus | None = None, kinesis: Kinesis
     app.include_router(streams_router(requests, streams, store))
 
     async def health(watch: HealthWatch, service: str) -> JSONResponse:
-        healthy, why = await run_in_threadpool(watch.healthy)
+        healthy, why = await watch.healthy()
         return JSONResponse({"status": "ok" if healthy else f"{service} {why}"}, status_code=200 if healthy else 503)
 
-    @app.get("/healthz", summary="The API and its Kafka broker answer (as last seen, at most a second ago)")
+    @app.get("/healthz", summary="The API and its Kafka broker answer (a 503 within a second when not)")
     async def healthz() -> JSONResponse:
         return await health(kafka_health, "kafka")
 
-    @app.get("/healthz/streams", summary="The API and its Kinesis endpoint answer (as last seen)")
+    @app.get("/healthz/streams", summary="The API and its Kinesis endpoint answer (a 503 within a second when not)")
     async def healthz_streams() -> JSONResponse:
         return await health(kinesis_health, "kinesis")
 

@@ -207,9 +207,12 @@ def sink_command(
     observed = metrics.SinkMetrics(CollectorRegistry())
     if not until_caught_up:
         _serve_metrics(observed.registry, settings.sink_metrics_port, "sink")
-    stored = sink.SinkStats()  # over restarts
+    stored, stop = sink.SinkStats(), threading.Event()  # over restarts
+    if not until_caught_up:
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between polls; what it buffered is read again
+            signal.signal(stop_signal, lambda *_: stop.set())
     supervised(
-        "sink", lambda: run_sink(settings, until_caught_up, policy, observed, stored), restart=not until_caught_up
+        "sink", lambda: run_sink(settings, until_caught_up, policy, observed, stored, stop), restart=not until_caught_up
     )
 
 
@@ -235,9 +238,11 @@ def run_sink(
     policy: FlushPolicy = FlushPolicy(),
     observed: metrics.SinkMetrics | None = None,
     stored: sink.SinkStats | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """The sink: until caught up (its metrics pushed at the end), or until stopped (served).
-    ``stored`` sums the objects stored over the runs of one command (a restarted sink's too)."""
+    ``stored`` sums the objects stored over the runs of one command (a restarted sink's too); ``stop``
+    ends it between polls."""
     stored = stored or sink.SinkStats()
     with progress_bars() as progress:
         task = progress.add_task("Kafka → S3 objects", total=None)
@@ -251,7 +256,7 @@ def run_sink(
             _, pushed = batch.sink_until_caught_up(settings, policy, advance)
         else:
             worker = sink.S3Sink.from_settings(settings, policy, observed or metrics.SinkMetrics(CollectorRegistry()))
-            worker.run(on_flush=advance)
+            worker.run(on_flush=advance, stop=stop)
             pushed = False
     console.print(
         f"stored {stored.records:,} records in {stored.objects:,} objects under s3://{settings.s3_bucket}/raw/"
