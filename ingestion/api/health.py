@@ -13,16 +13,20 @@ ANSWER_WITHIN_S = 0.8
 class HealthWatch:
     """``probe`` (True when the service answers) run when asked, one at a time: a check waits for
     it at most ``ANSWER_WITHIN_S``; a probe still running then keeps running in the background, and
-    the checks that come meanwhile wait for that one instead of starting another."""
+    the checks that come meanwhile use it instead of starting another."""
 
     def __init__(self, probe: Callable[[], bool]) -> None:
         self.probe = probe
         self._probing: asyncio.Future[bool] | None = None
+        self._last: bool | None = None  # what the last finished probe found
 
     async def healthy(self) -> tuple[bool, str]:
-        """Whether the service answered, and why not when it did not."""
+        """Whether the service answered, and why not when it did not. While a probe is under way and
+        the last one found the service away, that is the answer, at once."""
         if self._probing is None or self._probing.done():
             self._probing = asyncio.get_running_loop().run_in_executor(None, self._probe)
+        elif self._last is False:
+            return False, "unavailable"
         try:
             healthy = await asyncio.wait_for(asyncio.shield(self._probing), ANSWER_WITHIN_S)
         except TimeoutError:
@@ -31,6 +35,7 @@ class HealthWatch:
 
     def _probe(self) -> bool:
         try:
-            return self.probe()
+            self._last = bool(self.probe())
         except Exception:  # noqa: BLE001 - a probe that fails says the service is not healthy
-            return False
+            self._last = False
+        return self._last

@@ -173,6 +173,12 @@ def api_command(
     # API's own (another API on the same state dir has its own), removed when it stops
     metrics_dir = instance_metrics_dir(settings.state_dir / "api-metrics")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    url = f"http://127.0.0.1:{settings.api_port}"
+    console.print(
+        f"ingest API on {url} ({settings.api_workers} workers): OpenAPI at {url}/docs, health at {url}/healthz;"
+        " Ctrl-C stops it",
+        highlight=False,
+    )
     try:
         uvicorn.run(
             "ingestion.api:app_from_environment",
