@@ -54,7 +54,7 @@ test: dev
 	@started=$$(date +%s); $(PYTEST); status=$$?; \
 		echo "==> make test: $$(( $$(date +%s) - started )) s (exit $$status)"; exit $$status
 
-## the quick loop (Python only, about 3.5 minutes): unit tests, in-process kill tests, dbt's unit tests and a
+## the quick loop (Python only, under 3 minutes): unit tests, in-process kill tests, dbt's unit tests and a
 ## dbt build of a small bronze compared with the reference; no Kafka, S3 or Kinesis
 test-fast: dev
 	@started=$$(date +%s); $(PYTEST) -m "not slow"; status=$$?; \
