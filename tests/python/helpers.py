@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from ingestion.config import PROJECT_DIR, Settings
 from ingestion.lake import TABLES, Lake
 from ingestion.object_keys import parse_object_key
 from ingestion.post_sources import make_source
-from ingestion.schemas import payload_fields
+from ingestion.schemas import RAW_TABLES, payload_fields
 from ingestion.services import KinesisServer, free_port
 
 import reference
@@ -81,6 +82,21 @@ class KinesisServers:
             self.running[name] = KinesisServer(settings)
             self.running[name].up()
         return self.running[name]
+
+    def settings_on(self, name: str, prefix: str, shards: int, **more: Any) -> Settings:
+        """Settings for one test on server ``name``: streams of its own (``<prefix>-<run>-<table>``,
+        created with ``shards`` shards each), and ``more``."""
+        server, run = self.get(name), uuid.uuid4().hex[:8]
+        settings = Settings(
+            state_dir=server.settings.state_dir,
+            kinesis_server=server.settings.kinesis_server,
+            kinesis_port=server.settings.kinesis_port,
+            kinesis_shards=shards,
+            streams=tuple(f"{prefix}-{run}-{table}" for table in RAW_TABLES),
+            **more,
+        )
+        KinesisServer(settings).ensure_streams()
+        return settings
 
 
 def plain_dbt(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -27,7 +27,7 @@ from ingestion.object_keys import object_key
 from ingestion.post import ApiRejected, KafkaTopics, post_batches
 from ingestion.post_sources import make_source
 from ingestion.schemas import IDEMPOTENCY_KEY, KAFKA_JSON, RAW_TABLES
-from ingestion.services import KafkaBroker, KinesisServer, S3Server, free_port
+from ingestion.services import KafkaBroker, S3Server, free_port
 from ingestion.sink import S3Sink
 from ingestion.stack import api_server
 
@@ -210,23 +210,18 @@ def test_the_loader_and_the_stream_consumer_ride_out_an_outage_of_their_s3_lake(
     """`pinpipe load --every` and `pinpipe stream`, both writing an s3:// lake, while its S3 server is
     stopped for 30 s (delta-rs fails inside a commit then, in its own words): each says it restarts,
     both keep running, and once S3 is back bronze holds every record once, new ones included."""
-    kinesis = kinesis_servers.get(Settings.model_fields["kinesis_server"].default)
     s3 = S3Server(Settings(state_dir=tmp_path / "s3", s3_port=free_port()))
     s3.up()
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(
-        state_dir=kinesis.settings.state_dir,
-        kinesis_server=kinesis.settings.kinesis_server,
-        kinesis_port=kinesis.settings.kinesis_port,
-        kinesis_shards=1,
-        streams=tuple(f"outage-{run}-{table}" for table in RAW_TABLES),
+    settings = kinesis_servers.settings_on(
+        Settings.model_fields["kinesis_server"].default,
+        "outage",
+        shards=1,
         s3_port=s3.settings.s3_port,
         s3_endpoint_url=s3.endpoint_url,
         lake=f"s3://{s3.settings.s3_bucket}/lake",
         loader_metrics_port=free_port(),
         stream_metrics_port=free_port(),
     )
-    KinesisServer(settings).ensure_streams()
     posts = make_source("synthetic", 12).batch(0, 1_200)
     objects, streamed = Counter(), Counter()
 

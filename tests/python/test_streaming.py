@@ -27,7 +27,7 @@ from ingestion.lake import Lake
 from ingestion.post import KinesisStreams, post_batches
 from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
-from ingestion.services import KinesisServer, free_port
+from ingestion.services import free_port
 from ingestion.stack import api_server
 from ingestion.stream import StreamConsumer
 
@@ -51,21 +51,15 @@ def streaming(
 ) -> Settings:
     """Settings for one test on each Kinesis server: streams of its own (2 shards each), lake,
     warehouse and API port."""
-    kinesis_server = kinesis_servers.get(request.param)
     monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(
-        state_dir=kinesis_server.settings.state_dir,
-        kinesis_server=kinesis_server.settings.kinesis_server,
-        kinesis_port=kinesis_server.settings.kinesis_port,
-        kinesis_shards=2,
-        streams=tuple(f"test-{run}-{table}" for table in RAW_TABLES),
+    return kinesis_servers.settings_on(
+        request.param,
+        "test",
+        shards=2,
         lake=str(tmp_path / "lake"),
         warehouse=str(tmp_path / "warehouse.duckdb"),
         api_port=free_port(),
     )
-    KinesisServer(settings).ensure_streams()
-    return settings
 
 
 def _consume(settings: Settings, **options: object) -> StreamConsumer:
