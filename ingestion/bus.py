@@ -14,6 +14,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,13 @@ class RecordRefused(BusError):
     def __init__(self, request: int, index: int, reason: str) -> None:
         super().__init__(f"record {index}: {reason}")
         self.request, self.index = request, index
+
+
+class CommitUnknown(BusError):
+    """Kafka did not confirm the commit of a transaction it may have committed (the broker went away
+    or stalled after the commit was sent): the records may be stored, so a retry could store them
+    twice. The producer is dropped; the next one, under the same transactional id, makes the
+    coordinator finish or abort the transaction."""
 
 
 class Acknowledgement(NamedTuple):  # one per record: a tuple is the cheapest to make
@@ -70,6 +78,10 @@ class _Request:
     acknowledgements: list[Acknowledgement] = field(default_factory=list)
     error: BusError | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    # set under the bus's lock: a request its caller gave up on before the producer took it is
+    # never produced, so the caller's "not stored" stays true
+    taken: bool = False
+    abandoned: bool = False
 
 
 class Producer(Protocol):
@@ -102,6 +114,7 @@ class TransactionalBus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
+        self._taking = threading.Lock()
 
     def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
         if not records:
@@ -114,7 +127,11 @@ class TransactionalBus:
         self._queue.put(request)
         waited = self.timeout_s * 3  # acknowledgements, then the commit, then an abort
         if not request.done.wait(waited):
-            raise BusError(f"Kafka did not commit the records in {waited:g} s")
+            with self._taking:
+                request.abandoned = not request.taken
+            if request.abandoned:
+                raise BusError(f"Kafka did not take the records in {waited:g} s (not stored)")
+            raise CommitUnknown(f"Kafka did not confirm the transaction of the records in {waited:g} s")
         if request.error is not None:
             raise request.error
         return request.acknowledgements
@@ -132,6 +149,12 @@ class TransactionalBus:
                 except queue.Empty:
                     break
                 size += len(group[-1].records)
+            with self._taking:
+                group = [request for request in group if not request.abandoned]
+                for request in group:
+                    request.taken = True
+            if not group:
+                continue
             try:
                 self.producer.publish(group)
             except RecordRefused as error:
@@ -223,17 +246,42 @@ class ConfluentProducer:
                         producer.flush(self.timeout_s)
                         producer.produce(request.topic, value=value, key=key, on_delivery=report)
             unacknowledged = producer.flush(self.timeout_s)  # serves the delivery reports
-            if unacknowledged:
-                self._abort()
-                raise BusError(f"Kafka did not acknowledge {unacknowledged} records in {self.timeout_s:g} s")
-            producer.commit_transaction(self.timeout_s)
         except (KafkaException, BufferError) as error:
-            kafka_error = error.args[0] if isinstance(error, KafkaException) else None
             self._abort()
-            if refused:  # a batch too large fails every record in it: the largest is the culprit
-                raise max(refused, key=lambda found: found[0])[1] from None
-            reason = kafka_error.str() if kafka_error is not None else "the producer's queue stayed full"
-            raise BusError(f"Kafka did not commit the records: {reason}") from None
+            reason = error.args[0].str() if isinstance(error, KafkaException) else "the producer's queue stayed full"
+            raise self._refusal(refused) or BusError(f"Kafka did not commit the records: {reason}") from None
+        if unacknowledged or refused:
+            self._abort()
+            raise self._refusal(refused) or BusError(
+                f"Kafka did not acknowledge {unacknowledged} records in {self.timeout_s:g} s"
+            )
+        self._commit(producer)
+
+    @staticmethod
+    def _refusal(refused: list[tuple[int, RecordRefused]]) -> RecordRefused | None:
+        # a batch too large fails every record in it: the largest is the culprit
+        return max(refused, key=lambda found: found[0])[1] if refused else None
+
+    def _commit(self, producer: Any) -> None:
+        """Commit the open transaction; a commit that times out may be retried (librdkafka resumes
+        it) until the deadline. Past it, or on a fatal error, the outcome is unknown."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                producer.commit_transaction(max(0.1, deadline - time.monotonic()))
+                return
+            except KafkaException as error:
+                kafka_error = error.args[0]
+            if kafka_error.txn_requires_abort():  # the coordinator will not commit it
+                self._abort()
+                raise BusError(f"Kafka did not commit the records: {kafka_error.str()}")
+            if not kafka_error.retriable() or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        self._producer = None  # the next producer fences this one; the coordinator finishes or aborts its transaction
+        raise CommitUnknown(f"Kafka did not confirm the commit of the records: {kafka_error.str()}")
 
     def _abort(self) -> None:
         """Abort the open transaction, then drop the producer: the next request makes a new one under
@@ -315,7 +363,6 @@ class KafkaPythonProducer:
                 request.acknowledgements = [
                     Acknowledgement(m.partition, m.offset) for m in (f.get(timeout=self.timeout_s) for f in sent)
                 ]
-            producer.commit_transaction()
         except KafkaError as error:
             self._abort()
             failed = [
@@ -328,6 +375,19 @@ class KafkaPythonProducer:
                 number, index, refusal = max(failed, key=lambda found: len(requests[found[0]].records[found[1]][1]))
                 raise RecordRefused(number, index, str(refusal)) from None
             raise BusError(f"Kafka did not commit the records: {error}") from None
+        self._commit(producer)
+
+    def _commit(self, producer: Any) -> None:
+        """Commit the open transaction. kafka-python waits for the coordinator's answer without a
+        time limit; a commit it gives up on has an unknown outcome."""
+        from kafka.errors import KafkaError
+
+        try:
+            producer.commit_transaction()
+        except KafkaError as error:
+            producer.close(timeout=0)
+            self._producer = None
+            raise CommitUnknown(f"Kafka did not confirm the commit of the records: {error}") from None
 
     def _abort(self) -> None:
         """Abort the open transaction, then drop the producer, as ``ConfluentProducer._abort`` does."""

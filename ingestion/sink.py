@@ -47,10 +47,10 @@ def as_line(value: bytes | None) -> bytes:
     if value is None:
         return b"null"
     if not value or value.isspace():
-        return json.dumps(value.decode("utf-8", errors="replace")).encode()
+        return json.dumps(value.decode()).encode()  # ASCII whitespace
     if b"\n" not in value and b"\r" not in value:
         return value
-    text = value.decode("utf-8", errors="replace")
+    text = value.decode(errors="replace")
     try:
         return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":")).encode()
     except ValueError:

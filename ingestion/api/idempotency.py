@@ -29,6 +29,12 @@ from ingestion.schemas import IDEMPOTENCY_KEY
 
 _PRUNE_EVERY = 1_000  # claims between two prunings
 UNDER_WAY = 40901  # the 409 a client may retry
+CUT_OFF = 40902  # the 409 of a request that may be stored or not: a retry must not produce it again
+
+
+class OutcomeUnknown(ApiError):
+    """The bus may have stored the request without confirming it: its key is kept as cut off, so a
+    retry is refused (409) rather than stored a second time."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,10 @@ class IdempotencyStore:
             raise ApiError(409, f"A request with {IDEMPOTENCY_KEY} {key!r} is under way: retry in a moment.", UNDER_WAY)
         raise ApiError(
             409,
-            f"The request with {IDEMPOTENCY_KEY} {key!r} was cut off while it was being stored (its API process died): "
-            "it may be stored or not; check before sending it again with a new key.",
-            40902,
+            f"The request with {IDEMPOTENCY_KEY} {key!r} was cut off while it was being stored (its API process died,"
+            " or Kafka did not confirm its commit): it may be stored or not; check before sending it again with a new"
+            " key.",
+            CUT_OFF,
         )
 
     def remember(self, key: str, answer: Remembered) -> None:
@@ -97,6 +104,11 @@ class IdempotencyStore:
             db.execute(
                 "update answers set status = ?, body = ?, owner = null where key = ?", (answer.status, answer.body, key)
             )
+
+    def cut_off(self, key: str) -> None:
+        """The request may be stored or not: its retries are refused, as after its process died."""
+        with self._connect() as db:
+            db.execute("update answers set owner = null where key = ? and status is null", (key,))
 
     def forget(self, key: str) -> None:
         """The request was not stored (refused, or the bus failed before committing): a retry may
@@ -128,6 +140,9 @@ async def answered_once(
         return Response(remembered.body, status_code=remembered.status, media_type="application/json")
     try:
         answer = await produce()
+    except OutcomeUnknown:
+        await run_in_threadpool(store.cut_off, key)
+        raise
     except BaseException:
         await run_in_threadpool(store.forget, key)
         raise

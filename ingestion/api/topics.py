@@ -16,8 +16,8 @@ from ingestion.api.common import (
     invalid_records,
     raw_record_problems,
 )
-from ingestion.api.idempotency import IdempotencyStore, answered_once
-from ingestion.bus import KafkaBus, RecordRefused
+from ingestion.api.idempotency import IdempotencyStore, OutcomeUnknown, answered_once
+from ingestion.bus import CommitUnknown, KafkaBus, RecordRefused
 from ingestion.faults import Fault, classify
 from ingestion.schemas import IDEMPOTENCY_KEY, KAFKA_JSON, KEY_FIELD
 
@@ -83,6 +83,13 @@ def topics_router(requests: Requests, bus: KafkaBus, store: IdempotencyStore) ->
             except RecordRefused as error:
                 metrics.rejected.labels(topic).inc(len(values))
                 raise invalid_records([f"records[{error.index}]: Kafka refused it: {error}"], "produced") from None
+            except CommitUnknown as error:
+                raise OutcomeUnknown(
+                    504,
+                    f"{error}: the records may be stored. Retried with the same {IDEMPOTENCY_KEY}, the request is"
+                    " refused (409) rather than stored twice; without one, a retry may store them twice.",
+                    50401,
+                ) from None
             except Exception as error:
                 if classify(error) is not Fault.SERVICE_AWAY:
                     raise

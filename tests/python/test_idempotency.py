@@ -5,17 +5,21 @@ on the real Kafka is in test_reliability.py."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
 from ingestion.api.app import create_app
 from ingestion.api.idempotency import IdempotencyStore
-from ingestion.bus import Acknowledgement, BusError, Record
+from ingestion.bus import Acknowledgement, BusError, CommitUnknown, Record, TransactionalBus
 from ingestion.config import Settings
 from ingestion.post_sources import make_source
 from ingestion.schemas import IDEMPOTENCY_KEY
+
+from helpers import eventually
 
 
 class CountingBus:
@@ -25,11 +29,16 @@ class CountingBus:
     def __init__(self) -> None:
         self.sent: list[int] = []
         self.failing = 0
+        self.unconfirmed = 0  # sends stored without a confirmation
 
     def send(self, topic: str, records: Sequence[Record]) -> list[Acknowledgement]:
         if self.failing:
             self.failing -= 1
             raise BusError("Kafka did not commit the records in 30 s")
+        if self.unconfirmed:
+            self.unconfirmed -= 1
+            self.sent.append(len(records))
+            raise CommitUnknown("Kafka did not confirm the commit of the records: timed out")
         first = sum(self.sent)
         self.sent.append(len(records))
         return [Acknowledgement(0, first + i) for i in range(len(records))]
@@ -73,6 +82,21 @@ def test_a_retry_with_the_same_key_gets_the_first_answer_from_any_worker_and_aft
     assert bus.sent == [5, 5, 5]
 
 
+def test_a_request_whose_commit_kafka_did_not_confirm_is_refused_when_retried_with_its_key(tmp_path: Path) -> None:
+    pins = make_source("synthetic", 3).batch(0, 5).pin.to_pylist()
+    body = {"records": [{"value": pin} for pin in pins]}
+    bus = CountingBus()
+    bus.unconfirmed = 1
+    with _client(Settings(state_dir=tmp_path), bus) as api:
+        unconfirmed = api.post("/topics/pin", json=body, headers={IDEMPOTENCY_KEY: "k1"})
+        assert (unconfirmed.status_code, unconfirmed.json()["error_code"]) == (504, 50401)
+        assert "may be stored" in unconfirmed.json()["message"]
+        retried = api.post("/topics/pin", json=body, headers={IDEMPOTENCY_KEY: "k1"})
+        assert (retried.status_code, retried.json()["error_code"]) == (409, 40902)
+        assert "Kafka did not confirm its commit" in retried.json()["message"]
+    assert bus.sent == [5]
+
+
 def test_keys_are_forgotten_after_their_time_and_beyond_the_newest(tmp_path: Path) -> None:
     store = IdempotencyStore(tmp_path / "keys.sqlite3", hours=24, keys=3)
     for number in range(1_000):  # the store prunes every thousand claims
@@ -90,3 +114,49 @@ def _known(store: IdempotencyStore, key: str) -> bool:
         return store.claim(key, b"another request") is not None
     except Exception:  # noqa: BLE001 - refused: the key is known
         return True
+
+
+class StalledProducer:
+    """A transactional producer that takes its first group and never finishes it, as one stuck on a
+    broker that stalled; it records every group it is given."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+        self.release = threading.Event()
+
+    def publish(self, requests: Sequence[Any]) -> None:
+        self.groups.append([len(request.records) for request in requests])
+        self.release.wait(30)
+        raise BusError("stalled")
+
+    def healthy(self, topic: str) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_a_caller_that_gives_up_learns_whether_its_records_may_be_stored() -> None:
+    """Given up while its transaction is under way: the outcome is unknown. Given up while still
+    queued behind it: not stored, and the producer never takes it afterwards."""
+    producer = StalledProducer()
+    bus = TransactionalBus(producer, timeout_s=0.3)
+    outcomes: dict[str, BaseException] = {}
+
+    def send(name: str, size: int) -> None:
+        try:
+            bus.send("pin", [(b"k", b"{}")] * size)
+        except BusError as error:
+            outcomes[name] = error
+
+    under_way = threading.Thread(target=send, args=("under way", 1))
+    under_way.start()
+    assert eventually(lambda: producer.groups == [[1]], 5)
+    send("queued", 2)
+    under_way.join(5)
+    producer.release.set()
+    bus.close()
+    assert isinstance(outcomes["under way"], CommitUnknown)
+    assert type(outcomes["queued"]) is BusError
+    assert "not stored" in str(outcomes["queued"])
+    assert producer.groups == [[1]]

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from fastapi.testclient import TestClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from ingestion.api.app import create_app
+from ingestion.bus import ConfluentProducer, KafkaPythonProducer, TransactionalBus
 from ingestion.clients import kafka_admin, kinesis_client
 from ingestion.config import Settings
 from ingestion.failpoints import ENVIRONMENT_VARIABLE
@@ -335,3 +338,48 @@ def test_a_request_whose_answer_was_lost_after_its_commit_is_stored_once_when_re
         restarted.wait(timeout=30)
     _to_bronze(stack)
     assert in_bronze(stack) == Counter(record(pin_topic, "pin", pin) for pin in pins)
+
+
+def test_a_commit_kafka_did_not_confirm_is_refused_when_retried_with_its_key_not_stored_twice(
+    stack_to_stop: tuple[Settings, KafkaBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker stalls (SIGSTOP) after a transaction's records are acknowledged and before its
+    commit is answered; it may commit once it runs again. The API answers 504 "may be stored", and the
+    retry with the request's Idempotency-Key is refused (409 40902) instead of storing the records a
+    second time. Then the same API stores new requests: each record is in bronze once at most, the
+    stalled transaction's all or none."""
+    stack, broker = stack_to_stop
+    pin_topic = stack.topics[0]
+    producer_type = ConfluentProducer if stack.kafka_client == "confluent-kafka" else KafkaPythonProducer
+    original_commit = producer_type._commit
+    stalled: list[int] = []
+
+    def commit_while_the_broker_stalls(self: object, producer: object) -> None:
+        if not stalled:
+            stalled.append(broker.process.pid())
+            os.killpg(stalled[0], signal.SIGSTOP)
+        original_commit(self, producer)
+
+    monkeypatch.setattr(producer_type, "_commit", commit_while_the_broker_stalls)
+    bus = TransactionalBus(producer_type(stack.kafka_bootstrap_servers, 3), timeout_s=3)
+    pins = make_source("synthetic", 7).batch(0, 40).pin.to_pylist()
+    first, later = ({"records": [{"value": pin} for pin in half]} for half in (pins[:20], pins[20:]))
+    headers = {"Content-Type": KAFKA_JSON, IDEMPOTENCY_KEY: uuid.uuid4().hex}
+    with TestClient(create_app(stack, bus=bus)) as api:
+        try:
+            unconfirmed = api.post(f"/topics/{pin_topic}", json=first, headers=headers)
+        finally:
+            os.killpg(stalled[0], signal.SIGCONT)
+        assert unconfirmed.status_code == 504, unconfirmed.text
+        assert "may be stored" in unconfirmed.json()["message"]
+        retried = api.post(f"/topics/{pin_topic}", json=first, headers=headers)
+        assert (retried.status_code, retried.json()["error_code"]) == (409, 40902), retried.text
+        new_key = {**headers, IDEMPOTENCY_KEY: uuid.uuid4().hex}
+        assert eventually(lambda: api.post(f"/topics/{pin_topic}", json=later, headers=new_key).status_code == 200, 60)
+    _to_bronze(stack)
+    stored, unconfirmed_pins = in_bronze(stack), Counter(record(pin_topic, "pin", pin) for pin in pins[:20])
+    # the stalled commit's outcome is the broker's: librdkafka's request waits for it and commits;
+    # kafka-python's times out and closes its connection, and the broker may then drop the request
+    assert stored - unconfirmed_pins == Counter(record(pin_topic, "pin", pin) for pin in pins[20:])
+    committed = stack.kafka_client == "confluent-kafka"
+    assert stored & unconfirmed_pins in ((unconfirmed_pins,) if committed else (unconfirmed_pins, Counter()))

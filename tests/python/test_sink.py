@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ingestion.failpoints import ENVIRONMENT_VARIABLE
 from ingestion.object_keys import object_key, parse_object_key
 from ingestion.sink import (
     FlushPolicy,
@@ -309,6 +310,37 @@ def test_every_value_is_one_line(value: bytes | None, line: bytes) -> None:
     assert as_line(value) == line
 
 
+def test_the_sink_keeps_running_once_caught_up_until_it_is_stopped() -> None:
+    log, bucket = PartitionLog({PIN: _values(10)}), Bucket()
+    sink, stop = _sink(log, bucket, FlushPolicy(records=4, seconds=3600)), threading.Event()
+    running = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    running.start()
+    try:
+        time.sleep(1)
+        assert running.is_alive()  # caught up long ago: `pinpipe sink` waits for more
+    finally:
+        stop.set()
+        running.join(10)
+    assert not running.is_alive()
+    assert bucket.lines(PIN) == _values(8)  # two full objects; the last two records wait for more
+
+
+def test_the_sinks_failpoint_is_between_its_s3_put_and_its_offset_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Killed(Exception):
+        pass
+
+    def kill(pid: int, signal: int) -> None:
+        raise Killed
+
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, "sink.after_put")
+    monkeypatch.setattr("ingestion.failpoints.os.kill", kill)
+    log, bucket = PartitionLog({PIN: _values(10)}), Bucket()
+    with pytest.raises(Killed):
+        _sink(log, bucket, FlushPolicy(records=4, seconds=3600)).run(until_caught_up=True)
+    assert len(bucket.puts) == 1
+    assert not log.commits
+
+
 def test_object_keys_sort_by_offset_and_parse_back() -> None:
     keys = [object_key("raw", "pin", 3, start) for start in (0, 9, 10, 1_000_000)]
     assert sorted(keys) == keys
@@ -319,17 +351,14 @@ def test_object_keys_sort_by_offset_and_parse_back() -> None:
 
 # Mutation testing (`make mutate`) of bronze.py, sink.py and stream.py: every mutant of bronze.py and
 # stream.py that the in-process tests reach is killed. Of sink.py's, these survive, and why:
-# - equivalent: `as_line`'s decoding of a whitespace-only value (ASCII whatever the codec or error
-#   handler), "utf-8"/"UTF-8"/the default codec, `ensure_ascii=None` (falsy like False), `offset >=
-#   next_offset` in `_Buffer.add` (a gap of 0 adds nothing), `_on_flush = ""` before `run` sets it;
+# - equivalent: `ensure_ascii=None` in `as_line` (falsy like False), `offset >= next_offset` in
+#   `_Buffer.add` (a gap of 0 adds nothing), `_on_flush = ""` before `run` sets it;
 # - a cache, not a rule: `_next` (each partition's next object start) replaced by None makes the sink
 #   ask the group for its committed offset, which is the same number one broker round trip later;
 # - defensive: `_read_through`'s buffer term, below the consumer's position in both clients;
 # - tuning, not behaviour: the poll's timeout and batch size, `stall_timeout_s`'s default and `>`
 #   against `>=` at exactly that many seconds;
-# - covered in a child process, which mutants do not reach: `run`'s default `until_caught_up=False`
-#   (`pinpipe sink` keeps running: test_batch_path) and the failpoint's name (the kill test
-#   between the S3 put and the offset commit, test_batch_path).
+# - the lag report's cadence in `run` (every LAG_REPORT_SECONDS): the report itself is tested.
 # Mutants in functions no in-process test calls (the Kafka clients' adapters, `from_settings`,
 # `compact`, which the stream consumer runs in a spawned child) are tested against the real broker
 # and in the streaming suite instead.
