@@ -25,15 +25,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
 from ingestion import transform, warehouse
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
+from ingestion.lake import STREAM_TABLES, Lake
 from ingestion.post_sources import make_source
 from ingestion.services import KinesisServer, free_port
 from ingestion.stream import StreamConsumer
@@ -41,51 +45,82 @@ from ingestion.stream import StreamConsumer
 BIN = Path(sys.executable).parent
 
 
+def eventually(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def _percentile(values: list[float], share: float) -> float:
     return statistics.quantiles(values, n=100)[int(share * 100) - 1] if len(values) > 1 else values[0]
 
 
+class NothingArrived(RuntimeError):
+    """No record reached the streaming mart: the message says what each stage saw."""
+
+
+def _pinpipe(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
+    """A `pinpipe` process with its output in ``logs/<name>.log``, kept beside the results."""
+    log = (logs / f"{name}.log").open("wb")
+    return subprocess.Popen([str(BIN / "pinpipe"), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _accepted_by_the_api(settings: Settings) -> float | None:
+    try:
+        metrics = requests.get(f"http://127.0.0.1:{settings.api_port}/metrics", timeout=5).text
+    except requests.RequestException:
+        return None
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "pinpipe_api_records_accepted_total" and sample.labels.get("topic") in settings.streams
+    )
+
+
+def _stages(settings: Settings, processes: dict[str, subprocess.Popen], logs: Path) -> str:
+    """What each stage of the path saw, for a run where nothing arrived."""
+    died = [f"{name} exited {process.returncode}" for name, process in processes.items() if process.poll() is not None]
+    accepted = _accepted_by_the_api(settings)
+    pins = Lake.from_settings(settings).delta_table(STREAM_TABLES["pin"])
+    in_bronze = "no table" if pins is None else f"{pins.to_pyarrow_table().num_rows:,} rows"
+    return (
+        f"the API accepted {'no answer' if accepted is None else f'{accepted:,.0f} records'}, "
+        f"bronze's {STREAM_TABLES['pin']} holds {in_bronze}"
+        f"{'; ' + ', '.join(died) if died else ''}; the processes' logs are in {logs}"
+    )
+
+
 def latency(
-    settings: Settings, rate_records: float, seconds: float, flush_seconds: float, dbt_every: float
+    settings: Settings, rate_records: float, seconds: float, flush_seconds: float, dbt_every: float, logs: Path
 ) -> dict[str, float]:
-    """Records/s through the API at a steady rate; each record's PUT → visible latency."""
+    """Records/s through the API at a steady rate; each record's PUT → visible latency. The API's,
+    the emulator's and the consumer's output go to ``logs``."""
+    logs.mkdir(parents=True, exist_ok=True)
     warm = transform.WarmDbt(settings)
     warm.run(["run", "--quiet", "--select", "streaming"])  # parse and create the models before the clock starts
     env = {**os.environ, **settings.environment()}
-    consumer = subprocess.Popen(
-        [str(BIN / "pinpipe"), "stream", "--flush-seconds", str(flush_seconds)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = subprocess.Popen([str(BIN / "pinpipe"), "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(3)  # the API's start-up
+    processes = {
+        "stream": _pinpipe("stream", ["stream", "--flush-seconds", str(flush_seconds)], env, logs),
+        "api": _pinpipe("api", ["api"], env, logs),
+    }
+    if not eventually(lambda: _accepted_by_the_api(settings) is not None, 60):
+        raise NothingArrived(f"the API did not start in 60 s: {_stages(settings, processes, logs)}")
     posts_per_second = rate_records / 3  # a post is a pin, a geo and a user record
-    emulator = subprocess.Popen(
-        [
-            str(BIN / "pinpipe"),
-            "emulate",
-            "--to",
-            "kinesis",
-            "--forever",
-            "--rate",
-            str(posts_per_second),
-            "--batch-size",
-            "25",
-            "--concurrency",
-            "4",
-            "--seed",
-            str(int(time.time())),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    emulate = ["emulate", "--to", "kinesis", "--forever", "--rate", str(posts_per_second)]
+    emulate += ["--batch-size", "25", "--concurrency", "4", "--seed", str(int(time.time()))]
+    processes["emulator"] = _pinpipe("emulator", emulate, env, logs)
     seen: set[tuple[str, int]] = set()
     latencies, to_bronze, refreshes = [], [], []
     started = time.monotonic()
     try:
         while time.monotonic() - started < seconds:
+            stopped = [name for name, process in processes.items() if process.poll() is not None]
+            if stopped:
+                raise NothingArrived(f"{', '.join(stopped)} stopped: {_stages(settings, processes, logs)}")
             refresh_started = time.monotonic()
             warm.run(["run", "--quiet", "--select", "streaming"])
             visible_at = datetime.now(UTC)
@@ -100,9 +135,13 @@ def latency(
                     latencies.append((visible_at - arrived).total_seconds())
                     to_bronze.append((ingested - arrived).total_seconds())
             time.sleep(max(0.0, dbt_every - (time.monotonic() - refresh_started)))
+        if not latencies:
+            seen_by = _stages(settings, processes, logs)
+            raise NothingArrived(f"no pin reached streaming.stream_pinterest__pins in {seconds:g} s: {seen_by}")
     finally:
-        for process in (emulator, api, consumer):
+        for process in processes.values():
             process.terminate()
+        for process in processes.values():
             process.wait()
     elapsed = time.monotonic() - started
     return {
@@ -140,8 +179,9 @@ def throughput(settings: Settings, backlog_records: int) -> dict[str, float]:
     return {"records": consumer.committed, "seconds": elapsed, "records_per_s": consumer.committed / elapsed}
 
 
-def run_on(server_name: str, scratch: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Both measurements on one Kinesis server, each on streams, lake and warehouse of its own."""
+def run_on(server_name: str, scratch: Path, args: argparse.Namespace, out: Path) -> dict[str, dict[str, float]]:
+    """Both measurements on one Kinesis server, each on streams, lake and warehouse of its own; the
+    processes' logs under ``out``."""
     base = Settings(
         state_dir=scratch / server_name / "state",
         kinesis_server=server_name,
@@ -164,7 +204,9 @@ def run_on(server_name: str, scratch: Path, args: argparse.Namespace) -> dict[st
 
     try:
         server.up()
-        steady = latency(fresh("latency"), args.rate, args.seconds, args.flush_seconds, args.dbt_every)
+        steady = latency(
+            fresh("latency"), args.rate, args.seconds, args.flush_seconds, args.dbt_every, out / server_name
+        )
         sustained = throughput(fresh("throughput"), args.backlog)
     finally:
         server.down()
@@ -185,7 +227,14 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--flush-seconds", type=float, default=0.5, help="the consumer's --flush-seconds")
     parser.add_argument("--dbt-every", type=float, default=2.0, help="seconds between the starts of two dbt refreshes")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench/results") / f"streaming-{datetime.now(UTC):%Y%m%dT%H%M%SZ}",
+        help="where the results (results.jsonl) and each process's log go",
+    )
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     table = Table(title=f"streaming path at {args.rate:g} records/s asked, {args.shards} shards per stream, 2 cores")
     for column in (
         "Kinesis",
@@ -204,8 +253,14 @@ def main() -> None:
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as scratch:
         for server_name in args.server or ["kinesis-mock", "kinesalite"]:
-            measured = run_on(server_name, Path(scratch), args)
-            print(json.dumps({"server": server_name, **measured}), flush=True)
+            try:
+                measured = run_on(server_name, Path(scratch), args, args.out)
+            except NothingArrived as error:
+                raise SystemExit(f"{server_name}: {error}") from None
+            line = json.dumps({"server": server_name, **measured})
+            print(line, flush=True)
+            with (args.out / "results.jsonl").open("a") as results:
+                results.write(line + "\n")
             steady, sustained = measured["latency"], measured["throughput"]
             table.add_row(
                 server_name,
@@ -222,6 +277,7 @@ def main() -> None:
                 f"{sustained['records_per_s']:,.0f}",
             )
     Console(width=220).print(table)
+    print(f"results and logs: {args.out}")
 
 
 if __name__ == "__main__":

@@ -37,10 +37,21 @@
             ~ ' or point PINPIPE_LAKE at a lake that has them'
         ) }}
     {%- endif %}
+    {#- a view reads its table when it is made: one already over the same location is kept (it reads
+        the table's newest version at each query), which saves the streaming refresh a read of
+        every table's log -#}
+    {%- set made = {} -%}
+    {%- if execute -%}
+        {%- for view in run_query("select view_name, sql from duckdb_views() where schema_name = 'bronze'").rows -%}
+            {%- do made.update({view[0]: view[1]}) -%}
+        {%- endfor -%}
+    {%- endif %}
     create schema if not exists bronze;
     {%- for table in bronze_tables() %}
-    create or replace view bronze.{{ adapter.quote(table) }} as
-        select * from delta_scan('{{ bronze_location(table) }}');
+    {%- set scan = "delta_scan('" ~ bronze_location(table) ~ "')" %}
+    {%- if (scan ~ ';') not in made.get(table, '') %}
+    create or replace view bronze.{{ adapter.quote(table) }} as select * from {{ scan }};
+    {%- endif %}
     {%- endfor %}
 {%- endmacro %}
 

@@ -346,3 +346,21 @@ def test_the_stream_command_with_dbt_refreshes_and_compaction_fills_the_streamin
         for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
             assert connection.execute(f"select count(*) from streaming.{model}").fetchone() == (posts,)
         assert connection.execute("select sum(posts_all_time) from streaming.profile_popularity").fetchone()[0] > 0
+
+
+@on_the_default_kinesis_only
+def test_the_streaming_benchmark_measures_a_short_run_and_keeps_each_process_log(
+    streaming: Settings, tmp_path: Path
+) -> None:
+    """A smoke run of bench/bench_streaming.py's latency measurement (a few seconds, no timing
+    claim), so the benchmark cannot drift from the code it measures again."""
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    try:
+        import bench_streaming
+    finally:
+        sys.path.pop(0)
+    logs = tmp_path / "logs"
+    measured = bench_streaming.latency(streaming, 90, 8, flush_seconds=0.5, dbt_every=2, logs=logs)
+    assert measured["pins"] > 0
+    assert 0 < measured["p50"] <= measured["p95"] <= measured["max"]
+    assert {path.name for path in logs.iterdir()} == {"api.log", "emulator.log", "stream.log"}
