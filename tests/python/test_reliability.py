@@ -376,7 +376,7 @@ def test_a_commit_kafka_did_not_confirm_is_refused_when_retried_with_its_key_not
         assert (retried.status_code, retried.json()["error_code"]) == (409, 40902), retried.text
         new_key = {**headers, IDEMPOTENCY_KEY: uuid.uuid4().hex}
         assert eventually(lambda: api.post(f"/topics/{pin_topic}", json=later, headers=new_key).status_code == 200, 60)
-    _to_bronze(stack)
+    _to_bronze(stack.model_copy(update={"kafka_client": "confluent-kafka"}))  # the producer is under test
     stored, unconfirmed_pins = in_bronze(stack), Counter(record(pin_topic, "pin", pin) for pin in pins[:20])
     # the stalled commit's outcome is the broker's: librdkafka's request waits for it and commits;
     # kafka-python's times out and closes its connection, and the broker may then drop the request
