@@ -352,9 +352,11 @@ def test_object_keys_sort_by_offset_and_parse_back() -> None:
 # Mutation testing (`make mutate`) of bronze.py, sink.py and stream.py: every mutant of bronze.py and
 # stream.py that the in-process tests reach is killed. Of sink.py's, these survive, and why:
 # - equivalent: `ensure_ascii=None` in `as_line` (falsy like False), `offset >= next_offset` in
-#   `_Buffer.add` (a gap of 0 adds nothing), `_on_flush = ""` before `run` sets it;
-# - a cache, not a rule: `_next` (each partition's next object start) replaced by None makes the sink
-#   ask the group for its committed offset, which is the same number one broker round trip later;
+#   `_Buffer.add` (a gap of 0 adds nothing), `_on_flush = ""` before `run` sets it, `targets = ""`
+#   before `run` sets it, `report_lag` asking for the end offsets of no partitions (none come back);
+# - a cache, not a rule: `_next` (each partition's next object start) replaced by None, in `run` or
+#   in `report_lag`, makes the sink ask the group for its committed offset, which is the same number
+#   one broker round trip later;
 # - defensive: `_read_through`'s buffer term, below the consumer's position in both clients;
 # - tuning, not behaviour: the poll's timeout and batch size, `stall_timeout_s`'s default and `>`
 #   against `>=` at exactly that many seconds;
