@@ -4,6 +4,7 @@ Arrow tables as rich tables or as flat columns for CSV."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
@@ -11,6 +12,19 @@ import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+
+def debugging(argv: list[str]) -> bool:
+    """Tracebacks and client logs wanted: ``--debug`` or ``PINPIPE_DEBUG=1``."""
+    return "--debug" in argv or os.environ.get("PINPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
+
+
+def quiet_client_logs(debug: bool) -> None:
+    """Warnings as one line each; librdkafka's, which log every failed connection attempt, only with
+    ``debug``: what they mean reaches the user as one line. Each process of ours calls it, the API's
+    worker processes too (they do not inherit the command's logging)."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("librdkafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
 
 
 class _Console(Console):

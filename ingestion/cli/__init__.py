@@ -3,8 +3,6 @@ Each command module registers its commands on the app."""
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 
 import typer
@@ -13,7 +11,7 @@ from ingestion.build import BuildStopped
 from ingestion.cli import operating, stages, start
 from ingestion.cli.app import app, global_options_first
 from ingestion.explain import explain
-from ingestion.output import errors
+from ingestion.output import debugging, errors, quiet_client_logs
 
 __all__ = ["app", "main", "operating", "stages", "start"]  # the command modules register their commands
 
@@ -21,10 +19,8 @@ __all__ = ["app", "main", "operating", "stages", "start"]  # the command modules
 def main() -> None:
     """The `pinpipe` command: a user's mistake ends in one line saying what to do; the traceback only
     with --debug (or PINPIPE_DEBUG=1)."""
-    debug = "--debug" in sys.argv[1:] or os.environ.get("PINPIPE_DEBUG", "").lower() in {"1", "true", "yes"}
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    # librdkafka logs every failed connection attempt; what it means reaches the user as one line
-    logging.getLogger("librdkafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
+    debug = debugging(sys.argv[1:])
+    quiet_client_logs(debug)
     try:
         code = app(args=global_options_first(sys.argv[1:]), standalone_mode=False)
     except BuildStopped as stopped:  # it said why

@@ -3,11 +3,13 @@ global options accepted after the command too, `pinpipe settings`, and the stage
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from ingestion.api import app_from_environment
 from ingestion.cli.app import global_options_first
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.supervise import RestartBackoff
@@ -85,3 +87,16 @@ def test_the_configuration_reference_is_made_from_the_settings() -> None:
         "docs/configuration.md is out of date: `pinpipe settings --reference > docs/configuration.md`"
     )
     assert reference.count("| `PINPIPE_") == len(Settings.model_fields)
+
+
+def test_the_apis_worker_processes_keep_librdkafkas_connection_chatter_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pinpipe api --workers N` serves from spawned processes, which do not inherit the command's
+    logging: each quiets librdkafka itself, or a broker outage floods the API's output."""
+    monkeypatch.setenv("PINPIPE_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("PINPIPE_DEBUG", raising=False)
+    librdkafka = logging.getLogger("librdkafka")
+    monkeypatch.setattr(librdkafka, "level", logging.NOTSET)
+    app_from_environment()
+    assert librdkafka.level == logging.CRITICAL

@@ -358,6 +358,9 @@ def test_a_commit_kafka_did_not_confirm_is_refused_when_retried_with_its_key_not
         if not stalled:
             stalled.append(broker.process.pid())
             os.killpg(stalled[0], signal.SIGSTOP)
+            # a stop reaches each of the JVM's threads on its own: wait until none runs, or the
+            # broker may still answer the commit sent next
+            assert eventually(lambda: _every_thread_stopped(stalled[0]), 10, every=0.01)
         original_commit(self, producer)
 
     monkeypatch.setattr(producer_type, "_commit", commit_while_the_broker_stalls)
@@ -383,3 +386,8 @@ def test_a_commit_kafka_did_not_confirm_is_refused_when_retried_with_its_key_not
     assert stored - unconfirmed_pins == Counter(record(pin_topic, "pin", pin) for pin in pins[20:])
     committed = stack.kafka_client == "confluent-kafka"
     assert stored & unconfirmed_pins in ((unconfirmed_pins,) if committed else (unconfirmed_pins, Counter()))
+
+
+def _every_thread_stopped(pid: int) -> bool:
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return all((task / "stat").read_text().rpartition(")")[2].split()[0] == "T" for task in tasks)
