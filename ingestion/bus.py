@@ -385,8 +385,7 @@ class KafkaPythonProducer:
         try:
             producer.commit_transaction()
         except KafkaError as error:
-            producer.close(timeout=0)
-            self._producer = None
+            self._drop()
             raise CommitUnknown(f"Kafka did not confirm the commit of the records: {error}") from None
 
     def _abort(self) -> None:
@@ -395,6 +394,10 @@ class KafkaPythonProducer:
 
         with contextlib.suppress(KafkaError):
             self._producer.abort_transaction()
+        self._drop()
+
+    def _drop(self) -> None:
+        """The next request makes a new producer, which fences this one."""
         self._producer.close(timeout=0)
         self._producer = None
 

@@ -192,13 +192,13 @@ class WarmDbt:
     """dbt kept warm in this process for frequent runs (the streaming models every few seconds): the
     project is parsed once and each invocation reuses the manifest, saving dbt's start-up."""
 
-    def __init__(self, settings: Settings, on_wait: Callable[[str], None] | None = None) -> None:
-        self.settings, self.on_wait = settings, on_wait
-        self._manifest: Manifest | None = None
-
     # a refresh neither writes dbt's artifacts (the daily build's run_results stay theirs) nor lists
     # every schema's relations up front: about a second of each refresh
     REFRESH_FLAGS = ("--no-write-json", "--no-populate-cache")
+
+    def __init__(self, settings: Settings, on_wait: Callable[[str], None] | None = None) -> None:
+        self.settings, self.on_wait = settings, on_wait
+        self._manifest: Manifest | None = None
 
     def run(self, args: list[str]) -> Any:
         """Run dbt on a private copy of the warehouse and publish it (`building`)."""
