@@ -174,9 +174,9 @@ def api_command(
     metrics_dir = instance_metrics_dir(settings.state_dir / "api-metrics")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     url = f"http://127.0.0.1:{settings.api_port}"
-    workers = f"{settings.api_workers} worker{'s' if settings.api_workers > 1 else ''}"
+    worker_count = f"{settings.api_workers} worker{'s' if settings.api_workers > 1 else ''}"
     console.print(
-        f"ingest API on {url} ({workers}): OpenAPI at {url}/docs, health at {url}/healthz; Ctrl-C stops it",
+        f"ingest API on {url} ({worker_count}): OpenAPI at {url}/docs, health at {url}/healthz; Ctrl-C stops it",
         highlight=False,
     )
     try:
