@@ -13,7 +13,7 @@ from ingestion.post_sources import SourceName
 
 START, STAGES, OPERATING = "Start here", "The pipeline's stages", "Operating"
 COMMAND_ORDER = [
-    *("run", "ui", "sql", "marts", "docs"),
+    *("run", "ui", "sql", "metrics", "marts", "docs"),
     *("emulate", "source", "api", "sink", "load", "stream", "compact", "refresh", "transform"),
     *("services", "setup", "settings"),
 ]

@@ -107,9 +107,13 @@ def sql(
             f" not {settings.lake}: `pinpipe transform` builds it from {settings.lake}",
             highlight=False,
         )
-    result = reading.query(settings, query)
+    print_result(query if len(query) <= 80 else query[:77] + "...", reading.query(settings, query), output, rows)
+
+
+def print_result(title: str, result: pa.Table, output: OutputFormat, rows: int) -> None:
+    """A result as a table for reading (``rows`` of it), or all of it as CSV or JSON for tools."""
     if output is OutputFormat.table:
-        console.print(rich_table(query if len(query) <= 80 else query[:77] + "...", result, rows))
+        console.print(rich_table(title, result, rows))
     elif output is OutputFormat.csv:
         import pyarrow.csv as pa_csv
 

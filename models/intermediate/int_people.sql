@@ -15,12 +15,12 @@ people as (
         age_group,
         date_joined,
         join_year,
-        md5(concat_ws('|', user_name, cast(age as string), cast(date_joined as string))) as person_id,
+        person_id,
         -- a person's follower count is the largest seen on their posts
         max(follower_count) as follower_count,
         count(*) as post_count
     from posts
-    group by user_name, age, age_group, date_joined, join_year
+    group by person_id, user_name, age, age_group, date_joined, join_year
 )
 
 select * from people

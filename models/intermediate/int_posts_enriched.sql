@@ -73,6 +73,7 @@ joined as (
         cast(extract(year from geo.posted_at) as integer) as post_year,
         users.user_name,
         users.age,
+        {{ person_id('users.user_name', 'users.age', 'users.date_joined') }} as person_id,
         age_groups.age_group,
         users.date_joined,
         cast(extract(year from users.date_joined) as integer) as join_year,
