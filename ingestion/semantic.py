@@ -175,9 +175,8 @@ class SemanticLayer:
         known = {metric.name for metric in self.metrics()}
         unknown = [metric for metric in metrics if metric not in known]
         if unknown:
-            raise UnknownMetricOrDimension(
-                f"no metric {', '.join(map(repr, unknown))}: one of {', '.join(sorted(known))} (`pinpipe metrics --list`)"
-            )
+            names, choices = ", ".join(map(repr, unknown)), ", ".join(sorted(known))
+            raise UnknownMetricOrDimension(f"no metric {names}: one of {choices} (`pinpipe metrics --list`)")
 
 
 def _group_by_name(template: str) -> str:
@@ -207,7 +206,9 @@ def _one_line(error: BaseException) -> str:
         return text.strip().splitlines()[0] if text.strip() else type(error).__name__
     names = [re.sub(r"^\w+\('(.+)'\)$", r"\1", suggestion) for suggestion in suggestions]
     hint = f": did you mean {', '.join(names)}?" if names else ""
-    return f"{asked.group(1).strip()} is not a dimension of the metric {metric.group(1)}{hint} (`pinpipe metrics --list`)"
+    return (
+        f"{asked.group(1).strip()} is not a dimension of the metric {metric.group(1)}{hint} (`pinpipe metrics --list`)"
+    )
 
 
 def _whole_numbers_as_integers(table: pa.Table) -> pa.Table:

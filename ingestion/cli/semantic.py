@@ -31,7 +31,9 @@ def metrics(
     question: Annotated[
         str | None, typer.Option(help="answer a business question by its mart's name, from the metrics")
     ] = None,
-    listing: Annotated[bool, typer.Option("--list", help="list the metrics, their dimensions and the questions")] = False,
+    listing: Annotated[
+        bool, typer.Option("--list", help="list the metrics, their dimensions and the questions")
+    ] = False,
     show_sql: Annotated[bool, typer.Option("--sql", help="also print the SQL MetricFlow generated")] = False,
     output: Annotated[
         OutputFormat, typer.Option("--format", help="table for reading, csv or json for tools")
@@ -64,11 +66,13 @@ def _print_listing(layer: SemanticLayer) -> None:
     metrics = layer.metrics()
     print_result(
         "metrics",
-        pa.table({
-            "metric": [m.name for m in metrics],
-            "label": [m.label for m in metrics],
-            "description": [m.description for m in metrics],
-        }),
+        pa.table(
+            {
+                "metric": [m.name for m in metrics],
+                "label": [m.label for m in metrics],
+                "description": [m.description for m in metrics],
+            }
+        ),
         OutputFormat.table,
         len(metrics),
     )
@@ -77,10 +81,12 @@ def _print_listing(layer: SemanticLayer) -> None:
         for dimension in layer.dimensions([metric.name]):
             by_dimension.setdefault(dimension, []).append(metric.name)
     every = {m.name for m in metrics}
-    dimensions = pa.table({
-        "dimension (--by)": list(by_dimension),
-        "of the metrics": ["all" if set(names) == every else ", ".join(names) for names in by_dimension.values()],
-    })
+    dimensions = pa.table(
+        {
+            "dimension (--by)": list(by_dimension),
+            "of the metrics": ["all" if set(names) == every else ", ".join(names) for names in by_dimension.values()],
+        }
+    )
     print_result("dimensions", dimensions, OutputFormat.table, dimensions.num_rows)
     questions = layer.questions()
     print_result(

@@ -1,0 +1,152 @@
+"""The semantic layer as analysts use it: `mf validate-configs` and `mf query` on a built warehouse,
+`pinpipe metrics` (a table, CSV, JSON, the SQL, the list, a question) and its one-line errors, and the
+semantic manifest on the Spark and Databricks targets. Each question's answer against its mart is
+checked on the end-to-end builds (semantic_checks.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingestion import reading
+from ingestion.config import PROJECT_DIR, Settings
+from ingestion.load import load_posts
+from ingestion.post_sources import make_source
+
+from helpers import Dbt, one_line_error, pinpipe_here
+
+MF = str(Path(sys.executable).parent / "mf")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, dbt: Dbt) -> Settings:
+    """A warehouse built from real rows, once for the module."""
+    home = tmp_path_factory.mktemp("semantic")
+    os.environ["DBT_TARGET_PATH"] = str(home / "target")  # the module's own: restored below
+    try:
+        settings = Settings(lake=str(home / "lake"), warehouse=str(home / "warehouse.duckdb"), target="local")
+        load_posts(settings, make_source("aicore", 5), 1_500)
+        dbt.build(settings)
+    finally:
+        del os.environ["DBT_TARGET_PATH"]
+    return settings.model_copy()
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings.environment(), "DBT_TARGET_PATH": ""}
+
+
+def test_mf_validates_the_configs_and_answers_a_saved_question_like_its_mart(built: Settings, tmp_path: Path) -> None:
+    """MetricFlow's own CLI, as its docs have an analyst run it: from the project folder, after a
+    parse into dbt's default target/ (where `mf` reads the semantic manifest)."""
+    env = {key: value for key, value in _environment(built).items() if key != "DBT_TARGET_PATH"}
+    env["DBT_LOG_PATH"] = str(tmp_path / "logs")
+    parsed = subprocess.run(
+        [sys.executable, "-m", "dbt.cli.main", "parse", "--quiet"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
+    validated = subprocess.run(
+        [MF, "validate-configs"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "ERRORS: 0" in validated.stdout, validated.stdout
+    assert "Breaking issues" not in validated.stdout, validated.stdout
+    queried = subprocess.run(
+        [MF, "query", "--saved-query", "users_joined_by_year", "--csv", str(tmp_path / "answer.csv")],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert queried.returncode == 0, queried.stdout + queried.stderr
+    answered = {
+        (int(row["person__join_year"]), int(row["users_joined"]))
+        for row in csv.DictReader((tmp_path / "answer.csv").open())
+    }
+    assert answered == {tuple(row.values()) for row in reading.read_mart(built, "users_joined_by_year").to_pylist()}
+
+
+def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) -> None:
+    table = pinpipe_here(built, "metrics", "posts", "distinct_posters", "--by", "post__category", "--order", "-posts")
+    assert table.code == 0, table.err
+    assert "posts, distinct_posters by post__category" in table.out
+
+    as_csv = pinpipe_here(
+        built, "metrics", "posts", "--by", "post__country", "--by", "person__join_year", "--format", "csv", "--sql"
+    )
+    rows = list(csv.DictReader(io.StringIO(as_csv.out)))
+    posts = reading.query(built, "select count(*) as n from intermediate.int_posts_enriched").column("n")[0].as_py()
+    assert sum(int(row["posts"]) for row in rows) == posts
+    assert "int_posts_enriched" in as_csv.err  # the SQL, on stderr
+    assert "int_people" in as_csv.err
+
+    as_json = json.loads(
+        pinpipe_here(built, "metrics", "--question", "most_popular_category_by_country", "--format", "json").out
+    )
+    mart = reading.read_mart(built, "most_popular_category_by_country").to_pylist()
+    assert sorted(tuple(row.values()) for row in as_json) == sorted(tuple(row.values()) for row in mart)
+
+    listing = pinpipe_here(built, "metrics", "--list")
+    for name in (
+        "posts",
+        "median_follower_count",
+        "users_joined",
+        "post__country",
+        "person__join_year",
+        "users_joined_by_year",
+    ):
+        assert name in listing.out
+
+
+@pytest.mark.parametrize(
+    ("args", "phrases"),
+    [
+        (("metrics", "nope"), ("no metric 'nope'", "posts")),
+        (("metrics", "posts", "--by", "country"), ("country is not a dimension of the metric posts", "post__country")),
+        (("metrics", "median_follower_count", "--by", "post__country"), ("not a dimension", "person__age_group")),
+        (("metrics", "--question", "nope"), ("no question 'nope'", "users_joined_by_year")),
+    ],
+)
+def test_a_metric_or_dimension_that_does_not_exist_is_one_line_naming_what_does(
+    built: Settings, args: tuple[str, ...], phrases: tuple[str, ...]
+) -> None:
+    one_line_error(pinpipe_here(built, *args), 2, *phrases)
+
+
+@pytest.mark.parametrize("target", ["spark", "databricks"])
+def test_the_semantic_manifest_parses_for_the_other_targets(target: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PINPIPE_TARGET": target,
+        "DATABRICKS_HOST": "dbc-0000.cloud.databricks.com",
+        "DATABRICKS_HTTP_PATH": "/sql/1.0/warehouses/0",
+        "DATABRICKS_TOKEN": "not-a-token",
+        "PINPIPE_LAKE": "s3://pinpipe/lake",
+        "DBT_TARGET_PATH": str(tmp_path),
+        "DBT_LOG_PATH": str(tmp_path / "logs"),
+    }
+    parsed = subprocess.run(
+        [sys.executable, "-m", "dbt.cli.main", "parse", "--quiet"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
+    manifest = json.loads((tmp_path / "semantic_manifest.json").read_text())
+    assert {m["name"] for m in manifest["metrics"]} >= {"posts", "median_follower_count", "users_joined"}
+    assert len(manifest["saved_queries"]) == 9
