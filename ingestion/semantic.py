@@ -138,8 +138,8 @@ class SemanticLayer:
             questions.append(Question(saved["name"], saved.get("description") or "", query, _tuple_or_none(top)))
         return questions
 
-    def query(self, query: MetricQuery) -> Answer:
-        """Run ``query`` on the settings' target and return its rows and SQL."""
+    def sql(self, query: MetricQuery) -> str:
+        """The SQL MetricFlow generates for ``query``, in the target's dialect."""
         from metricflow.engine.metricflow_engine import MetricFlowQueryRequest
         from metricflow_semantics.errors.error_classes import MetricFlowException
 
@@ -152,9 +152,13 @@ class SemanticLayer:
             limit=query.limit,
         )
         try:
-            sql = self._engine.explain(request).sql_statement.sql
+            return self._engine.explain(request).sql_statement.sql
         except MetricFlowException as error:
             raise UnknownMetricOrDimension(_one_line(error)) from None
+
+    def query(self, query: MetricQuery) -> Answer:
+        """Run ``query`` on the settings' target and return its rows and SQL."""
+        sql = self.sql(query)
         rows = reading.query(self.settings, sql, limit=query.limit or 100_000)
         columns = [*(_column(name, rows.column_names) for name in query.group_by), *query.metrics]
         return Answer(sql, _whole_numbers_as_integers(rows.select(columns)))

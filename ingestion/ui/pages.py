@@ -12,6 +12,8 @@ import streamlit as st
 
 from ingestion.config import Settings
 from ingestion.errors import NotReadOnly, PinpipeError
+from ingestion.semantic import MetricQuery, SemanticLayer, UnknownMetricOrDimension
+from ingestion.transform import target_path
 from ingestion.ui import data
 
 # a bar chart shows at most this many bars, the largest; the table below it has every row
@@ -217,6 +219,63 @@ def pipeline() -> None:
         for column, (label, value) in zip(st.columns(len(seen)), seen.items(), strict=True):
             column.metric(label, "none" if value is None else f"{value:,.0f}")
         st.caption(f"From {data.prometheus_url(settings)}; its Alerts page lists what fires.")
+
+
+@st.cache_resource
+def _semantic_layer(manifest: str, modified: float) -> SemanticLayer:
+    """The semantic layer, read again when dbt has written a newer semantic manifest."""
+    return SemanticLayer(_settings())
+
+
+def _explore_chart(frame: pd.DataFrame, metric: str, by: list[str]) -> alt.Chart:
+    """The first metric by the first dimension (a line over time, bars otherwise), coloured by the
+    second dimension when there is one."""
+    over_time = by[0].startswith("metric_time")
+    mark = alt.Chart(frame).mark_line(point=True) if over_time else alt.Chart(frame).mark_bar()
+    x = alt.X(f"{by[0]}:T") if over_time else alt.X(f"{by[0]}:N", sort="-y")
+    encoding = {"x": x, "y": alt.Y(f"{metric}:Q"), "tooltip": list(frame.columns)}
+    if len(by) > 1:
+        encoding["color"] = alt.Color(f"{by[1]}:N", scale=alt.Scale(scheme="tableau20"))
+        if not over_time:
+            encoding["xOffset"] = alt.XOffset(f"{by[1]}:N")  # side by side, never stacked
+    return mark.encode(**encoding)
+
+
+def explore() -> None:
+    st.title("Explore")
+    settings = _settings()
+    st.caption(
+        "Any metric by any dimension, from the semantic layer (dbt + MetricFlow): the SQL it generated is "
+        "below the table. `pinpipe metrics` asks the same from a shell."
+    )
+    warehouse = _warehouse(settings)
+    if warehouse is None:
+        return
+    manifest = target_path(settings) / "semantic_manifest.json"
+    layer = _semantic_layer(str(manifest), manifest.stat().st_mtime if manifest.exists() else 0.0)
+    labels = {metric.name: metric.label for metric in layer.metrics()}
+    left, right = st.columns(2)
+    metrics = left.multiselect("Metrics", list(labels), default=["posts"], format_func=labels.__getitem__)
+    if not metrics:
+        st.info("Pick a metric.")
+        return
+    dimensions = layer.dimensions(metrics)
+    by = right.multiselect(
+        "By", dimensions, default=[d for d in ("post__category",) if d in dimensions], max_selections=3
+    )
+    try:
+        generated = layer.sql(MetricQuery(tuple(metrics), tuple(by)))
+    except UnknownMetricOrDimension as refused:
+        st.error(str(refused))
+        return
+    frame = data.query(warehouse, generated)
+    st.caption(f"{len(frame):,} rows")
+    if by and len(frame):
+        st.altair_chart(_explore_chart(frame, metrics[0], by), use_container_width=True)
+    st.dataframe(frame, hide_index=True)
+    _download(frame, "explore")
+    st.subheader("SQL")
+    st.code(generated, language="sql")
 
 
 def sql() -> None:

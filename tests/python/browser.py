@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-PAGES = ("insights", "realtime", "pipeline", "sql")
+PAGES = ("insights", "explore", "realtime", "pipeline", "sql")
 # where each page is: the default page (Insights) is at the root
 PATHS = {"insights": ""}
 # Chromium's background services reach for Google's hosts, which a closed network refuses

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def _metric(page: AppTest, label: str) -> str:
     return next(metric.value for metric in page.metric if metric.label == label)
 
 
-@pytest.mark.parametrize("name", ["insights", "realtime", "pipeline", "sql"])
+@pytest.mark.parametrize("name", ["insights", "explore", "realtime", "pipeline", "sql"])
 def test_every_page_renders_with_no_error(settings: Settings, name: str) -> None:
     page = _page(name)
     assert not page.error, [e.value for e in page.error]
@@ -155,6 +156,30 @@ def test_the_pipeline_page_shows_bronze_the_builds_data_quality_and_quarantine(s
     assert any("No Prometheus at" in info.value for info in page.info)
 
 
+def _as_rows(frame: pd.DataFrame) -> Counter:
+    return Counter(
+        tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in frame.itertuples(index=False)
+    )
+
+
+def test_the_explore_page_shows_metrics_by_the_chosen_dimensions_with_a_chart_and_the_sql(settings: Settings) -> None:
+    engine = data.engine(settings)
+    page = _page("explore")  # posts by category to begin with
+    posts_by_category = data.query(
+        engine, "select category, count(*) as posts from intermediate.int_posts_enriched group by all"
+    )
+    assert _as_rows(page.dataframe[0].value) == _as_rows(posts_by_category)
+    assert len(_chart_rows(page.get("vega_lite_chart")[0])) == len(posts_by_category)
+    assert "int_posts_enriched" in page.code[0].value  # the SQL MetricFlow generated
+
+    page.multiselect[0].set_value(["median_follower_count"]).run()
+    page = page.multiselect[1].set_value(["person__age_group"]).run()
+    assert not page.exception, [e.value for e in page.exception]
+    shown = page.dataframe[0].value.dropna(subset=["person__age_group"])  # people without an age group too
+    assert _as_rows(shown) == _as_rows(data.mart(engine, "median_follower_count_by_age_group"))
+    assert "int_people" in page.code[0].value
+
+
 def test_the_sql_page_runs_a_query_and_refuses_what_would_write(settings: Settings) -> None:
     page = _page("sql")
     page.text_area[0].set_value("select join_year, number_users_joined from marts.users_joined_by_year")
@@ -208,6 +233,7 @@ def test_every_page_of_a_running_ui_opens_in_chromium_with_its_numbers(
         )
         expected = {
             "insights": ["Insights", "Countries with posts", str(countries["n"][0])],
+            "explore": ["Explore", "post__category", "int_posts_enriched"],
             "realtime": ["Real-time", "Posts in the window"],
             "pipeline": ["Pipeline", "pin rows in bronze", f"{POSTS:,}"],
             "sql": ["SQL", "Read-only queries"],
