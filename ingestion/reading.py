@@ -4,6 +4,7 @@ and what the last build covered."""
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -61,6 +62,7 @@ def read_mart(settings: Settings, mart: str) -> pa.Table:
 
 
 # what a query may start with, where DuckDB's parser cannot judge the SQL (Spark's, Databricks')
+_LEADING_COMMENTS = re.compile(r"^(\s*--[^\n]*(\n|$))*\s*")
 _QUERY_WORDS = {"select", "with", "show", "describe", "desc", "explain", "values", "from", "table"}
 
 
@@ -72,7 +74,8 @@ def check_read_only(sql: str, *, dialect: str = "duckdb") -> None:
         texts = [statement.query for statement in parsed]
         reading = [s.type in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN) for s in parsed]
     else:
-        texts = [text for text in sql.split(";") if text.strip()]  # a ; inside a string: refused too
+        # a ; inside a string: refused too; comment lines before a statement (MetricFlow's) are skipped
+        texts = [code for text in sql.split(";") if (code := _LEADING_COMMENTS.sub("", text)).strip()]
         reading = [text.split(maxsplit=1)[0].lower() in _QUERY_WORDS for text in texts]
     if len(texts) != 1:
         raise NotReadOnly(f"one statement at a time, not {len(texts)}")

@@ -14,7 +14,9 @@ from helpers import Dbt
 
 pytestmark = pytest.mark.slow
 
-DOCUMENTED_FOLDERS = ("models/staging/", "models/intermediate/", "models/marts/", "models/streaming/", "seeds/")
+DOCUMENTED_FOLDERS = (
+    *("models/staging/", "models/intermediate/", "models/marts/", "models/streaming/", "models/semantic/", "seeds/"),
+)
 
 
 def test_every_model_column_source_and_exposure_is_described(settings: Settings, dbt: Dbt) -> None:
@@ -47,4 +49,17 @@ def test_every_model_column_source_and_exposure_is_described(settings: Settings,
     for exposure in manifest.exposures.values():
         if not exposure.description.strip():
             missing.append(f"exposure {exposure.name}")
+    # the semantic layer, which the docs site lists beside the models
+    for semantic_model in manifest.semantic_models.values():
+        described = [semantic_model.description, *(d.description for d in semantic_model.dimensions)]
+        described += [m.description for m in semantic_model.measures]
+        if not all(text and text.strip() for text in described):
+            missing.append(f"semantic model {semantic_model.name} (or one of its dimensions or measures)")
+    for metric in manifest.metrics.values():
+        if not metric.description.strip():
+            missing.append(f"metric {metric.name}")
+    for saved_query in manifest.saved_queries.values():
+        if not (saved_query.description or "").strip():
+            missing.append(f"saved query {saved_query.name}")
+    assert manifest.metrics, "the docs would show no metrics"
     assert not missing, "undocumented: " + ", ".join(missing)

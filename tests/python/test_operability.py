@@ -450,8 +450,12 @@ def test_the_docs_site_is_served_until_ctrl_c_which_ends_it_quietly(built: Setti
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=10) as page:
         assert page.status == 200
         assert b"<html" in page.read(1000).lower()  # left unread: the server must not mind
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/manifest.json", timeout=10) as manifest:
-        assert json.load(manifest)["metadata"]["project_name"] == "pinpipe"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/manifest.json", timeout=10) as served:
+        manifest = json.load(served)
+    assert manifest["metadata"]["project_name"] == "pinpipe"
+    # the site lists the semantic layer beside the models
+    assert "metric.pinpipe.median_follower_count" in manifest["metrics"]
+    assert "semantic_model.pinpipe.posts" in manifest["semantic_models"]
     server.send_signal(signal.SIGINT)
     out, err = server.communicate(timeout=60)
     assert server.returncode == 0, out + err

@@ -17,6 +17,7 @@ import pytest
 
 from ingestion import reading
 from ingestion.config import PROJECT_DIR, Settings
+from ingestion.errors import NotReadOnly
 from ingestion.load import load_posts
 from ingestion.post_sources import make_source
 
@@ -150,3 +151,23 @@ def test_the_semantic_manifest_parses_for_the_other_targets(target: str, tmp_pat
     manifest = json.loads((tmp_path / "semantic_manifest.json").read_text())
     assert {m["name"] for m in manifest["metrics"]} >= {"posts", "median_follower_count", "users_joined"}
     assert len(manifest["saved_queries"]) == 9
+
+
+@pytest.mark.parametrize(
+    ("sql", "refused"),
+    [
+        ("-- MetricFlow's plan\n-- in comments\nSELECT 1", None),
+        ("-- a comment hides nothing\ndrop table marts.users_joined_by_year", "not drop"),
+        ("-- only a comment\n", "one statement at a time, not 0"),
+        ("select 1; -- then\n drop table x", "one statement at a time, not 2"),
+    ],
+)
+def test_on_spark_and_databricks_comment_lines_before_a_query_are_read_past_never_past_a_write(
+    sql: str, refused: str | None
+) -> None:
+    """MetricFlow's SQL starts with comment lines; where the first word decides (Spark, Databricks)."""
+    if refused is None:
+        reading.check_read_only(sql, dialect="spark")
+    else:
+        with pytest.raises(NotReadOnly, match=refused):
+            reading.check_read_only(sql, dialect="spark")
