@@ -53,13 +53,12 @@ def test_every_mart_is_equal_on_duckdb_and_on_spark(
         )
         assert on_duckdb
 
-    # the semantic layer on Spark (MetricFlow's Databricks dialect, run through `dbt show`): a question
-    # with ties and one with medians, equal to their marts
-    layer = SemanticLayer(spark)
-    for question in ("most_popular_category_by_age_group", "median_follower_count_by_age_group_and_join_year"):
-        rows = layer.answer(question).table.to_pylist()
-        answered = Counter(tuple(round(v, 6) if isinstance(v, float) else v for v in row.values()) for row in rows)
-        assert answered == _rows(spark, question), question
+    # the semantic layer on Spark (MetricFlow's Databricks dialect, run through `dbt show`, a parse each:
+    # one question, the one whose median each engine computes its own way) equals its mart
+    question = "median_follower_count_by_age_group_and_join_year"
+    rows = SemanticLayer(spark).answer(question).table.to_pylist()
+    answered = Counter(tuple(round(v, 6) if isinstance(v, float) else v for v in row.values()) for row in rows)
+    assert answered == _rows(spark, question)
 
     # a query on Spark goes through `dbt show`, which prints nothing of its own: `pinpipe --target
     # spark sql --format json` is piped into other tools
