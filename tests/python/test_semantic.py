@@ -44,6 +44,7 @@ def _environment(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings.environment(), "DBT_TARGET_PATH": ""}
 
 
+@pytest.mark.slow
 def test_mf_validates_the_configs_and_answers_a_saved_question_like_its_mart(built: Settings, tmp_path: Path) -> None:
     """MetricFlow's own CLI, as its docs have an analyst run it: from the project folder, after a
     parse into dbt's default target/ (where `mf` reads the semantic manifest)."""
@@ -80,6 +81,7 @@ def test_mf_validates_the_configs_and_answers_a_saved_question_like_its_mart(bui
     assert answered == {tuple(row.values()) for row in reading.read_mart(built, "users_joined_by_year").to_pylist()}
 
 
+@pytest.mark.slow
 def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) -> None:
     table = pinpipe_here(built, "metrics", "posts", "distinct_posters", "--by", "post__category", "--order", "-posts")
     assert table.code == 0, table.err
@@ -112,6 +114,7 @@ def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) ->
         assert name in listing.out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "phrases"),
     [
@@ -127,6 +130,7 @@ def test_a_metric_or_dimension_that_does_not_exist_is_one_line_naming_what_does(
     one_line_error(pinpipe_here(built, *args), 2, *phrases)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["spark", "databricks"])
 def test_the_semantic_manifest_parses_for_the_other_targets(target: str, tmp_path: Path) -> None:
     env = {
