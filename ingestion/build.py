@@ -12,6 +12,7 @@ from rich.text import Text
 
 from ingestion import (
     artifacts,
+    build_inputs,
     metrics,
     reading,
     transform,
@@ -40,8 +41,19 @@ def build_and_publish(settings: Settings, select: str | None = None, *, full_ref
     transform.require_engine(settings)
     if settings.target != "databricks":
         warehouse.check_lake(settings)
+    # read before the build: rows appended while it runs are new to the next one
+    inputs = build_inputs.current_inputs(settings) if settings.target == "local" and select is None else None
+    if inputs is not None and not full_refresh and build_inputs.unchanged_since_last_build(settings, inputs):
+        console.print(
+            f"nothing new since the last build ({inputs.describe()}; the same project and settings):"
+            " the warehouse is up to date, dbt not run (`--full-refresh` rebuilds it all the same)",
+            highlight=False,
+        )
+        return
     try:
         _build_and_report(settings, select, full_refresh=full_refresh)
+        if inputs is not None:
+            build_inputs.record(settings, inputs)
     finally:  # a failed build's results too: a failing test is what an operator most needs to see
         done = artifacts.last_invocation(transform.target_path(settings))
         if done is not None:

@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -89,9 +90,10 @@ class SemanticLayer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         target = target_path(settings)
-        if not (target / "semantic_manifest.json").exists():
+        manifest = target / "semantic_manifest.json"
+        if not manifest.exists() or not _names_this_warehouse(manifest.read_text(), settings):
             run_dbt(settings, ["parse", "--quiet"])
-        self._manifest_json = (target / "semantic_manifest.json").read_text()
+        self._manifest_json = manifest.read_text()
         # the saved queries' config (meta) is in dbt's manifest only
         saved = json.loads((target / "manifest.json").read_text())["saved_queries"]
         self._saved_meta = {node["name"]: (node.get("config") or {}).get("meta") or {} for node in saved.values()}
@@ -181,6 +183,15 @@ class SemanticLayer:
         if unknown:
             names, choices = ", ".join(map(repr, unknown)), ", ".join(sorted(known))
             raise UnknownMetricOrDimension(f"no metric {names}: one of {choices} (`pinpipe metrics --list`)")
+
+
+def _names_this_warehouse(manifest_json: str, settings: Settings) -> bool:
+    """A DuckDB warehouse is its own database, named for its file: a manifest parsed for another
+    warehouse file names tables no query of this one can reach."""
+    if settings.target != "local":
+        return True
+    databases = {model["node_relation"]["database"] for model in json.loads(manifest_json)["semantic_models"]}
+    return databases <= {Path(settings.warehouse).stem}
 
 
 def _group_by_name(template: str) -> str:

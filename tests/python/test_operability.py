@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ingestion import duckdb_setup, transform, warehouse
+from ingestion import build_inputs, duckdb_setup, transform, warehouse
 from ingestion.config import PROJECT_DIR, Settings
 from ingestion.errors import PinpipeError
 from ingestion.services import S3Server, free_port
@@ -60,7 +60,8 @@ def test_posts_n_means_n_new_posts(built: Settings) -> None:
 
 
 def test_a_build_prints_the_data_quality_and_what_the_marts_cover(built: Settings, tmp_path: Path) -> None:
-    done = _pinpipe(built, "transform", DBT_TARGET_PATH=str(tmp_path / "target"))
+    # a full refresh: the module's warehouse has nothing new, which a plain transform would only say
+    done = _pinpipe(built, "transform", "--full-refresh", DBT_TARGET_PATH=str(tmp_path / "target"))
     assert done.code == 0, done.err
     assert "data quality" in done.out
     assert "posts_incomplete" in done.out
@@ -149,7 +150,9 @@ def test_a_broken_key_fails_the_build_with_dbts_failure_shown_and_the_warehouse_
 
 def test_marts_can_be_read_while_a_build_runs(built: Settings, tmp_path: Path) -> None:
     environment = {**os.environ, **built.environment(), "DBT_TARGET_PATH": str(tmp_path / "target")}
-    build = subprocess.Popen([PINPIPE, "transform"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    build = subprocess.Popen(
+        [PINPIPE, "transform", "--full-refresh"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     building = Path(built.warehouse).parent / ".building"
     try:
         deadline = time.monotonic() + 120
@@ -165,9 +168,50 @@ def test_marts_can_be_read_while_a_build_runs(built: Settings, tmp_path: Path) -
         assert build.wait(timeout=300) == 0, build.stderr.read() if build.stderr else ""
 
 
+def test_a_build_with_nothing_new_says_so_and_runs_no_dbt_and_new_rows_or_settings_build_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Each bronze table's version, the project and the settings a published build read are kept
+    beside the warehouse: the same inputs would publish the same warehouse, so nothing runs."""
+    settings = settings.model_copy(update={"state_dir": tmp_path / "state"})
+    assert pinpipe_here(settings, "run", "--posts", "40", "--rows", "1").code == 0
+    builds = list(settings.dbt_history_dir.glob("*.json"))
+
+    again = pinpipe_here(settings, "transform")
+    assert again.code == 0, again.err
+    assert "nothing new since the last build (bronze pin v" in again.out
+    assert "dbt build:" not in again.out
+    assert list(settings.dbt_history_dir.glob("*.json")) == builds  # no dbt invocation kept: none ran
+
+    assert pinpipe_here(settings, "emulate", "--posts", "3").code == 0  # new bronze commits
+    rebuilt = pinpipe_here(settings, "transform")
+    assert "nothing new" not in rebuilt.out
+    assert "dbt build:" in rebuilt.out
+    assert _count(settings, "select count(*) from intermediate.int_posts_enriched") == 43
+    assert "nothing new" in pinpipe_here(settings, "transform").out
+    # another setting dbt sees, a full refresh: built again
+    assert "dbt build:" in pinpipe_here(settings, "transform", PINPIPE_STAGING_LOOKBACK_MINUTES="5").out
+    assert "dbt build:" in pinpipe_here(settings, "transform", "--full-refresh").out
+
+
+def test_the_build_inputs_follow_every_project_file_dbt_reads_and_nothing_else(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_DIR / "models", project / "models")
+    shutil.copytree(PROJECT_DIR / "macros", project / "macros")
+    shutil.copy2(PROJECT_DIR / "dbt_project.yml", project / "dbt_project.yml")
+    digest = build_inputs.project_digest(project)
+    (project / "README.md").write_text("not read by dbt")
+    assert build_inputs.project_digest(project) == digest
+    model = project / "models" / "marts" / "insights" / "users_joined_by_year.sql"
+    model.write_text(model.read_text() + "\n-- a change\n")
+    assert build_inputs.project_digest(project) != digest
+
+
 def test_a_second_build_waits_for_the_first_and_gives_up_with_one_line(built: Settings, tmp_path: Path) -> None:
     with warehouse.build_lock(built, on_wait=None):  # as another pinpipe holds it
-        done = pinpipe_here(built, "transform", PINPIPE_BUILD_WAIT_SECONDS="2", DBT_TARGET_PATH=str(tmp_path / "t"))
+        done = pinpipe_here(
+            built, "transform", "--full-refresh", PINPIPE_BUILD_WAIT_SECONDS="2", DBT_TARGET_PATH=str(tmp_path / "t")
+        )
     holder = f"pinpipe (pid {os.getpid()})"
     assert f"waiting for {holder}" in done.out
     one_line_error(done, 2, f"{holder} is still building", "PINPIPE_BUILD_WAIT_SECONDS")

@@ -21,7 +21,7 @@ from ingestion.errors import NotReadOnly
 from ingestion.load import load_posts
 from ingestion.post_sources import make_source
 
-from helpers import Dbt, one_line_error, pinpipe_here
+from helpers import Dbt, Done, one_line_error, pinpipe_here
 
 MF = str(Path(sys.executable).parent / "mf")
 
@@ -30,29 +30,35 @@ MF = str(Path(sys.executable).parent / "mf")
 def built(tmp_path_factory: pytest.TempPathFactory, dbt: Dbt) -> Settings:
     """A warehouse built from real rows, once for the module."""
     home = tmp_path_factory.mktemp("semantic")
-    os.environ["DBT_TARGET_PATH"] = str(home / "target")  # the module's own: restored below
-    try:
-        settings = Settings(lake=str(home / "lake"), warehouse=str(home / "warehouse.duckdb"), target="local")
+    settings = Settings(lake=str(home / "lake"), warehouse=str(home / "warehouse.duckdb"), target="local")
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("DBT_TARGET_PATH", str(home / "target"))  # the module's own
         load_posts(settings, make_source("aicore", 5), 1_500)
         dbt.build(settings)
-    finally:
-        del os.environ["DBT_TARGET_PATH"]
-    return settings.model_copy()
+    return settings
 
 
-def _environment(settings: Settings) -> dict[str, str]:
-    return {**os.environ, **settings.environment(), "DBT_TARGET_PATH": ""}
+def _pinpipe(built: Settings, *args: str) -> Done:
+    """`pinpipe` in this process on the module's warehouse, with the dbt target folder it was built
+    with (the project's own target/ is other tests' too)."""
+    return pinpipe_here(built, *args, DBT_TARGET_PATH=str(Path(built.warehouse).parent / "target"))
 
 
 @pytest.mark.slow
 def test_mf_validates_the_configs_and_answers_a_saved_question_like_its_mart(built: Settings, tmp_path: Path) -> None:
     """MetricFlow's own CLI, as its docs have an analyst run it: from the project folder, after a
-    parse into dbt's default target/ (where `mf` reads the semantic manifest)."""
-    env = {key: value for key, value in _environment(built).items() if key != "DBT_TARGET_PATH"}
+    parse into dbt's default target/ (where `mf` reads the semantic manifest). The folder is a copy
+    of the project (its files linked) whose target/ is this test's own."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for entry in PROJECT_DIR.iterdir():
+        if entry.name not in ("target", "logs"):
+            (project / entry.name).symlink_to(entry)
+    env = {key: value for key, value in {**os.environ, **built.environment()}.items() if key != "DBT_TARGET_PATH"}
     env["DBT_LOG_PATH"] = str(tmp_path / "logs")
     parsed = subprocess.run(
         [sys.executable, "-m", "dbt.cli.main", "parse", "--quiet"],
-        cwd=PROJECT_DIR,
+        cwd=project,
         env=env,
         capture_output=True,
         text=True,
@@ -60,14 +66,14 @@ def test_mf_validates_the_configs_and_answers_a_saved_question_like_its_mart(bui
     )
     assert parsed.returncode == 0, parsed.stdout + parsed.stderr
     validated = subprocess.run(
-        [MF, "validate-configs"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=300
+        [MF, "validate-configs"], cwd=project, env=env, capture_output=True, text=True, timeout=300
     )
     assert validated.returncode == 0, validated.stdout + validated.stderr
     assert "ERRORS: 0" in validated.stdout, validated.stdout
     assert "Breaking issues" not in validated.stdout, validated.stdout
     queried = subprocess.run(
         [MF, "query", "--saved-query", "users_joined_by_year", "--csv", str(tmp_path / "answer.csv")],
-        cwd=PROJECT_DIR,
+        cwd=project,
         env=env,
         capture_output=True,
         text=True,
@@ -83,7 +89,7 @@ def test_mf_validates_the_configs_and_answers_a_saved_question_like_its_mart(bui
 
 @pytest.mark.slow
 def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) -> None:
-    table = pinpipe_here(built, "metrics", "posts", "distinct_posters", "--by", "post__category", "--order", "-posts")
+    table = _pinpipe(built, "metrics", "posts", "distinct_posters", "--by", "post__category", "--order", "-posts")
     assert table.code == 0, table.err
     assert "posts, distinct_posters by post__category" in table.out
 
@@ -97,12 +103,12 @@ def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) ->
     assert "int_people" in as_csv.err
 
     as_json = json.loads(
-        pinpipe_here(built, "metrics", "--question", "most_popular_category_by_country", "--format", "json").out
+        _pinpipe(built, "metrics", "--question", "most_popular_category_by_country", "--format", "json").out
     )
     mart = reading.read_mart(built, "most_popular_category_by_country").to_pylist()
     assert sorted(tuple(row.values()) for row in as_json) == sorted(tuple(row.values()) for row in mart)
 
-    listing = pinpipe_here(built, "metrics", "--list")
+    listing = _pinpipe(built, "metrics", "--list")
     for name in (
         "posts",
         "median_follower_count",
@@ -127,7 +133,7 @@ def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) ->
 def test_a_metric_or_dimension_that_does_not_exist_is_one_line_naming_what_does(
     built: Settings, args: tuple[str, ...], phrases: tuple[str, ...]
 ) -> None:
-    one_line_error(pinpipe_here(built, *args), 2, *phrases)
+    one_line_error(_pinpipe(built, *args), 2, *phrases)
 
 
 @pytest.mark.slow
