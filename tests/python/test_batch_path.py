@@ -121,18 +121,19 @@ def test_posted_records_reach_bronze_exactly_once_with_their_content(stack: Sett
     assert in_bronze(stack) == posted(stack, 0, 3_000)  # every record with its content, once
 
 
-def test_a_sink_killed_mid_stream_stores_every_record_once(stack: Settings) -> None:
+def test_a_sink_killed_mid_stream_stores_every_record_once(stack: Settings, tmp_path: Path) -> None:
     with api_server(stack) as url:
         acknowledged = _post(url, stack, 0, 4_000)
     pinpipe = str(Path(sys.executable).parent / "pinpipe")
-    command = [pinpipe, "sink", "--flush-records", "300", "--flush-seconds", "60"]
-    sink = subprocess.Popen(command, env=_env(stack), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [pinpipe, "--debug", "sink", "--flush-records", "300", "--flush-seconds", "60"]
+    log = tmp_path / "sink.log"  # what the sink said, for a failure's message
+    sink = subprocess.Popen(command, env=_env(stack), stdout=log.open("wb"), stderr=subprocess.STDOUT)
     client = s3_client(stack)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     try:
         while client.list_objects_v2(Bucket=stack.s3_bucket, Prefix="raw/").get("KeyCount", 0) < 8:
-            assert time.monotonic() < deadline, "the sink stored nothing"
-            assert sink.poll() is None, "the sink exited"
+            assert time.monotonic() < deadline, f"the sink stored nothing: {log.read_text()[-3000:]}"
+            assert sink.poll() is None, f"the sink exited: {log.read_text()[-3000:]}"
             time.sleep(0.05)
     finally:
         os.kill(sink.pid, signal.SIGKILL)
