@@ -204,10 +204,13 @@ def _tuple_or_none(value: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _column(name: str, columns: list[str]) -> str:
-    """The result column of group-by ``name``: MetricFlow names ``metric_time__year`` ``metric_time__year``
-    and a dimension by its qualified name, as asked."""
+    """The result column of group-by ``name``: as asked, or a time dimension asked without a grain
+    (``post__posted_at``), which MetricFlow groups by day and names ``post__posted_at__day``."""
     if name in columns:
         return name
+    at_a_grain = [column for column in columns if column.startswith(f"{name}__")]
+    if len(at_a_grain) == 1:
+        return at_a_grain[0]
     raise UnknownMetricOrDimension(f"the result has no column for {name!r} (columns: {', '.join(columns)})")
 
 
@@ -217,8 +220,13 @@ def _one_line(error: BaseException) -> str:
     asked = re.search(r"Object Builder Input:\s*\n\s*(.+)", text) or re.search(r"Query Input:\s*\n\s*(.+)", text)
     metric = re.search(r"for\s+\w*Metric\('([^']+)'\)", text)
     suggestions = re.findall(r"^\s+[\"'](.+?)[\"'],?$", text.split("Suggestions:", 1)[-1].split("]", 1)[0], re.M)
-    if not (asked and metric):
-        return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    if not (asked and metric):  # not a group-by: the message's first paragraph, and what raised it
+        paragraph = re.search(r"Message:\s*\n((?:[ \t]*\S.*\n?)+)", text)
+        said = " ".join(line.strip() for line in paragraph.group(1).splitlines()) if paragraph else text.strip()
+        cause = re.findall(r"^\s*(?:\w+\.)+\w+(?:Error|Exception): (.+)$", text, re.M)  # the first: the root cause
+        hint = " (--order takes a metric or a --by dimension, - first for descending)" if "order-by" in said else ""
+        said = said.rstrip(":")
+        return f"{said}{': ' + cause[0] if cause else ''}{hint}".strip() or type(error).__name__
     names = [re.sub(r"^\w+\('(.+)'\)$", r"\1", suggestion) for suggestion in suggestions]
     hint = f": did you mean {', '.join(names)}?" if names else ""
     return (

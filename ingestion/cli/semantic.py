@@ -10,6 +10,7 @@ import typer
 
 from ingestion.cli.app import START, app, settings_of
 from ingestion.cli.start import OutputFormat, print_result
+from ingestion.errors import PinpipeError
 from ingestion.output import errors
 from ingestion.semantic import MetricQuery, SemanticLayer
 
@@ -46,14 +47,21 @@ def metrics(
     The SQL is MetricFlow's, run read-only on the current target; --list shows what can be asked."""
     layer = SemanticLayer(settings_of(context))
     if listing:
-        _print_listing(layer)
+        _print_listing(layer, output)
         return
     if question is not None:
+        if names or by or where or order or limit:
+            raise PinpipeError(
+                f"--question {question} is answered as saved: metrics, --by, --where, --order and --limit do not"
+                " apply (ask its metrics with them instead: `pinpipe metrics --list`)"
+            )
         answer = layer.answer(question)
         title = question
     else:
         if not names:
-            raise typer.BadParameter("name a metric (or --question, or --list to see them)", param_hint="NAMES")
+            raise PinpipeError(
+                "name a metric (`pinpipe metrics posts --by post__category`), or --question, or --list to see them"
+            )
         query = MetricQuery(tuple(names), tuple(by or ()), tuple(where or ()), tuple(order or ()), limit)
         answer = layer.query(query)
         title = f"{', '.join(names)}" + (f" by {', '.join(by)}" if by else "")
@@ -62,7 +70,9 @@ def metrics(
     print_result(title, answer.table, output, rows)
 
 
-def _print_listing(layer: SemanticLayer) -> None:
+def _print_listing(layer: SemanticLayer, output: OutputFormat) -> None:
+    """The metrics, the dimensions and which metrics each reaches, the questions: tables, or CSV or
+    JSON one after the other."""
     metrics = layer.metrics()
     print_result(
         "metrics",
@@ -73,7 +83,7 @@ def _print_listing(layer: SemanticLayer) -> None:
                 "description": [m.description for m in metrics],
             }
         ),
-        OutputFormat.table,
+        output,
         len(metrics),
     )
     by_dimension: dict[str, list[str]] = {}
@@ -87,11 +97,11 @@ def _print_listing(layer: SemanticLayer) -> None:
             "of the metrics": ["all" if set(names) == every else ", ".join(names) for names in by_dimension.values()],
         }
     )
-    print_result("dimensions", dimensions, OutputFormat.table, dimensions.num_rows)
+    print_result("dimensions", dimensions, output, dimensions.num_rows)
     questions = layer.questions()
     print_result(
         "questions (--question)",
         pa.table({"question": [q.name for q in questions], "asks": [q.description for q in questions]}),
-        OutputFormat.table,
+        output,
         len(questions),
     )

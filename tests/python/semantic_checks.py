@@ -30,6 +30,11 @@ NEW_COMBINATIONS = [
         from intermediate.int_people group by all""",
     ),
     (
+        MetricQuery(("posts_per_user", "people_posting"), ("metric_time__year",)),
+        """select date_trunc('year', posted_at), count(*) / count(distinct person_id), count(distinct person_id)
+        from intermediate.int_posts_enriched group by all""",
+    ),
+    (
         MetricQuery(("posts",), ("metric_time__year",)),
         """select date_trunc('year', posted_at), count(*) from intermediate.int_posts_enriched group by all""",
     ),
@@ -37,13 +42,11 @@ NEW_COMBINATIONS = [
         MetricQuery(
             ("posts_per_user",), ("person__age_group",), where=("{{ Dimension('person__age_group') }} is not null",)
         ),
-        """with posts as (
-            select people.age_group, count(*) as posts
-            from intermediate.int_posts_enriched as posts
-            join intermediate.int_people as people on posts.person_id = people.person_id
-            group by all
-        ), people as (select age_group, count(*) as people from intermediate.int_people group by all)
-        select age_group, posts / people from posts join people using (age_group)""",
+        """select people.age_group, count(*) / count(distinct posts.person_id)
+        from intermediate.int_posts_enriched as posts
+        join intermediate.int_people as people on posts.person_id = people.person_id
+        where people.age_group is not null
+        group by all""",
     ),
 ]
 

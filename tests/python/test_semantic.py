@@ -108,6 +108,10 @@ def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) ->
     mart = reading.read_mart(built, "most_popular_category_by_country").to_pylist()
     assert sorted(tuple(row.values()) for row in as_json) == sorted(tuple(row.values()) for row in mart)
 
+    # a time dimension without a grain is by day
+    by_day = _pinpipe(built, "metrics", "posts", "--by", "post__posted_at", "--format", "csv")
+    assert by_day.out.splitlines()[0] == '"post__posted_at__day","posts"'
+
     listing = _pinpipe(built, "metrics", "--list")
     for name in (
         "posts",
@@ -128,6 +132,10 @@ def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) ->
         (("metrics", "posts", "--by", "country"), ("country is not a dimension of the metric posts", "post__country")),
         (("metrics", "median_follower_count", "--by", "post__country"), ("not a dimension", "person__age_group")),
         (("metrics", "--question", "nope"), ("no question 'nope'", "users_joined_by_year")),
+        (("metrics", "--question", "users_joined_by_year", "--by", "person__age_group"), ("answered as saved",)),
+        (("metrics",), ("name a metric",)),
+        (("metrics", "posts", "--by", "post__category", "--order", "-nope"), ("--order takes a metric or a --by",)),
+        (("metrics", "posts", "--where", "{{ Dimension('post__category') "), ("Error parsing where filter",)),
     ],
 )
 def test_a_metric_or_dimension_that_does_not_exist_is_one_line_naming_what_does(
