@@ -62,13 +62,19 @@ class NothingArrived(RuntimeError):
     """No record reached the streaming mart: the message says what each stage saw."""
 
 
+# after the posting stops, how long the pins still on their way are awaited (they count)
+DRAIN_SECONDS = 30
+
+
 def _pinpipe(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen:
     """A `pinpipe` process with its output in ``logs/<name>.log``, kept beside the results."""
     log = (logs / f"{name}.log").open("wb")
     return subprocess.Popen([str(BIN / "pinpipe"), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _accepted_by_the_api(settings: Settings) -> float | None:
+def _accepted_by_the_api(settings: Settings, table: str | None = None) -> float | None:
+    """Records the API accepted into the streams (of ``table`` only, when given)."""
+    streams = [stream for stream, of in settings.stream_tables.items() if table in (None, of)]
     try:
         metrics = requests.get(f"http://127.0.0.1:{settings.api_port}/metrics", timeout=5).text
     except requests.RequestException:
@@ -77,7 +83,7 @@ def _accepted_by_the_api(settings: Settings) -> float | None:
         sample.value
         for family in text_string_to_metric_families(metrics)
         for sample in family.samples
-        if sample.name == "pinpipe_api_records_accepted_total" and sample.labels.get("topic") in settings.streams
+        if sample.name == "pinpipe_api_records_accepted_total" and sample.labels.get("topic") in streams
     )
 
 
@@ -115,11 +121,26 @@ def latency(
     processes["emulator"] = _pinpipe("emulator", emulate, env, logs)
     seen: set[tuple[str, int]] = set()
     latencies, to_bronze, refreshes = [], [], []
+    seen_while_posting: int | None = None  # the rate seen is the posting window's, the drain aside
     started = time.monotonic()
+
+    def posting() -> bool:
+        return time.monotonic() - started < seconds
+
+    def draining() -> bool:
+        """After the posting: every pin the API accepted is awaited, for at most DRAIN_SECONDS."""
+        if processes["emulator"].poll() is None:
+            processes["emulator"].terminate()
+            processes["emulator"].wait()
+        accepted = _accepted_by_the_api(settings, "pin") or 0
+        return len(seen) < accepted and time.monotonic() - started < seconds + DRAIN_SECONDS
+
     try:
-        while time.monotonic() - started < seconds:
+        while posting() or draining():
+            if not posting() and seen_while_posting is None:
+                seen_while_posting = len(latencies)
             stopped = [name for name, process in processes.items() if process.poll() is not None]
-            if stopped:
+            if posting() and stopped:
                 raise NothingArrived(f"{', '.join(stopped)} stopped: {_stages(settings, processes, logs)}")
             refresh_started = time.monotonic()
             warm.run(["run", "--quiet", "--select", "streaming"])
@@ -137,16 +158,16 @@ def latency(
             time.sleep(max(0.0, dbt_every - (time.monotonic() - refresh_started)))
         if not latencies:
             seen_by = _stages(settings, processes, logs)
-            raise NothingArrived(f"no pin reached streaming.stream_pinterest__pins in {seconds:g} s: {seen_by}")
+            waited = seconds + DRAIN_SECONDS
+            raise NothingArrived(f"no pin reached streaming.stream_pinterest__pins in {waited:g} s: {seen_by}")
     finally:
         for process in processes.values():
             process.terminate()
         for process in processes.values():
             process.wait()
-    elapsed = time.monotonic() - started
     return {
         "pins": len(latencies),
-        "seen_records_per_s": 3 * len(latencies) / elapsed,
+        "seen_records_per_s": 3 * (seen_while_posting if seen_while_posting is not None else len(latencies)) / seconds,
         "p50": _percentile(latencies, 0.5),
         "p95": _percentile(latencies, 0.95),
         "max": max(latencies),
