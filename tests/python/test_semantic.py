@@ -85,6 +85,18 @@ def test_mf_validates_the_configs_and_answers_a_saved_question_like_its_mart(bui
         for row in csv.DictReader((tmp_path / "answer.csv").open())
     }
     assert answered == {tuple(row.values()) for row in reading.read_mart(built, "users_joined_by_year").to_pylist()}
+    # and any metric by any dimension, as the docs show it
+    by_category = subprocess.run(
+        [MF, "query", "--metrics", "posts", "--group-by", "post__category", "--csv", str(tmp_path / "posts.csv")],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert by_category.returncode == 0, by_category.stdout + by_category.stderr
+    posts = sum(int(row["posts"]) for row in csv.DictReader((tmp_path / "posts.csv").open()))
+    assert posts == reading.query(built, "select count(*) as n from intermediate.int_posts_enriched")["n"][0].as_py()
 
 
 @pytest.mark.slow
