@@ -129,16 +129,15 @@ def latency(
 
     def draining() -> bool:
         """After the posting: every pin the API accepted is awaited, for at most DRAIN_SECONDS."""
-        if processes["emulator"].poll() is None:
-            processes["emulator"].terminate()
-            processes["emulator"].wait()
         accepted = _accepted_by_the_api(settings, "pin") or 0
         return len(seen) < accepted and time.monotonic() - started < seconds + DRAIN_SECONDS
 
     try:
         while posting() or draining():
-            if not posting() and seen_while_posting is None:
+            if not posting() and seen_while_posting is None:  # the posting ends: stop it, then drain
                 seen_while_posting = len(latencies)
+                processes["emulator"].terminate()
+                processes["emulator"].wait()
             stopped = [name for name, process in processes.items() if process.poll() is not None]
             if posting() and stopped:
                 raise NothingArrived(f"{', '.join(stopped)} stopped: {_stages(settings, processes, logs)}")

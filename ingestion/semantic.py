@@ -89,14 +89,18 @@ class SemanticLayer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        target = target_path(settings)
-        manifest = target / "semantic_manifest.json"
-        if not manifest.exists() or not _names_this_warehouse(manifest.read_text(), settings):
+        self._target = target_path(settings)
+        manifest = self._target / "semantic_manifest.json"
+        self._manifest_json = manifest.read_text() if manifest.exists() else ""
+        if not self._manifest_json or not _names_this_warehouse(self._manifest_json, settings):
             run_dbt(settings, ["parse", "--quiet"])
-        self._manifest_json = manifest.read_text()
-        # the saved queries' config (meta) is in dbt's manifest only
-        saved = json.loads((target / "manifest.json").read_text())["saved_queries"]
-        self._saved_meta = {node["name"]: (node.get("config") or {}).get("meta") or {} for node in saved.values()}
+            self._manifest_json = manifest.read_text()
+
+    @cached_property
+    def _saved_meta(self) -> dict[str, dict[str, Any]]:
+        """Each saved query's meta, which only dbt's own manifest holds (read when a question is asked)."""
+        saved = json.loads((self._target / "manifest.json").read_text())["saved_queries"]
+        return {node["name"]: (node.get("config") or {}).get("meta") or {} for node in saved.values()}
 
     @cached_property
     def _engine(self) -> MetricFlowEngine:

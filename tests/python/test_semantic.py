@@ -24,6 +24,7 @@ from ingestion.post_sources import make_source
 from helpers import Dbt, Done, one_line_error, pinpipe_here
 
 MF = str(Path(sys.executable).parent / "mf")
+DBT_PARSE = [sys.executable, "-m", "dbt.cli.main", "parse", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,17 @@ def built(tmp_path_factory: pytest.TempPathFactory, dbt: Dbt) -> Settings:
         load_posts(settings, make_source("aicore", 5), 1_500)
         dbt.build(settings)
     return settings
+
+
+def _succeeds(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run ``command`` as a process of its own; it must exit 0. Its output."""
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _posts(built: Settings) -> int:
+    return reading.query(built, "select count(*) as n from intermediate.int_posts_enriched")["n"][0].as_py()
 
 
 def _pinpipe(built: Settings, *args: str) -> Done:
@@ -56,47 +68,31 @@ def test_mf_validates_the_configs_and_answers_a_saved_question_like_its_mart(bui
             (project / entry.name).symlink_to(entry)
     env = {key: value for key, value in {**os.environ, **built.environment()}.items() if key != "DBT_TARGET_PATH"}
     env["DBT_LOG_PATH"] = str(tmp_path / "logs")
-    parsed = subprocess.run(
-        [sys.executable, "-m", "dbt.cli.main", "parse", "--quiet"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    _succeeds(DBT_PARSE, project, env)
+    validated = _succeeds([MF, "validate-configs"], project, env)
+    assert "ERRORS: 0" in validated, validated
+    assert "Breaking issues" not in validated, validated
+    _succeeds(
+        [MF, "query", "--saved-query", "users_joined_by_year", "--csv", str(tmp_path / "answer.csv")], project, env
     )
-    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
-    validated = subprocess.run(
-        [MF, "validate-configs"], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert validated.returncode == 0, validated.stdout + validated.stderr
-    assert "ERRORS: 0" in validated.stdout, validated.stdout
-    assert "Breaking issues" not in validated.stdout, validated.stdout
-    queried = subprocess.run(
-        [MF, "query", "--saved-query", "users_joined_by_year", "--csv", str(tmp_path / "answer.csv")],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert queried.returncode == 0, queried.stdout + queried.stderr
     answered = {
         (int(row["person__join_year"]), int(row["users_joined"]))
         for row in csv.DictReader((tmp_path / "answer.csv").open())
     }
     assert answered == {tuple(row.values()) for row in reading.read_mart(built, "users_joined_by_year").to_pylist()}
     # and any metric by any dimension, as the docs show it
-    by_category = subprocess.run(
-        [MF, "query", "--metrics", "posts", "--group-by", "post__category", "--csv", str(tmp_path / "posts.csv")],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert by_category.returncode == 0, by_category.stdout + by_category.stderr
-    posts = sum(int(row["posts"]) for row in csv.DictReader((tmp_path / "posts.csv").open()))
-    assert posts == reading.query(built, "select count(*) as n from intermediate.int_posts_enriched")["n"][0].as_py()
+    by_category = [
+        MF,
+        "query",
+        "--metrics",
+        "posts",
+        "--group-by",
+        "post__category",
+        "--csv",
+        str(tmp_path / "posts.csv"),
+    ]
+    _succeeds(by_category, project, env)
+    assert sum(int(row["posts"]) for row in csv.DictReader((tmp_path / "posts.csv").open())) == _posts(built)
 
 
 @pytest.mark.slow
@@ -109,8 +105,7 @@ def test_pinpipe_metrics_prints_a_table_csv_json_and_the_sql(built: Settings) ->
         built, "metrics", "posts", "--by", "post__country", "--by", "person__join_year", "--format", "csv", "--sql"
     )
     rows = list(csv.DictReader(io.StringIO(as_csv.out)))
-    posts = reading.query(built, "select count(*) as n from intermediate.int_posts_enriched").column("n")[0].as_py()
-    assert sum(int(row["posts"]) for row in rows) == posts
+    assert sum(int(row["posts"]) for row in rows) == _posts(built)
     assert "int_posts_enriched" in as_csv.err  # the SQL, on stderr
     assert "int_people" in as_csv.err
 
@@ -169,15 +164,7 @@ def test_the_semantic_manifest_parses_for_the_other_targets(target: str, tmp_pat
         "DBT_TARGET_PATH": str(tmp_path),
         "DBT_LOG_PATH": str(tmp_path / "logs"),
     }
-    parsed = subprocess.run(
-        [sys.executable, "-m", "dbt.cli.main", "parse", "--quiet"],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
+    _succeeds(DBT_PARSE, PROJECT_DIR, env)
     manifest = json.loads((tmp_path / "semantic_manifest.json").read_text())
     assert {m["name"] for m in manifest["metrics"]} >= {"posts", "median_follower_count", "users_joined"}
     assert len(manifest["saved_queries"]) == 9
