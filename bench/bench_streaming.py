@@ -3,14 +3,15 @@ to a row in the streaming mart at a steady rate, and the consumer's sustained re
 
 Starts each Kinesis server itself (state under a temporary directory), one after the other. Latency: `pinpipe api` and
 `pinpipe emulate --to kinesis --rate R --forever` and the consumer `pinpipe stream` run as
-processes of their own; this process runs the dbt refresh loop (dbt warm, `dbt run --select
-streaming` every `--dbt-every` seconds, as the `pinpipe refresh` that `pinpipe stream --dbt-every`
-starts does; here, so the rows it shows can be read between runs). A record's latency is the end
+processes of their own; this process runs the refresh loop of the streaming models
+(`StreamingRefresh`: dbt once, then their compiled SQL, every `--dbt-every` seconds, as the
+`pinpipe refresh` that `pinpipe stream --dbt-every` starts does; here, so the rows it shows can be
+read between refreshes). A record's latency is the end
 of the refresh that first shows it in `streaming.stream_pinterest__pins` minus the time Kinesis
 accepted it (its ApproximateArrivalTimestamp, kept as `_arrival_time`; same clock). Throughput:
 a backlog put into the streams first, then timed until the consumer has committed all of it.
 
-    # both servers, 500 records/s for 60 s, 30k backlog, flush 0.5 s, dbt every 2 s
+    # both servers, 500 records/s for 60 s, 30k backlog, flush 0.5 s, a refresh every 0.5 s
     .venv/bin/python bench/bench_streaming.py
     .venv/bin/python bench/bench_streaming.py --server kinesalite --rate 300 --seconds 30
 """
@@ -34,13 +35,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from ingestion import transform, warehouse
+from ingestion import warehouse
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.lake import STREAM_TABLES, Lake
 from ingestion.post_sources import make_source
 from ingestion.services import KinesisServer, free_port
 from ingestion.stream import StreamConsumer
+from ingestion.streaming_refresh import StreamingRefresh
 
 BIN = Path(sys.executable).parent
 
@@ -106,8 +108,8 @@ def latency(
     """Records/s through the API at a steady rate; each record's PUT → visible latency. The API's,
     the emulator's and the consumer's output go to ``logs``."""
     logs.mkdir(parents=True, exist_ok=True)
-    warm = transform.WarmDbt(settings)
-    warm.run(["run", "--quiet", "--select", "streaming"])  # parse and create the models before the clock starts
+    fresh = StreamingRefresh(settings)
+    fresh.run()  # parse, create and compile the models before the clock starts
     env = {**os.environ, **settings.environment()}
     processes = {
         "stream": _pinpipe("stream", ["stream", "--flush-seconds", str(flush_seconds)], env, logs),
@@ -142,7 +144,7 @@ def latency(
             if posting() and stopped:
                 raise NothingArrived(f"{', '.join(stopped)} stopped: {_stages(settings, processes, logs)}")
             refresh_started = time.monotonic()
-            warm.run(["run", "--quiet", "--select", "streaming"])
+            fresh.run()
             visible_at = datetime.now(UTC)
             refreshes.append(time.monotonic() - refresh_started)
             with warehouse.connect_warehouse(settings) as connection:
@@ -160,6 +162,7 @@ def latency(
             waited = seconds + DRAIN_SECONDS
             raise NothingArrived(f"no pin reached streaming.stream_pinterest__pins in {waited:g} s: {seen_by}")
     finally:
+        fresh.close()
         for process in processes.values():
             process.terminate()
         for process in processes.values():
@@ -246,7 +249,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=30_000, help="records for the throughput run")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--flush-seconds", type=float, default=0.5, help="the consumer's --flush-seconds")
-    parser.add_argument("--dbt-every", type=float, default=2.0, help="seconds between the starts of two dbt refreshes")
+    parser.add_argument("--dbt-every", type=float, default=0.5, help="seconds between the starts of two refreshes")
     parser.add_argument(
         "--out",
         type=Path,
@@ -265,7 +268,7 @@ def main() -> None:
         "max s",
         "in bronze p50 s",
         "p95 s",
-        "dbt refresh p50 s",
+        "refresh p50 s",
         "p95 s",
         "consumer backlog",
         "consumer records/s",

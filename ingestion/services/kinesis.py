@@ -21,8 +21,8 @@ SHARD_LIMIT = 100_000
 
 
 class KinesisServer:
-    """The local Kinesis on plain HTTP, with the configured streams created: kinesis-mock (npm
-    ``kinesis-local``) by default, kinesalite with ``kinesis_server``.
+    """The local Kinesis on plain HTTP, with the configured streams created: kinesalite by default,
+    kinesis-mock (npm ``kinesis-local``) with ``kinesis_server``.
 
     Both keep the streams in memory: a restart starts them empty, like LocalStack's. With
     ``kinesis_persist`` kinesis-mock writes them under the service's folder every 5 s and reloads
@@ -31,7 +31,7 @@ class KinesisServer:
 
     kinesis-mock's cost per call grows with the records a stream holds (its PutRecords hashes every
     record of the shards it writes to), so on two cores its one Node.js thread saturates within a
-    minute at a few hundred records/s; kinesalite's cost stays flat (BENCHMARKS.md).
+    minute at a few hundred records/s; kinesalite's cost stays flat (BENCHMARKS.md), hence the default.
     """
 
     def __init__(self, settings: Settings) -> None:

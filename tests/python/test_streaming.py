@@ -4,6 +4,7 @@ stream tables → dbt streaming models, exactly once across a killed consumer an
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from ingestion.schemas import RAW_TABLES
 from ingestion.services import free_port
 from ingestion.stack import api_server
 from ingestion.stream import StreamConsumer
+from ingestion.streaming_refresh import StreamingRefresh
 
 import reference
 from helpers import Dbt, KinesisServers, in_tables, kill_once_committed, record
@@ -346,6 +348,78 @@ def test_the_stream_command_with_dbt_refreshes_and_compaction_fills_the_streamin
         for model in ("stream_pinterest__pins", "stream_pinterest__geo", "stream_pinterest__users"):
             assert connection.execute(f"select count(*) from streaming.{model}").fetchone() == (posts,)
         assert connection.execute("select sum(posts_all_time) from streaming.profile_popularity").fetchone()[0] > 0
+
+
+def _put_posts(settings: Settings, posts: list[dict[str, dict]]) -> None:
+    """Each post's pin, geo and user record straight into their streams."""
+    for table in RAW_TABLES:
+        key = "index" if table == "pin" else "ind"
+        values = [post[table] for post in posts]
+        _put_directly(settings, table, [json.dumps(v).encode() for v in values], [str(v[key]) for v in values])
+
+
+def _streaming_tables(settings: Settings) -> dict[str, Counter]:
+    """The streaming models' rows as multisets (a list value as a tuple)."""
+    with warehouse.connect_warehouse(settings, read_only=True) as connection:
+        return {
+            model: Counter(
+                tuple(tuple(v) if isinstance(v, list) else v for v in row)
+                for row in connection.execute(f"select * from streaming.{model}").fetchall()
+            )
+            for model in STREAMING
+        }
+
+
+STREAMING = (
+    "stream_pinterest__pins",
+    "stream_pinterest__geo",
+    "stream_pinterest__users",
+    "profile_popularity",
+    "trending_categories_by_country",
+)
+
+
+@on_the_default_kinesis_only
+def test_the_compiled_refresh_equals_dbts_own_run_and_hands_back_to_dbt_when_a_table_is_gone(
+    streaming: Settings, dbt: Dbt
+) -> None:
+    """`pinpipe refresh` runs dbt once, then the models' compiled SQL: after new posts and re-sent
+    copies, its five tables equal what `dbt run --full-refresh` makes of the same bronze, row for
+    row; a table dropped in between makes the next refresh dbt's again, and the one after fast."""
+    windows_end = datetime.now(UTC) + timedelta(minutes=30)  # after every arrival of the test, fixed
+    dbt_vars = json.dumps(
+        {"metrics_as_of": windows_end.isoformat(), "popularity_window_minutes": 60, "trending_window_minutes": 60}
+    )
+    posts = list(make_source("synthetic", 12).batch(0, 500).records())
+    _put_posts(streaming, posts[:300])
+    _consume(streaming)
+    with contextlib.closing(StreamingRefresh(streaming, dbt_vars=dbt_vars)) as fresh:
+        assert any(node.resource_type == "operation" for node in fresh.run().nodes)  # dbt's run, hooks and all
+        _put_posts(streaming, posts[300:] + posts[:50])  # 200 new posts, 50 sent again
+        _consume(streaming)
+        compiled = fresh.run()
+        # no hook: the compiled SQL, the stream models before the metrics that read them
+        assert {node.name for node in compiled.nodes[:3]} == set(STREAMING[:3])
+        assert {node.name: node.rows_affected for node in compiled.nodes[:3]} == dict.fromkeys(STREAMING[:3], 250)
+        assert {node.name for node in compiled.nodes[3:]} == set(STREAMING[3:])
+        refreshed = _streaming_tables(streaming)
+        dbt.run(streaming, "run", "--quiet", "--full-refresh", "--select", "streaming", "--vars", dbt_vars)
+        rebuilt = _streaming_tables(streaming)
+        for model in STREAMING:
+            only_refreshed, only_rebuilt = refreshed[model] - rebuilt[model], rebuilt[model] - refreshed[model]
+            assert refreshed[model] == rebuilt[model], (
+                f"{model}: only refreshed {only_refreshed}, rebuilt {only_rebuilt}"
+            )
+            assert rebuilt[model], f"{model} is empty: the comparison would prove nothing"
+
+        with warehouse.connect_warehouse(streaming) as connection:
+            connection.execute("drop table streaming.stream_pinterest__geo")
+        _put_posts(streaming, list(make_source("synthetic", 13).batch(0, 30).records()))
+        _consume(streaming)
+        assert any(node.resource_type == "operation" for node in fresh.run().nodes)  # back to dbt
+        assert sorted(node.name for node in fresh.run().nodes) == sorted(STREAMING)  # and fast again
+    counts = {model: rows.total() for model, rows in _streaming_tables(streaming).items()}
+    assert {model: counts[model] for model in STREAMING[:3]} == dict.fromkeys(STREAMING[:3], 580)
 
 
 @on_the_default_kinesis_only
