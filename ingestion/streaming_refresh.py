@@ -9,7 +9,12 @@ relation checks, a temporary table per incremental model); the statements themse
 milliseconds on a stream's new rows. The SQL is still dbt's: compiled by dbt from the models, with
 their incremental filters (`is_incremental()` true, the tables made by the first run), so the
 models stay the one definition. Materializations other than an appending incremental model and a
-table, and the targets other than DuckDB, are refreshed by dbt every time."""
+table, and the targets other than DuckDB, are refreshed by dbt every time.
+
+Only the new rows: an incremental model reads its bronze table as the Parquet files Delta added
+since the last refresh instead of the whole table, so a refresh costs what arrived, not what the
+stream holds. Its incremental filter still applies, so files that hold older rows again (the
+consumer's compaction) add nothing."""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import duckdb
 from ingestion.artifacts import Invocation, NodeResult
 from ingestion.config import Settings
 from ingestion.duckdb_setup import duckdb_config, lake_secret_sql
+from ingestion.lake import Lake
 from ingestion.transform import WarmDbt
 from ingestion.warehouse import building
 
@@ -34,6 +40,9 @@ from ingestion.warehouse import building
 class CompiledModel:
     name: str
     statement: str  # what one refresh runs for it
+    # an incremental model over one bronze table and nothing else: that table's relation in the
+    # statement and its name, read as its new files only (None: the statement is run as it is)
+    bronze: tuple[str, str] | None
 
 
 class StreamingRefresh:
@@ -49,7 +58,9 @@ class StreamingRefresh:
         self.settings, self.on_wait = settings, on_wait
         self._selection = ["--quiet", "--select", select, *(["--vars", dbt_vars] if dbt_vars else [])]
         self._dbt = WarmDbt(settings, on_wait)
+        self._lake = Lake.from_settings(settings)
         self._models: list[CompiledModel] | None = None  # None: the next refresh is dbt's
+        self._read_files: dict[str, set[str]] = {}  # each bronze table's files the models have read
         self._engine: duckdb.DuckDBPyConnection | None = None
 
     def close(self) -> None:
@@ -71,6 +82,7 @@ class StreamingRefresh:
 
     def _run_compiled(self, models: list[CompiledModel]) -> Invocation:
         started, nodes = time.monotonic(), []
+        files = self._bronze_files({model.bronze[1] for model in models if model.bronze is not None})
         engine = self._engine_ready()
         with building(self.settings, self.on_wait) as private:
             # attached under the catalog name the compiled SQL uses: DuckDB names it after the file
@@ -79,8 +91,8 @@ class StreamingRefresh:
             try:
                 engine.begin()
                 for model in models:
-                    model_started = time.monotonic()
-                    written = engine.execute(model.statement).fetchone()
+                    model_started, statement = time.monotonic(), self._reading_new_files(model, files)
+                    written = engine.execute(statement).fetchone() if statement is not None else (0,)
                     seconds, rows = time.monotonic() - model_started, int(written[0]) if written else None
                     nodes.append(NodeResult(model.name, "model", "success", seconds, rows, None, None, None))
                 engine.commit()
@@ -89,7 +101,29 @@ class StreamingRefresh:
                 raise
             finally:
                 engine.execute(f'detach "{catalog}"')
+        self._read_files.update(files)
         return Invocation(datetime.now(UTC), time.monotonic() - started, nodes)
+
+    def _bronze_files(self, tables: set[str]) -> dict[str, set[str]]:
+        """Each table's data files now (none for a table not written yet)."""
+        found = {}
+        for table in tables:
+            delta = self._lake.delta_table(table)
+            found[table] = set(delta.file_uris()) if delta is not None else set()
+        return found
+
+    def _reading_new_files(self, model: CompiledModel, files: dict[str, set[str]]) -> str | None:
+        """The model's statement with each bronze table read as the files added since the last
+        refresh; None for an incremental model with nothing new. A table whose files this process
+        has not read yet (the first refresh after dbt's) is read whole."""
+        if model.bronze is None or model.bronze[1] not in self._read_files:
+            return model.statement
+        relation, table = model.bronze
+        added = sorted(files[table] - self._read_files[table])
+        if not added:
+            return None
+        listed = ", ".join("'" + uri.replace("'", "''") + "'" for uri in added)
+        return model.statement.replace(relation, f"read_parquet([{listed}], union_by_name = true)")
 
     def _engine_ready(self) -> duckdb.DuckDBPyConnection:
         if self._engine is None:
@@ -115,6 +149,7 @@ class StreamingRefresh:
             )
             for r in ran.results
         ]
+        self._read_files = {}
         if self.settings.target == "local":
             self._models = self._compile()
         return Invocation(datetime.now(UTC), time.monotonic() - started, nodes)
@@ -124,6 +159,7 @@ class StreamingRefresh:
         materialization is not one a statement can refresh."""
         ran = self._dbt.run(["compile", *self._selection]).results
         compiled = {r.node.unique_id: r.node for r in ran if r.node.resource_type == "model"}
+        sources = self._dbt.manifest.sources
         order = TopologicalSorter(
             {key: [parent for parent in node.depends_on.nodes if parent in compiled] for key, node in compiled.items()}
         ).static_order()
@@ -133,7 +169,13 @@ class StreamingRefresh:
             statement = _statement(node)
             if statement is None:
                 return None
-            models.append(CompiledModel(node.name, statement))
+            parents = node.depends_on.nodes
+            # new rows in, new rows out only for a model that reads one table and appends: a join
+            # or a table is made from all of its input
+            appends_one = len(parents) == 1 and node.config.materialized == "incremental"
+            source = sources.get(parents[0]) if appends_one else None
+            bronze = (str(source.relation_name), source.identifier) if source is not None else None
+            models.append(CompiledModel(node.name, statement, bronze))
         return models
 
 

@@ -200,12 +200,18 @@ class WarmDbt:
         self.settings, self.on_wait = settings, on_wait
         self._manifest: Manifest | None = None
 
-    def run(self, args: list[str]) -> Any:
-        """Run dbt on a private copy of the warehouse and publish it (`building`)."""
+    @property
+    def manifest(self) -> Manifest:
+        """The project, parsed by the first use."""
         if self._manifest is None:
             self._manifest = run_dbt(self.settings, ["parse", "--quiet"])
+        return self._manifest
+
+    def run(self, args: list[str]) -> Any:
+        """Run dbt on a private copy of the warehouse and publish it (`building`)."""
+        manifest = self.manifest
         with building(self.settings, self.on_wait) as private:
-            return run_dbt(private, [*args, *self.REFRESH_FLAGS], manifest=self._manifest)
+            return run_dbt(private, [*args, *self.REFRESH_FLAGS], manifest=manifest)
 
 
 @dataclass(frozen=True)

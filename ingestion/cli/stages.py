@@ -443,6 +443,9 @@ def refresh(
     context: typer.Context,
     every: Annotated[float, typer.Option(min=0.0, help="seconds between the starts of two refreshes")] = 1.0,
     select: Annotated[str, typer.Option(help="dbt node selection")] = "streaming",
+    dbt_vars: Annotated[
+        str | None, typer.Option("--vars", help="dbt vars (YAML), e.g. '{metrics_as_of: \"2026-01-01 12:00:00\"}'")
+    ] = None,
 ) -> None:
     """The streaming models refreshed every second or so.
 
@@ -454,7 +457,8 @@ def refresh(
     stop = threading.Event()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):  # stop between refreshes, never mid-refresh
         signal.signal(stop_signal, lambda *_: stop.set())
-    with progress_bars() as progress, contextlib.closing(StreamingRefresh(settings, select, console.print)) as fresh:
+    fresh = StreamingRefresh(settings, select, console.print, dbt_vars)
+    with progress_bars() as progress, contextlib.closing(fresh):
         task = progress.add_task(f"{select} models (refreshes)", total=None)
         while not stop.is_set():
             started = time.monotonic()

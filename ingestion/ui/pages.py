@@ -107,7 +107,7 @@ def realtime() -> None:
     settings = _settings()
     st.caption(
         f"The streaming models, read again every {settings.ui_refresh_seconds:g} s; "
-        "`pinpipe stream --dbt-every 5` keeps them fresh."
+        "`pinpipe stream --dbt-every 1` keeps them fresh."
     )
     warehouse = _warehouse(settings)
     if warehouse is None:

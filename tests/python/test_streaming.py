@@ -24,7 +24,7 @@ from ingestion import warehouse
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.failpoints import ENVIRONMENT_VARIABLE
-from ingestion.lake import Lake
+from ingestion.lake import Lake, compact
 from ingestion.post import KinesisStreams, post_batches
 from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
@@ -383,9 +383,10 @@ STREAMING = (
 def test_the_compiled_refresh_equals_dbts_own_run_and_hands_back_to_dbt_when_a_table_is_gone(
     streaming: Settings, dbt: Dbt
 ) -> None:
-    """`pinpipe refresh` runs dbt once, then the models' compiled SQL: after new posts and re-sent
-    copies, its five tables equal what `dbt run --full-refresh` makes of the same bronze, row for
-    row; a table dropped in between makes the next refresh dbt's again, and the one after fast."""
+    """`pinpipe refresh` runs dbt once, then the models' compiled SQL, reading the files bronze added
+    since: after new posts, re-sent copies and a compaction (which writes old rows into new files),
+    its five tables equal what `dbt run --full-refresh` makes of the same bronze, row for row; a
+    table dropped in between makes the next refresh dbt's again, and the one after fast."""
     windows_end = datetime.now(UTC) + timedelta(minutes=30)  # after every arrival of the test, fixed
     dbt_vars = json.dumps(
         {"metrics_as_of": windows_end.isoformat(), "popularity_window_minutes": 60, "trending_window_minutes": 60}
@@ -395,9 +396,11 @@ def test_the_compiled_refresh_equals_dbts_own_run_and_hands_back_to_dbt_when_a_t
     _consume(streaming)
     with contextlib.closing(StreamingRefresh(streaming, dbt_vars=dbt_vars)) as fresh:
         assert any(node.resource_type == "operation" for node in fresh.run().nodes)  # dbt's run, hooks and all
+        fresh.run()  # the compiled SQL on bronze whole: nothing new
         _put_posts(streaming, posts[300:] + posts[:50])  # 200 new posts, 50 sent again
-        _consume(streaming)
-        compiled = fresh.run()
+        _consume(streaming, flush_records=100)
+        compact(Lake.from_settings(streaming), "pin_stream", retention_hours=0)  # old rows in new files too
+        compiled = fresh.run()  # the files added since
         # no hook: the compiled SQL, the stream models before the metrics that read them
         assert {node.name for node in compiled.nodes[:3]} == set(STREAMING[:3])
         assert {node.name: node.rows_affected for node in compiled.nodes[:3]} == dict.fromkeys(STREAMING[:3], 250)
