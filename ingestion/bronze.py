@@ -53,6 +53,16 @@ def committed_offsets(lake: Lake, table: str) -> Callable[[str], int]:
     return partial(_next_offset, lake.delta_table(table))
 
 
+def closed_marker(stream: str) -> str:
+    """The app id whose transaction says ``stream`` ended and all of it is committed (a Kinesis
+    shard closed by a split or a merge): what a consumer of its children in another process waits for."""
+    return f"{stream}#closed"
+
+
+def stream_closed(lake: Lake, table: str, stream: str) -> bool:
+    return _next_offset(lake.delta_table(table), closed_marker(stream)) > 0
+
+
 def _quarantine_stream(table: RawTable, stream: str) -> str:
     return f"{table}:{stream}"
 
@@ -102,10 +112,16 @@ def append(
 
 
 def append_slices(
-    lake: Lake, table: RawTable, slices: Sequence[StreamSlice], *, target: str | None = None
+    lake: Lake,
+    table: RawTable,
+    slices: Sequence[StreamSlice],
+    *,
+    target: str | None = None,
+    closed: Sequence[str] = (),
 ) -> AppendResult:
     """Append several streams' records to ``bronze/<target>`` (default ``table``) in one commit that
-    also records each stream's next offset; see ``append``.
+    also records each stream's next offset, and marks the ``closed`` streams as ended (``closed_marker``,
+    committed even with no row); see ``append``.
 
     The quarantine commit comes first: if the process dies between the two commits, the retry finds
     the quarantine rows recorded and writes only the data. When another writer's commit to a stream
@@ -117,10 +133,12 @@ def append_slices(
         wait=wait_random(0.05, 0.5),  # apart from the other writer's next attempt
         stop=stop_after_attempt(20),
         reraise=True,
-    )(_append_slices_once, lake, table, slices, target)
+    )(_append_slices_once, lake, table, slices, target, closed)
 
 
-def _append_slices_once(lake: Lake, table: RawTable, slices: Sequence[StreamSlice], target: str | None) -> AppendResult:
+def _append_slices_once(
+    lake: Lake, table: RawTable, slices: Sequence[StreamSlice], target: str | None, closed: Sequence[str]
+) -> AppendResult:
     target = target or table
     schema = table_schema(target)
     delta = lake.delta_table(target)
@@ -157,13 +175,17 @@ def _append_slices_once(lake: Lake, table: RawTable, slices: Sequence[StreamSlic
         good_parts.append(with_metadata(good, metadata, schema))
         offsets.append(Transaction(app_id=piece.stream, version=end))
         appended += good.num_rows
+    offsets += [
+        Transaction(app_id=closed_marker(s), version=1) for s in closed if not _next_offset(delta, closed_marker(s))
+    ]
     started = time.perf_counter()
     if bad_parts:
         _commit(lake, quarantine or lake.uri(QUARANTINE), pa.concat_tables(bad_parts), bad_offsets)
         failpoint("bronze.after_quarantine_commit")
     if offsets:
         # committed even when empty, so the recorded offsets move past quarantined records
-        _commit(lake, delta or lake.uri(target), pa.concat_tables(good_parts), offsets)
+        rows = pa.concat_tables(good_parts) if good_parts else schema.empty_table()
+        _commit(lake, delta or lake.uri(target), rows, offsets)
     return AppendResult(table, appended, quarantined, already, ingested_at, time.perf_counter() - started)
 
 

@@ -8,9 +8,13 @@ resumes after the sequence number of its last row in bronze; records already com
 by ordinal, so a crash anywhere neither loses nor duplicates a record.
 
 Shards created by a split or a merge are read only once their parents are drained and committed, so
-records of one partition key stay in order. A record that is neither JSON nor base64 of JSON goes
-to quarantine with the reason. A shard is read at most five times a second, Kinesis' limit, and a
-throttled one a second later. Every few minutes the consumer compacts its tables between commits.
+records of one partition key stay in order. Past one process, N consumers share the shards
+(``ShardPart``, ``pinpipe stream --shards i/N``): each reads the shards it owns and commits to the
+same tables (Delta's optimistic commits, retried on a conflict); a parent read in another process is
+known to be done by the marker its consumer commits with its last rows (``closed_marker``). A record
+that is neither JSON nor base64 of JSON goes to quarantine with the reason. A shard is read at most
+five times a second, Kinesis' limit, and a throttled one a second later. Every few minutes the
+consumer compacts its tables between commits.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import binascii
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +32,36 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry
 
 from ingestion import clients
-from ingestion.bronze import StreamSlice, append_slices, stream_positions
+from ingestion.bronze import StreamSlice, append_slices, stream_closed, stream_positions
 from ingestion.bronze_rows import Undecodable, parse_lines
 from ingestion.config import Settings
 from ingestion.failpoints import failpoint
 from ingestion.lake import STREAM_TABLES, Lake, compact_in_child, ensure_tables, newest_ingested_at
 from ingestion.metrics import StreamMetrics
 from ingestion.schemas import RawTable
+
+
+@dataclass(frozen=True)
+class ShardPart:
+    """The shards one of several consumers of the same streams reads: the ``number``-th of ``count``
+    (``1/1``: every shard). A shard belongs to the consumer its number (``shardId-000000000004``:
+    4) picks, modulo ``count``, so every consumer computes the same split from the shards' ids."""
+
+    number: int = 1
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> ShardPart:
+        """``i/N`` with 1 ≤ i ≤ N; a ValueError saying what is wanted otherwise."""
+        number, slash, count = text.partition("/")
+        if not (slash and number.isdigit() and count.isdigit() and 1 <= int(number) <= int(count)):
+            raise ValueError(f"--shards takes i/N, the i-th of N consumers with 1 ≤ i ≤ N (such as 1/2), not {text!r}")
+        return cls(int(number), int(count))
+
+    def owns(self, shard_id: str) -> bool:
+        digits = shard_id.rsplit("-", 1)[-1]
+        key = int(digits) if digits.isdigit() else zlib.crc32(shard_id.encode())
+        return key % self.count == self.number - 1
 
 
 @dataclass
@@ -90,11 +118,14 @@ class StreamConsumer:
         flush_records: int = 10_000,
         flush_seconds: float = 1.0,
         metrics: StreamMetrics | None = None,
+        part: ShardPart = ShardPart(),
     ) -> None:
-        self.settings, self.lake, self.client = settings, lake, client
+        self.settings, self.lake, self.client, self.part = settings, lake, client, part
         self.metrics = metrics or StreamMetrics(CollectorRegistry())
         self.flush_records, self.flush_seconds = flush_records, flush_seconds
-        self.shards: dict[tuple[str, str], _Shard] = {}
+        self.shards: dict[tuple[str, str], _Shard] = {}  # the shards this consumer reads
+        self._listed: dict[str, set[str]] = {}  # every shard of each stream, whoever reads it
+        self._done_elsewhere: set[tuple[str, str]] = set()  # parents another consumer finished
         self._first_buffered_at: float | None = None
         self._compacted_at = time.monotonic()
         self.committed = 0  # records appended to bronze or quarantined by this consumer
@@ -110,6 +141,7 @@ class StreamConsumer:
         flush_records: int = 10_000,
         flush_seconds: float = 1.0,
         metrics: StreamMetrics | None = None,
+        part: ShardPart = ShardPart(),
     ) -> StreamConsumer:
         """The consumer of ``settings``: its streams, its lake, its Kinesis endpoint."""
         return cls(
@@ -119,6 +151,7 @@ class StreamConsumer:
             flush_records=flush_records,
             flush_seconds=flush_seconds,
             metrics=metrics,
+            part=part,
         )
 
     # --- shards and where each resumes ----------------------------------------------------------------
@@ -135,7 +168,8 @@ class StreamConsumer:
                 token = page.get("NextToken")
                 if not token:
                     break
-            new = [s for s in listed if (stream, s["ShardId"]) not in self.shards]
+            self._listed[stream] = {s["ShardId"] for s in listed}
+            new = [s for s in listed if self.part.owns(s["ShardId"]) and (stream, s["ShardId"]) not in self.shards]
             if not new:
                 continue
             # records after a shard's last row that went to quarantine are read again and skipped by
@@ -147,12 +181,34 @@ class StreamConsumer:
                 self.shards[(stream, shard["ShardId"])] = _Shard(
                     stream, table, shard["ShardId"], parents, ordinal, sequence
                 )
+        for stream, table in self.settings.stream_tables.items():
+            self._look_for_parents_done_elsewhere(stream, table)
+
+    def _look_for_parents_done_elsewhere(self, stream: str, table: RawTable) -> None:
+        """The parents of this consumer's shards that another consumer has finished (rarely: only
+        after a split or a merge, with ``--shards``)."""
+        foreign = {
+            parent
+            for shard in self.shards.values()
+            if shard.stream == stream
+            for parent in shard.parents
+            if (stream, parent) not in self.shards and (stream, parent) not in self._done_elsewhere
+        }
+        for parent in foreign:
+            if stream_closed(self.lake, STREAM_TABLES[table], f"kinesis/{stream}/{parent}"):
+                self._done_elsewhere.add((stream, parent))
 
     def _readable(self, shard: _Shard) -> bool:
         if shard.closed:
             return False
-        parents = (self.shards.get((shard.stream, parent)) for parent in shard.parents)
-        return all(parent is None or parent.finished for parent in parents)  # an expired parent is gone
+        return all(self._parent_done(shard.stream, parent) for parent in shard.parents)
+
+    def _parent_done(self, stream: str, parent: str) -> bool:
+        mine = self.shards.get((stream, parent))
+        if mine is not None:
+            return mine.finished
+        # expired (gone from the stream), or finished by the consumer that owns it
+        return parent not in self._listed.get(stream, set()) or (stream, parent) in self._done_elsewhere
 
     def _iterator(self, shard: _Shard) -> str:
         position = (
@@ -231,12 +287,13 @@ class StreamConsumer:
     def flush(self) -> int:
         """Commit every buffered record: one Delta commit per stream table with every shard's offset.
         Returns how many records were flushed (some may have been committed before a restart)."""
-        by_table: dict[RawTable, list[StreamSlice]] = {}
         pending = [shard for shard in self.shards.values() if shard.buffered]
-        for shard in pending:
-            by_table.setdefault(shard.table, []).append(self._slice(shard))
-        for table, slices in by_table.items():
-            result = append_slices(self.lake, table, slices, target=STREAM_TABLES[table])
+        # a shard read to its end is marked closed in the same commit as its last rows (or alone)
+        closing = [shard for shard in self.shards.values() if shard.closed and not shard.finished]
+        for table in dict.fromkeys(shard.table for shard in pending + closing):
+            slices = [self._slice(shard) for shard in pending if shard.table == table]
+            closed = [shard.stream_id for shard in closing if shard.table == table]
+            result = append_slices(self.lake, table, slices, target=STREAM_TABLES[table], closed=closed)
             failpoint("stream.after_table_commit")
             self.committed += result.appended + result.quarantined
             self.metrics.bronze.observe(STREAM_TABLES[table], result)
@@ -250,7 +307,9 @@ class StreamConsumer:
         return flushed
 
     def compact(self) -> None:
-        """Compact the stream tables this consumer writes, between its commits: it is their only writer."""
+        """Compact the stream tables this consumer writes, between its commits. Of several consumers
+        only the first compacts; the others' appends meanwhile do not conflict with it (a
+        compaction only rewrites files)."""
         self._compacted_at = time.monotonic()
         tables = sorted({STREAM_TABLES[table] for table in self.settings.stream_tables.values()})
         try:
@@ -260,7 +319,7 @@ class StreamConsumer:
 
     def _compaction_due(self) -> bool:
         every = self.settings.stream_compact_seconds
-        return every > 0 and time.monotonic() - self._compacted_at >= every
+        return self.part.number == 1 and every > 0 and time.monotonic() - self._compacted_at >= every
 
     @staticmethod
     def _slice(shard: _Shard) -> StreamSlice:

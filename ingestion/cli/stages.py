@@ -348,17 +348,24 @@ def stream_command(
     ] = None,
     flush_seconds: Annotated[float, typer.Option(min=0.0, help="commit buffered records at least this often")] = 1.0,
     flush_records: Annotated[int, typer.Option(min=1, help="commit once this many records are buffered")] = 10_000,
+    shards: Annotated[
+        str, typer.Option(help="this consumer's part of the shards when N run: i/N (metrics on the port + i - 1)")
+    ] = "1/1",
 ) -> None:
     """Kinesis → bronze stream tables, exactly once (with --dbt-every, the streaming models too).
 
     Serves its metrics on PINPIPE_STREAM_METRICS_PORT; with --until-caught-up, pushes them to the
     Pushgateway at the end."""
-    from ingestion.stream import StreamConsumer
+    from ingestion.stream import ShardPart, StreamConsumer
 
+    try:
+        part = ShardPart.parse(shards)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     settings = settings_of(context)
     observed = metrics.StreamMetrics(CollectorRegistry())
     if not until_caught_up:
-        _serve_metrics(observed.registry, settings.stream_metrics_port, "stream consumer")
+        _serve_metrics(observed.registry, settings.stream_metrics_port + part.number - 1, "stream consumer")
     consumers: list[StreamConsumer] = []  # a new one on each restart: it resumes from what bronze holds
     refresher, refresh_log = None, settings.state_dir / "refresh.log"
     if dbt_every is not None:
@@ -381,7 +388,7 @@ def stream_command(
             def consume() -> None:
                 consumers.append(
                     StreamConsumer.from_settings(
-                        settings, flush_records=flush_records, flush_seconds=flush_seconds, metrics=observed
+                        settings, flush_records=flush_records, flush_seconds=flush_seconds, metrics=observed, part=part
                     )
                 )
                 consumers[-1].run(

@@ -17,7 +17,7 @@ from deltalake.exceptions import CommitFailedError
 from ingestion import stream
 from ingestion.config import Settings
 from ingestion.lake import Lake
-from ingestion.stream import StreamConsumer
+from ingestion.stream import ShardPart, StreamConsumer
 
 
 class ThrottlingKinesis:
@@ -99,6 +99,31 @@ def test_throttled_reads_are_retried_without_loss_within_kinesis_documented_read
             )
         # and at most 5 reads in any one-second window
         assert all(b - a >= 1.0 * 0.99 for a, b in zip(calls, calls[READS_PER_SHARD_PER_SECOND:], strict=False))
+
+
+def test_consumers_of_two_shard_parts_read_disjoint_shards_and_together_every_record_once(tmp_path: Path) -> None:
+    settings = Settings(streams=("unit-user",), lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "w.duckdb"))
+    lake, kinesis = Lake.from_settings(settings), ThrottlingKinesis(records_per_shard=20)
+    StreamConsumer(settings, lake, kinesis, flush_records=10, part=ShardPart(1, 2)).run(until_caught_up=True)
+    first = lake.delta_table("user_stream").to_pyarrow_table().to_pylist()
+    assert {row["_shard_id"] for row in first} == {"shardId-0"}
+    StreamConsumer(settings, lake, kinesis, flush_records=10, part=ShardPart(2, 2)).run(until_caught_up=True)
+    rows = lake.delta_table("user_stream").to_pyarrow_table().to_pylist()
+    assert Counter(int(r["ind"]) for r in rows) == Counter(n * 1000 + i for n in range(2) for i in range(20))
+
+
+def test_shard_parts_split_the_shards_by_their_number_evenly_and_without_overlap() -> None:
+    shard_ids = [f"shardId-{n:012d}" for n in range(6)]
+    parts = [ShardPart.parse(f"{i}/3") for i in (1, 2, 3)]
+    assert [sum(part.owns(shard) for part in parts) for shard in shard_ids] == [1] * 6
+    assert [sum(part.owns(shard) for shard in shard_ids) for part in parts] == [2, 2, 2]
+    assert ShardPart.parse("1/1").owns("an-id-without-a-number")
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/0", "", "-1/2"])
+def test_a_shard_part_that_is_not_i_of_n_says_what_is_wanted(text: str) -> None:
+    with pytest.raises(ValueError, match=r"--shards takes i/N"):
+        ShardPart.parse(text)
 
 
 def test_compaction_between_commits_keeps_every_record_once_and_a_restart_resumes_after_it(tmp_path: Path) -> None:

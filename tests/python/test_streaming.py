@@ -21,6 +21,7 @@ import requests
 from pydantic import SecretStr
 
 from ingestion import warehouse
+from ingestion.bronze import stream_closed
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
 from ingestion.failpoints import ENVIRONMENT_VARIABLE
@@ -30,11 +31,11 @@ from ingestion.post_sources import make_source
 from ingestion.schemas import RAW_TABLES
 from ingestion.services import free_port
 from ingestion.stack import api_server
-from ingestion.stream import StreamConsumer
+from ingestion.stream import ShardPart, StreamConsumer
 from ingestion.streaming_refresh import StreamingRefresh
 
 import reference
-from helpers import Dbt, KinesisServers, in_tables, kill_once_committed, record
+from helpers import Dbt, KinesisServers, eventually, in_tables, kill_once_committed, record
 
 pytestmark = pytest.mark.slow
 
@@ -228,6 +229,87 @@ def test_a_split_shard_keeps_order_per_partition_key_and_loses_nothing(streaming
     _consume(streaming)  # parent and children all readable at once: the parent must go first
     rows = _bronze(streaming, "geo_stream")
     assert len(rows) == 10 * len(keys)
+    by_key = defaultdict(list)
+    for row in sorted(rows, key=lambda r: (r["_ingested_at"], r["_offset"])):
+        by_key[row["country"]].append(float(row["latitude"]))
+    assert by_key == {key: [float(c) for c in range(10)] for key in keys}
+
+
+@on_the_default_kinesis_only
+def test_two_consumers_share_the_shards_through_a_split_and_a_kill_each_record_once_and_in_order(
+    streaming: Settings,
+) -> None:
+    """`pinpipe stream --shards 1/2` and `2/2` on the same streams: a shard split while both run has
+    a child read by the other process, which leaves it unread while the parent's consumer is stopped
+    with records of the parent unread, until its closed marker is committed; the second consumer is
+    SIGKILLed and restarted. Every record is in bronze once, each key's records in order."""
+    client, stream = kinesis_client(streaming), _stream_name(streaming, "geo")
+    keys = [f"key-{k}" for k in range(20)]
+    lake = Lake.from_settings(streaming)
+
+    def put(counter: int) -> None:
+        payloads = [
+            json.dumps(
+                {"ind": k, "timestamp": "2020-01-01 00:00:00", "latitude": counter, "longitude": 0.0, "country": key}
+            ).encode()
+            for k, key in enumerate(keys)
+        ]
+        _put_directly(streaming, "geo", payloads, keys)
+
+    def in_bronze() -> int:
+        return len(_bronze(streaming, "geo_stream"))
+
+    def consumer(part: str) -> subprocess.Popen:
+        pinpipe = str(Path(sys.executable).parent / "pinpipe")
+        command = [pinpipe, "stream", "--flush-records", "10", "--flush-seconds", "0.5", "--shards", part]
+        return subprocess.Popen(command, env={**os.environ, **streaming.environment()}, stdout=subprocess.DEVNULL)
+
+    consumers = {part: consumer(part) for part in ("1/2", "2/2")}
+    try:
+        put(0)
+        assert eventually(lambda: in_bronze() == len(keys), 60)  # both consumers at work
+        os.kill(consumers["1/2"].pid, signal.SIGSTOP)  # the parent's next records stay unread
+        for counter in range(1, 4):
+            put(counter)
+        first = client.list_shards(StreamName=stream)["Shards"][0]  # read by 1/2
+        parent, hash_keys = first["ShardId"], first["HashKeyRange"]
+        middle = (int(hash_keys["StartingHashKey"]) + int(hash_keys["EndingHashKey"])) // 2
+        client.split_shard(StreamName=stream, ShardToSplit=parent, NewStartingHashKey=str(middle))
+        assert eventually(
+            lambda: (
+                client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"]
+                == "ACTIVE"
+            ),
+            30,
+        )
+        for counter in range(4, 7):
+            put(counter)
+        shards = client.list_shards(StreamName=stream)["Shards"]
+        children = [s["ShardId"] for s in shards if s.get("ParentShardId") == parent]
+        assert {ShardPart(1, 2).owns(child) for child in children} == {True, False}, (
+            "the split's children are not shared by both consumers: the test would prove nothing"
+        )
+        time.sleep(7)  # 2/2 finds the children (every 5 s) and must leave its child unread meanwhile
+        assert not {r["_shard_id"] for r in _bronze(streaming, "geo_stream")} & set(children)
+        os.kill(consumers["1/2"].pid, signal.SIGCONT)
+        consumers["2/2"].kill()  # SIGKILL, wherever it is
+        consumers["2/2"].wait()
+        consumers["2/2"] = consumer("2/2")
+        for counter in range(7, 10):
+            put(counter)
+        assert eventually(lambda: in_bronze() >= 10 * len(keys), 90), f"{in_bronze()} of {10 * len(keys)} in bronze"
+        time.sleep(1.5)  # a duplicate, if any, would be committed by now
+    finally:
+        for process in consumers.values():
+            os.kill(process.pid, signal.SIGCONT)
+            process.terminate()
+            process.wait(timeout=60)
+
+    assert stream_closed(lake, "geo_stream", f"kinesis/{stream}/{parent}")
+    rows = _bronze(streaming, "geo_stream")
+    assert Counter((r["country"], float(r["latitude"])) for r in rows) == Counter(
+        (key, float(counter)) for key in keys for counter in range(10)
+    )
     by_key = defaultdict(list)
     for row in sorted(rows, key=lambda r: (r["_ingested_at"], r["_offset"])):
         by_key[row["country"]].append(float(row["latitude"]))
