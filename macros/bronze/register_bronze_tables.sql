@@ -74,11 +74,12 @@
 {%- endmacro %}
 
 {#- Databricks (Unity Catalog): external Delta tables on the lake's S3 location, created once;
-    the location must be covered by an external location the catalog may read. -#}
+    the location must be covered by an external location the catalog may read. Tables Databricks
+    writes itself (databricks_bronze.sql) are its streaming tables instead. -#}
 {% macro databricks__register_bronze_tables() -%}
     {%- if execute -%}
         {%- do run_query('create schema if not exists bronze') -%}
-        {%- for table in bronze_tables() -%}
+        {%- for table in bronze_tables() if not databricks_writes_bronze(table) -%}
             {%- do run_query('create table if not exists bronze.' ~ adapter.quote(table) ~ " using delta location '" ~ bronze_location(table) ~ "'") -%}
         {%- endfor -%}
     {%- endif -%}

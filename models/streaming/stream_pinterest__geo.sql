@@ -1,3 +1,4 @@
+{{ databricks_bronze_dependency('geo_stream') }}
 with source as (
     {{ stream_rows(source('bronze', 'geo_stream')) }}
 ),

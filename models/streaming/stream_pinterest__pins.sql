@@ -1,3 +1,4 @@
+{{ databricks_bronze_dependency('pin_stream') }}
 with source as (
     {{ stream_rows(source('bronze', 'pin_stream')) }}
 ),

@@ -1,3 +1,4 @@
+{{ databricks_bronze_dependency('user_stream') }}
 with source as (
     {{ stream_rows(source('bronze', 'user_stream')) }}
 ),

@@ -1,3 +1,4 @@
+{{ databricks_bronze_dependency('geo') }}
 with source as (
     {{ new_bronze_rows(source('bronze', 'geo')) }}
 ),

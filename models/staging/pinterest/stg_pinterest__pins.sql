@@ -1,3 +1,4 @@
+{{ databricks_bronze_dependency('pin') }}
 with source as (
     {{ new_bronze_rows(source('bronze', 'pin')) }}
 ),

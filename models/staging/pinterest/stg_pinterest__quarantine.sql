@@ -1,3 +1,4 @@
+{{ databricks_bronze_dependency('quarantine') }}
 -- a small table of records no loader could key: rebuilt whole (nothing to merge by)
 {{ config(materialized='table') }}
 

@@ -1,3 +1,4 @@
+{{ databricks_bronze_dependency('user') }}
 with source as (
     {{ new_bronze_rows(source('bronze', 'user')) }}
 ),

@@ -1,0 +1,3 @@
+{{ config(alias='geo', enabled=databricks_writes_bronze('geo')) }}
+
+{{ databricks_bronze_table('geo') }}

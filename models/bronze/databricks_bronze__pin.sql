@@ -1,0 +1,3 @@
+{{ config(alias='pin', enabled=databricks_writes_bronze('pin')) }}
+
+{{ databricks_bronze_table('pin') }}
