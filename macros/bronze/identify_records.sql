@@ -25,7 +25,7 @@
         when coalesce(schema_of_variant(variant_get(record, '$.{{ key }}')), 'VOID') not in {{ integers }}
             then concat(
                 'field ''{{ key }}'' must be an integer key within bigint, got ',
-                coalesce(to_json(variant_get(record, '$.{{ key }}')), 'null')
+                coalesce({{ value_as_json(key) }}, 'null')
             )
     end
 {%- endmacro %}
@@ -39,7 +39,7 @@
         when schema_of_variant(variant_get(record, '$.{{ field }}')) = 'STRING'
             then variant_get(record, '$.{{ field }}', 'string')
         when not is_variant_null(variant_get(record, '$.{{ field }}'))
-            then to_json(variant_get(record, '$.{{ field }}'))
+            then {{ value_as_json(field) }}
     end as {{ adapter.quote(field) }},
     {%- endfor %}
     nullif(
@@ -51,6 +51,16 @@
         ),
         '{}'
     ) as _unknown_fields
+{%- endmacro %}
+
+{#- A field's value as JSON text, as Python's json.dumps writes it: a string quoted, a number as
+    it was written (VARIANT would write 5.0 as 5); null when the field is missing or null. -#}
+{% macro value_as_json(field) -%}
+    case
+        when schema_of_variant(variant_get(record, '$.{{ field }}')) = 'STRING'
+            then to_json(variant_get(record, '$.{{ field }}'))
+        else get_json_object(raw_record, '$.{{ field }}')
+    end
 {%- endmacro %}
 
 {#- The raw fields of a table, in the order clients send them: the columns of its `bronze` source

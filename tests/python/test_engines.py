@@ -126,7 +126,7 @@ def test_the_databricks_target_compiles_with_bronze_written_by_databricks(
 PIN = {"index": 7, "unique_id": "u", "title": "t", "follower_count": 942, "downloaded": 1, "description": None}
 LINES = [
     json.dumps(PIN),
-    json.dumps({**PIN, "index": -(2**63), "category": "art", "extra": "x", "n": 3}),
+    json.dumps({**PIN, "index": -(2**63), "category": "art", "downloaded": 1.5, "title": True, "extra": "x", "n": 3}),
     json.dumps({**PIN, "index": "5"}),
     json.dumps({**PIN, "index": 5.0}),
     json.dumps({**PIN, "index": 2**63}),
