@@ -113,9 +113,9 @@ class StreamingRefresh:
         return found
 
     def _reading_new_files(self, model: CompiledModel, files: dict[str, set[str]]) -> str | None:
-        """The model's statement with each bronze table read as the files added since the last
-        refresh; None for an incremental model with nothing new. A table whose files this process
-        has not read yet (the first refresh after dbt's) is read whole."""
+        """The model's statement with its bronze table read as the files added since the last
+        refresh; None when nothing was added. A table whose files this process has not listed yet
+        (the first refresh after dbt's) is read whole."""
         if model.bronze is None or model.bronze[1] not in self._read_files:
             return model.statement
         relation, table = model.bronze
