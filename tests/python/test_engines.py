@@ -1,5 +1,5 @@
 """The same dbt project on DuckDB and on Spark with Delta gives the same marts, row for row; the
-Databricks target parses."""
+Databricks target compiles, with bronze written by Databricks too, whose key rule is the loaders' on Spark."""
 
 from __future__ import annotations
 
