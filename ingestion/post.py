@@ -218,7 +218,8 @@ def post_batches(
         if on_batch:
             on_batch(done)
 
-    with ThreadPoolExecutor(concurrency) as pool:
+    pool = ThreadPoolExecutor(concurrency)
+    try:
         pending: deque[Future[PostBatch]] = deque()
         for batch in stream():
             pending.append(pool.submit(send, batch))
@@ -226,4 +227,9 @@ def post_batches(
                 collect(pending.popleft())
         while pending:
             collect(pending.popleft())
+    except BaseException:
+        # Ctrl-C or a refusal: the requests under way finish, the queued ones are never sent
+        pool.shutdown(cancel_futures=True)
+        raise
+    pool.shutdown()
     return PostResult(posted, posted * len(RAW_TABLES))

@@ -211,14 +211,33 @@ class StreamConsumer:
         return parent not in self._listed.get(stream, set()) or (stream, parent) in self._done_elsewhere
 
     def _iterator(self, shard: _Shard) -> str:
-        position = (
-            {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": shard.last_sequence}
-            if shard.last_sequence
-            else {"ShardIteratorType": "TRIM_HORIZON"}
-        )
-        return self.client.get_shard_iterator(StreamName=shard.stream, ShardId=shard.shard_id, **position)[
-            "ShardIterator"
-        ]
+        """An iterator after the shard's last record in bronze, or at its start. A stream made anew
+        under the same name (a local Kinesis restarted empty, a stream deleted and created again)
+        refuses bronze's sequence numbers: its records are all new, so it is read from its start,
+        its records numbered on after bronze's."""
+        from botocore.exceptions import ClientError
+
+        if shard.last_sequence:
+            try:
+                return self.client.get_shard_iterator(
+                    StreamName=shard.stream,
+                    ShardId=shard.shard_id,
+                    ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                    StartingSequenceNumber=shard.last_sequence,
+                )["ShardIterator"]
+            except ClientError as error:
+                if "did not come from this stream" not in error.response["Error"].get("Message", ""):
+                    raise
+            _log.warning(
+                "%s was made anew (its sequence numbers are not those in bronze): read from its start, "
+                "numbered on from offset %d",
+                shard.stream_id,
+                shard.next_ordinal,
+            )
+            shard.last_sequence = None
+        return self.client.get_shard_iterator(
+            StreamName=shard.stream, ShardId=shard.shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
 
     # --- reading and committing -----------------------------------------------------------------------
 

@@ -8,12 +8,20 @@ import sys
 import typer
 
 from ingestion.build import BuildStopped
-from ingestion.cli import operating, semantic, stages, start
+from ingestion.cli import operating, semantic, stages, start, streaming
 from ingestion.cli.app import app, global_options_first
 from ingestion.explain import explain
 from ingestion.output import debugging, errors, quiet_client_logs
 
-__all__ = ["app", "main", "operating", "semantic", "stages", "start"]  # the command modules register their commands
+__all__ = [
+    "app",
+    "main",
+    "operating",
+    "semantic",
+    "stages",
+    "start",
+    "streaming",
+]  # the command modules register their commands
 
 
 def main() -> None:

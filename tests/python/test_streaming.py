@@ -316,6 +316,36 @@ def test_two_consumers_share_the_shards_through_a_split_and_a_kill_each_record_o
     assert by_key == {key: [float(c) for c in range(10)] for key in keys}
 
 
+@on_the_default_kinesis_only
+def test_a_stream_made_anew_under_its_name_is_read_from_its_start_and_each_record_lands_once(
+    streaming: Settings,
+) -> None:
+    """A local Kinesis restarted empty (or a stream deleted and created again) refuses the sequence
+    numbers bronze holds: the consumer reads the new stream from its start, numbering on."""
+    client, stream = kinesis_client(streaming), _stream_name(streaming, "user")
+    users = make_source("synthetic", 14).batch(0, 80).table("user").to_pylist()
+
+    def put(values: list[dict]) -> None:
+        _put_directly(streaming, "user", [json.dumps(v).encode() for v in values], [str(v["ind"]) for v in values])
+
+    put(users[:50])
+    _consume(streaming)
+    client.delete_stream(StreamName=stream)
+    assert eventually(lambda: stream not in client.list_streams()["StreamNames"], 30)
+    client.create_stream(StreamName=stream, ShardCount=2)
+    assert eventually(
+        lambda: (
+            client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+        ),
+        30,
+    )
+    put(users[50:])
+    _consume(streaming)
+    rows = _bronze(streaming, "user_stream")
+    assert Counter(r["ind"] for r in rows) == Counter(str(v["ind"]) for v in users)
+    assert len({(r["_stream"], r["_offset"]) for r in rows}) == len(users)
+
+
 def test_undecodable_records_are_quarantined_and_invalid_requests_get_their_status(streaming: Settings) -> None:
     good = {"ind": 1, "first_name": "Ada", "last_name": "Byron", "age": 36, "date_joined": "2016-01-01 00:00:00"}
     payloads = [
