@@ -379,6 +379,9 @@ def test_a_commit_kafka_did_not_confirm_is_refused_when_retried_with_its_key_not
         assert (retried.status_code, retried.json()["error_code"]) == (409, 40902), retried.text
         new_key = {**headers, IDEMPOTENCY_KEY: uuid.uuid4().hex}
         assert eventually(lambda: api.post(f"/topics/{pin_topic}", json=later, headers=new_key).status_code == 200, 60)
+    # the broker writes the stalled transaction's markers partition by partition after it resumes:
+    # read back once none is open, or a partition whose marker is still to come is read short
+    assert eventually(lambda: _no_open_transaction(stack, pin_topic), 90), "a transaction stayed open"
     _to_bronze(stack.model_copy(update={"kafka_client": "confluent-kafka"}))  # the producer is under test
     stored, unconfirmed_pins = in_bronze(stack), Counter(record(pin_topic, "pin", pin) for pin in pins[:20])
     # the stalled commit's outcome is the broker's: librdkafka's request waits for it and commits;
@@ -386,6 +389,21 @@ def test_a_commit_kafka_did_not_confirm_is_refused_when_retried_with_its_key_not
     assert stored - unconfirmed_pins == Counter(record(pin_topic, "pin", pin) for pin in pins[20:])
     committed = stack.kafka_client == "confluent-kafka"
     assert stored & unconfirmed_pins in ((unconfirmed_pins,) if committed else (unconfirmed_pins, Counter()))
+
+
+def _no_open_transaction(settings: Settings, topic: str) -> bool:
+    """Every partition's last stable offset is its end: no transaction is open on ``topic``."""
+    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    latest = {TopicPartition(topic, number): OffsetSpec.latest() for number in partitions}
+    stable, end = (
+        {tp.partition: answer.result().offset for tp, answer in admin.list_offsets(latest, isolation_level=at).items()}
+        for at in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED)
+    )
+    return stable == end
 
 
 def _every_thread_stopped(pid: int) -> bool:

@@ -331,7 +331,15 @@ def test_a_stream_made_anew_under_its_name_is_read_from_its_start_and_each_recor
     put(users[:50])
     _consume(streaming)
     client.delete_stream(StreamName=stream)
-    assert eventually(lambda: stream not in client.list_streams()["StreamNames"], 30)
+
+    def gone() -> bool:
+        try:
+            client.describe_stream_summary(StreamName=stream)
+        except client.exceptions.ResourceNotFoundException:
+            return True
+        return False
+
+    assert eventually(gone, 30)
     client.create_stream(StreamName=stream, ShardCount=2)
     assert eventually(
         lambda: (
