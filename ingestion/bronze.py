@@ -60,7 +60,7 @@ def closed_marker(stream: str) -> str:
 
 
 def stream_closed(lake: Lake, table: str, stream: str) -> bool:
-    return _next_offset(lake.delta_table(table), closed_marker(stream)) > 0
+    return committed_offset(lake, table, closed_marker(stream)) > 0
 
 
 def _quarantine_stream(table: RawTable, stream: str) -> str:

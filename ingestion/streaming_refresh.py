@@ -30,10 +30,9 @@ import duckdb
 
 from ingestion.artifacts import Invocation, NodeResult
 from ingestion.config import Settings
-from ingestion.duckdb_setup import duckdb_config, lake_secret_sql
 from ingestion.lake import Lake
 from ingestion.transform import WarmDbt
-from ingestion.warehouse import building
+from ingestion.warehouse import building, connect_warehouse
 
 
 @dataclass(frozen=True)
@@ -126,11 +125,10 @@ class StreamingRefresh:
         return model.statement.replace(relation, f"read_parquet([{listed}], union_by_name = true)")
 
     def _engine_ready(self) -> duckdb.DuckDBPyConnection:
-        if self._engine is None:
-            config = duckdb_config(self.settings.duckdb_extension_directory, self.settings.duckdb_spill_directory)
-            self._engine = duckdb.connect(":memory:", config=config)
-            if self.settings.lake.startswith("s3://"):  # the bronze views read the lake
-                self._engine.execute(lake_secret_sql(self.settings))
+        if self._engine is None:  # opened as the warehouse is (extensions, lake secret, spill folder), in memory
+            spill = Path(self.settings.duckdb_spill_directory)
+            in_memory = self.settings.model_copy(update={"warehouse": ":memory:", "duckdb_temp_directory": spill})
+            self._engine = connect_warehouse(in_memory)
         return self._engine
 
     def _run_dbt(self) -> Invocation:

@@ -24,15 +24,8 @@
 {#- One bronze table as a streaming table: the records its source gives, identified, with their
     lineage; what cannot be identified goes to the quarantine model instead. -#}
 {% macro databricks_bronze_table(table) -%}
-with lines as (
-    {{ databricks_raw_lines(table) }}
-),
-
-parsed as (
-    select
-        lines.*,
-        try_parse_json(raw_record) as record
-    from lines
+with parsed as (
+    {{ databricks_parsed_lines(table) }}
 )
 
 select
@@ -72,18 +65,22 @@ from (
     select
         parsed.*,
         {{ unidentified_reason(table) }} as reason
-    from (
-        select
-            lines.*,
-            try_parse_json(raw_record) as record
-        from ({{ databricks_raw_lines(table) }}) as lines
-    ) as parsed
+    from ({{ databricks_parsed_lines(table) }}) as parsed
 )
 where reason is not null
     {%- if not loop.last %}
 union all
     {%- endif %}
     {%- endfor %}
+{%- endmacro %}
+
+{#- A source's lines with each record parsed (`record`, VARIANT; null when not JSON), what the key
+    rule and the payload read (identify_records.sql). -#}
+{% macro databricks_parsed_lines(table) -%}
+    select
+        lines.*,
+        try_parse_json(raw_record) as record
+    from ({{ databricks_raw_lines(table) }}) as lines
 {%- endmacro %}
 
 {#- The raw table a bronze table carries (pin_stream carries pin). -#}
@@ -111,20 +108,24 @@ union all
 {% macro object_raw_lines(carried) -%}
     {%- set topic = var('kafka_topics', {'pin': 'pin', 'geo': 'geo', 'user': 'user'})[carried] -%}
     select
-        concat('kafka/{{ topic }}/', regexp_extract(objects._metadata.file_path, 'partition=([0-9]+)/', 1)) as _stream,
-        cast(regexp_extract(objects._metadata.file_path, '[+]([0-9]+)[.]json$', 1) as bigint) + lines.position as _offset,
-        objects._metadata.file_path as _source,
-        concat(
-            'kafka/{{ topic }}/', regexp_extract(objects._metadata.file_path, 'partition=([0-9]+)/', 1),
-            '@', cast(cast(regexp_extract(objects._metadata.file_path, '[+]([0-9]+)[.]json$', 1) as bigint) as string)
-        ) as _batch_id,
+        concat('kafka/{{ topic }}/', objects.partition_number) as _stream,
+        objects.first_offset + lines.position as _offset,
+        objects.path as _source,
+        concat('kafka/{{ topic }}/', objects.partition_number, '@', cast(objects.first_offset as string)) as _batch_id,
         cast(lines.position + 1 as bigint) as line_number,
         lines.text as raw_data,
         lines.text as raw_record
-    from stream read_files(
-        '{{ raw_objects_location() }}/topics/{{ topic }}/',
-        format => 'text',
-        wholeText => true
+    from (
+        select
+            value,
+            _metadata.file_path as path,
+            regexp_extract(_metadata.file_path, 'partition=([0-9]+)/', 1) as partition_number,
+            cast(regexp_extract(_metadata.file_path, '[+]([0-9]+)[.]json$', 1) as bigint) as first_offset
+        from stream read_files(
+            '{{ raw_objects_location() }}/topics/{{ topic }}/',
+            format => 'text',
+            wholeText => true
+        )
     ) as objects
     lateral view posexplode(split(objects.value, '\n')) lines as position, text
     where lines.text != ''

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -199,40 +200,57 @@ def test_a_consumer_killed_between_two_tables_commits_resumes_each_table_without
     assert in_tables(lake, tables) == want
 
 
+def _put_counter(settings: Settings, keys: list[str], counter: int) -> None:
+    """One geo record per partition key, its latitude the counter and its country the key: a key's
+    records in bronze read back in order are the counters in order."""
+    payloads = [
+        json.dumps(
+            {"ind": k, "timestamp": "2020-01-01 00:00:00", "latitude": counter, "longitude": 0.0, "country": key}
+        ).encode()
+        for k, key in enumerate(keys)
+    ]
+    _put_directly(settings, "geo", payloads, keys)
+
+
+def _active(client: Any, stream: str) -> bool:
+    return client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+
+
+def _split_first_shard(client: Any, stream: str) -> str:
+    """The stream's first shard split in two halves of its hash keys, once the stream is active
+    again; the parent's id."""
+    first = client.list_shards(StreamName=stream)["Shards"][0]
+    hash_keys = first["HashKeyRange"]
+    middle = (int(hash_keys["StartingHashKey"]) + int(hash_keys["EndingHashKey"])) // 2
+    client.split_shard(StreamName=stream, ShardToSplit=first["ShardId"], NewStartingHashKey=str(middle))
+    assert eventually(lambda: _active(client, stream), 30)
+    return str(first["ShardId"])
+
+
+def _counters_by_key(rows: list[dict]) -> dict[str, list[float]]:
+    """Each key's counters (``_put_counter``) in the order bronze committed them."""
+    by_key = defaultdict(list)
+    for row in sorted(rows, key=lambda r: (r["_ingested_at"], r["_offset"])):
+        by_key[row["country"]].append(float(row["latitude"]))
+    return dict(by_key)
+
+
 def test_a_split_shard_keeps_order_per_partition_key_and_loses_nothing(streaming: Settings) -> None:
     client, stream = kinesis_client(streaming), _stream_name(streaming, "geo")
     keys = [f"key-{k}" for k in range(20)]
 
-    def put(counter: int) -> None:
-        payloads = [
-            json.dumps(
-                {"ind": k, "timestamp": "2020-01-01 00:00:00", "latitude": counter, "longitude": 0.0, "country": key}
-            ).encode()
-            for k, key in enumerate(keys)
-        ]
-        _put_directly(streaming, "geo", payloads, keys)
-
     for counter in range(5):
-        put(counter)
-    parent = client.list_shards(StreamName=stream)["Shards"][0]
-    low, high = int(parent["HashKeyRange"]["StartingHashKey"]), int(parent["HashKeyRange"]["EndingHashKey"])
-    client.split_shard(StreamName=stream, ShardToSplit=parent["ShardId"], NewStartingHashKey=str((low + high) // 2))
-    deadline = time.monotonic() + 30
-    while client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+        _put_counter(streaming, keys, counter)
+    parent = _split_first_shard(client, stream)
     for counter in range(5, 10):
-        put(counter)
+        _put_counter(streaming, keys, counter)
     shards = client.list_shards(StreamName=stream)["Shards"]
-    assert any(s.get("ParentShardId") == parent["ShardId"] for s in shards), "the split made no child shards"
+    assert any(s.get("ParentShardId") == parent for s in shards), "the split made no child shards"
 
     _consume(streaming)  # parent and children all readable at once: the parent must go first
     rows = _bronze(streaming, "geo_stream")
     assert len(rows) == 10 * len(keys)
-    by_key = defaultdict(list)
-    for row in sorted(rows, key=lambda r: (r["_ingested_at"], r["_offset"])):
-        by_key[row["country"]].append(float(row["latitude"]))
-    assert by_key == {key: [float(c) for c in range(10)] for key in keys}
+    assert _counters_by_key(rows) == {key: [float(c) for c in range(10)] for key in keys}
 
 
 @on_the_default_kinesis_only
@@ -247,15 +265,6 @@ def test_two_consumers_share_the_shards_through_a_split_and_a_kill_each_record_o
     keys = [f"key-{k}" for k in range(20)]
     lake = Lake.from_settings(streaming)
 
-    def put(counter: int) -> None:
-        payloads = [
-            json.dumps(
-                {"ind": k, "timestamp": "2020-01-01 00:00:00", "latitude": counter, "longitude": 0.0, "country": key}
-            ).encode()
-            for k, key in enumerate(keys)
-        ]
-        _put_directly(streaming, "geo", payloads, keys)
-
     def in_bronze() -> int:
         return len(_bronze(streaming, "geo_stream"))
 
@@ -266,24 +275,14 @@ def test_two_consumers_share_the_shards_through_a_split_and_a_kill_each_record_o
 
     consumers = {part: consumer(part) for part in ("1/2", "2/2")}
     try:
-        put(0)
+        _put_counter(streaming, keys, 0)
         assert eventually(lambda: in_bronze() == len(keys), 60)  # both consumers at work
         os.kill(consumers["1/2"].pid, signal.SIGSTOP)  # the parent's next records stay unread
         for counter in range(1, 4):
-            put(counter)
-        first = client.list_shards(StreamName=stream)["Shards"][0]  # read by 1/2
-        parent, hash_keys = first["ShardId"], first["HashKeyRange"]
-        middle = (int(hash_keys["StartingHashKey"]) + int(hash_keys["EndingHashKey"])) // 2
-        client.split_shard(StreamName=stream, ShardToSplit=parent, NewStartingHashKey=str(middle))
-        assert eventually(
-            lambda: (
-                client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"]
-                == "ACTIVE"
-            ),
-            30,
-        )
+            _put_counter(streaming, keys, counter)
+        parent = _split_first_shard(client, stream)  # read by 1/2
         for counter in range(4, 7):
-            put(counter)
+            _put_counter(streaming, keys, counter)
         shards = client.list_shards(StreamName=stream)["Shards"]
         children = [s["ShardId"] for s in shards if s.get("ParentShardId") == parent]
         assert {ShardPart(1, 2).owns(child) for child in children} == {True, False}, (
@@ -296,7 +295,7 @@ def test_two_consumers_share_the_shards_through_a_split_and_a_kill_each_record_o
         consumers["2/2"].wait()
         consumers["2/2"] = consumer("2/2")
         for counter in range(7, 10):
-            put(counter)
+            _put_counter(streaming, keys, counter)
         assert eventually(lambda: in_bronze() >= 10 * len(keys), 90), f"{in_bronze()} of {10 * len(keys)} in bronze"
         time.sleep(1.5)  # a duplicate, if any, would be committed by now
     finally:
@@ -310,10 +309,7 @@ def test_two_consumers_share_the_shards_through_a_split_and_a_kill_each_record_o
     assert Counter((r["country"], float(r["latitude"])) for r in rows) == Counter(
         (key, float(counter)) for key in keys for counter in range(10)
     )
-    by_key = defaultdict(list)
-    for row in sorted(rows, key=lambda r: (r["_ingested_at"], r["_offset"])):
-        by_key[row["country"]].append(float(row["latitude"]))
-    assert by_key == {key: [float(c) for c in range(10)] for key in keys}
+    assert _counters_by_key(rows) == {key: [float(c) for c in range(10)] for key in keys}
 
 
 @on_the_default_kinesis_only
@@ -341,12 +337,7 @@ def test_a_stream_made_anew_under_its_name_is_read_from_its_start_and_each_recor
 
     assert eventually(gone, 30)
     client.create_stream(StreamName=stream, ShardCount=2)
-    assert eventually(
-        lambda: (
-            client.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
-        ),
-        30,
-    )
+    assert eventually(lambda: _active(client, stream), 30)
     put(users[50:])
     _consume(streaming)
     rows = _bronze(streaming, "user_stream")
