@@ -25,6 +25,7 @@ from deltalake.exceptions import CommitFailedError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from ingestion.bronze_rows import to_bronze_rows, with_metadata
+from ingestion.errors import PinpipeError
 from ingestion.failpoints import failpoint
 from ingestion.lake import QUARANTINE, Lake, table_schema
 from ingestion.schemas import (
@@ -61,6 +62,31 @@ def closed_marker(stream: str) -> str:
 
 def stream_closed(lake: Lake, table: str, stream: str) -> bool:
     return committed_offset(lake, table, closed_marker(stream)) > 0
+
+
+SPARK_JOBS = ("kafka", "objects")
+
+
+def spark_app_id(job: str) -> str:
+    """The app id of Spark ingestion job ``job``'s idempotent writes (ingestion/spark_ingest.py),
+    whose version is its last micro-batch."""
+    return f"pinpipe-spark/{job}"
+
+
+class ForeignBronze(PinpipeError):
+    """Bronze already written by another loader: loading the same records again would duplicate them."""
+
+
+def refuse_spark_bronze(lake: Lake, tables: Sequence[str]) -> None:
+    """The Python loaders keep out of bronze that a Spark ingestion job writes (offsets differ)."""
+    for table in tables:
+        delta = lake.delta_table(table)
+        for job in SPARK_JOBS:
+            if delta is not None and delta.transaction_version(spark_app_id(job)) is not None:
+                raise ForeignBronze(
+                    f"{lake.uri(table)} is loaded by the Spark {job} job: keep loading it with "
+                    f"`pinpipe load --engine spark --job {job}`, or give this loader a lake of its own (PINPIPE_LAKE)"
+                )
 
 
 def _quarantine_stream(table: RawTable, stream: str) -> str:

@@ -6,7 +6,7 @@ handler. The kill tests use them to stop a loader between two tables' commits or
 its S3 put and its offset commit, the exact moments a random kill almost never hits.
 
 Points: ``bronze.after_quarantine_commit``, ``load.posts.after_table``, ``load.raw.after_commit``,
-``sink.after_put``, ``stream.after_table_commit``.
+``sink.after_put``, ``spark.after_bronze_write``, ``stream.after_table_commit``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ POINTS = (
     "load.posts.after_table",
     "load.raw.after_commit",
     "sink.after_put",
+    "spark.after_bronze_write",
     "stream.after_table_commit",
 )
 

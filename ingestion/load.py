@@ -17,7 +17,15 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry
 
 from ingestion import clients
-from ingestion.bronze import AppendResult, StreamSlice, append, append_slices, committed_offset, committed_offsets
+from ingestion.bronze import (
+    AppendResult,
+    StreamSlice,
+    append,
+    append_slices,
+    committed_offset,
+    committed_offsets,
+    refuse_spark_bronze,
+)
 from ingestion.bronze_rows import Lines, parse_lines
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, PostSource, batches
@@ -249,6 +257,7 @@ class RawObjectLoader:
         self.settings = settings
         self.store = _store(settings, source)
         self.lake = Lake.from_settings(settings)
+        refuse_spark_bronze(self.lake, list(settings.topic_tables.values()))
         ensure_tables(self.lake)
         self.metrics = metrics or BronzeMetrics(CollectorRegistry())
         for table in settings.topic_tables.values():

@@ -24,24 +24,7 @@
 {#- One bronze table as a streaming table: the records its source gives, identified, with their
     lineage; what cannot be identified goes to the quarantine model instead. -#}
 {% macro databricks_bronze_table(table) -%}
-with parsed as (
-    {{ databricks_parsed_lines(table) }}
-)
-
-select
-    {{- payload_as_text(table) }},
-    _stream,
-    _offset,
-    _source,
-    _batch_id,
-    current_timestamp() as _ingested_at
-    {%- if table.endswith('_stream') %},
-    _shard_id,
-    _sequence_number,
-    _arrival_time
-    {%- endif %}
-from parsed
-where {{ unidentified_reason(table) }} is null
+    {{ bronze_rows(table, databricks_raw_lines(table)) }}
 {%- endmacro %}
 
 {#- Every record no bronze table could key, from each source Databricks reads. -#}
@@ -51,36 +34,11 @@ where {{ unidentified_reason(table) }} is null
         {%- do tables.append(table) -%}
     {%- endfor -%}
     {%- for table in tables %}
-select
-    '{{ bronze_carries(table) }}' as table_name,
-    reason,
-    raw_data as raw_record,
-    line_number,
-    _stream,
-    _offset,
-    _source,
-    _batch_id,
-    current_timestamp() as _ingested_at
-from (
-    select
-        parsed.*,
-        {{ unidentified_reason(table) }} as reason
-    from ({{ databricks_parsed_lines(table) }}) as parsed
-)
-where reason is not null
+{{ quarantine_rows(table, databricks_raw_lines(table)) }}
     {%- if not loop.last %}
 union all
     {%- endif %}
     {%- endfor %}
-{%- endmacro %}
-
-{#- A source's lines with each record parsed (`record`, VARIANT; null when not JSON), what the key
-    rule and the payload read (identify_records.sql). -#}
-{% macro databricks_parsed_lines(table) -%}
-    select
-        lines.*,
-        try_parse_json(raw_record) as record
-    from ({{ databricks_raw_lines(table) }}) as lines
 {%- endmacro %}
 
 {#- The raw table a bronze table carries (pin_stream carries pin). -#}
@@ -102,55 +60,35 @@ union all
     {%- endif -%}
 {%- endmacro %}
 
-{#- Auto Loader over the sink's JSON-lines objects, <raw objects>/topics/<topic>/partition=<p>/
-    <topic>+<p>+<first offset>.json: one line per offset (an empty one for an offset without a
-    record, a Kafka commit marker), so a record's offset is the object's first plus its line. -#}
+{#- Auto Loader over the sink's JSON-lines objects (object_lines). -#}
 {% macro object_raw_lines(carried) -%}
     {%- set topic = var('kafka_topics', {'pin': 'pin', 'geo': 'geo', 'user': 'user'})[carried] -%}
-    select
-        concat('kafka/{{ topic }}/', objects.partition_number) as _stream,
-        objects.first_offset + lines.position as _offset,
-        objects.path as _source,
-        concat('kafka/{{ topic }}/', objects.partition_number, '@', cast(objects.first_offset as string)) as _batch_id,
-        cast(lines.position + 1 as bigint) as line_number,
-        lines.text as raw_data,
-        lines.text as raw_record
-    from (
-        select
-            value,
-            _metadata.file_path as path,
-            regexp_extract(_metadata.file_path, 'partition=([0-9]+)/', 1) as partition_number,
-            cast(regexp_extract(_metadata.file_path, '[+]([0-9]+)[.]json$', 1) as bigint) as first_offset
+    {%- set objects -%}
+        select value, _metadata.file_path as file_path
         from stream read_files(
             '{{ raw_objects_location() }}/topics/{{ topic }}/',
             format => 'text',
             wholeText => true
         )
-    ) as objects
-    lateral view posexplode(split(objects.value, '\n')) lines as position, text
-    where lines.text != ''
+    {%- endset -%}
+    {{ object_lines(objects, topic) }}
 {%- endmacro %}
 
 {% macro raw_objects_location() -%}
     {{ return(var('raw_objects', 's3://' ~ env_var('PINPIPE_S3_BUCKET', 'pinpipe') ~ '/raw')) }}
 {%- endmacro %}
 
-{#- Kafka's records as they are in the topic: each partition a stream, each offset a record. -#}
+{#- Kafka's records as they are in the topic (kafka_lines). -#}
 {% macro kafka_raw_lines(carried) -%}
     {%- set topic = var('kafka_topics', {'pin': 'pin', 'geo': 'geo', 'user': 'user'})[carried] -%}
-    select
-        concat('kafka/', records.topic, '/', cast(records.partition as string)) as _stream,
-        records.offset as _offset,
-        concat('kafka://', records.topic, '/', cast(records.partition as string)) as _source,
-        concat('kafka/', records.topic, '/', cast(records.partition as string), '@', cast(records.offset as string)) as _batch_id,
-        cast(null as bigint) as line_number,
-        cast(records.value as string) as raw_data,
-        cast(records.value as string) as raw_record
-    from stream read_kafka(
-        bootstrapServers => '{{ var("kafka_bootstrap_servers") }}',
-        subscribe => '{{ topic }}',
-        startingOffsets => 'earliest'
-    ) as records
+    {%- set records -%}
+        select * from stream read_kafka(
+            bootstrapServers => '{{ var("kafka_bootstrap_servers") }}',
+            subscribe => '{{ topic }}',
+            startingOffsets => 'earliest'
+        )
+    {%- endset -%}
+    {{ kafka_lines(records, topic) }}
 {%- endmacro %}
 
 {#- Kinesis' records: each shard a stream. A record's Data as JSON, or base64 of JSON decoded (as

@@ -1,0 +1,324 @@
+"""Ingestion on Spark: PySpark Structured Streaming jobs that write the bronze pinpipe's Python
+loaders write, for a team past one machine (docs/spark-ingestion.md).
+
+Two jobs, each one streaming query into bronze pin, geo, user and the quarantine:
+- ``kafka``: the topics straight into bronze (``spark-sql-kafka-0-10``), read committed;
+- ``objects``: the sink's raw objects, in S3 (``s3a://``, hadoop-aws) or a folder, with Spark's file
+  source: the open-source twin of Databricks' Auto Loader.
+
+Each micro-batch is turned into bronze rows by the same Spark SQL the Databricks bronze models run
+(macros/bronze/bronze_from_lines.sql, compiled by dbt when the job starts), so the key rule, the
+quarantine reasons and the lineage columns are one definition on every engine.
+
+Exactly once, as Delta documents it for ``foreachBatch``: the streaming checkpoint records which
+records each batch holds before the batch runs, and every table's write carries the batch as an
+idempotent transaction (``txnAppId`` = the job, ``txnVersion`` = the batch id). A driver killed
+after its writes and before the checkpoint's commit replays the batch on restart, and Delta skips
+each table that already has it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ingestion.bronze import ForeignBronze, spark_app_id
+from ingestion.config import Settings
+from ingestion.errors import EngineNotInstalled, PinpipeError
+from ingestion.failpoints import failpoint
+from ingestion.lake import QUARANTINE, Lake
+from ingestion.schemas import RAW_TABLES
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+SparkJob = Literal["kafka", "objects"]
+JOBS: tuple[SparkJob, ...] = ("kafka", "objects")
+
+# Maven Central coordinates, for Spark 4.2 / Scala 2.13 and its Hadoop 3.5 (pyspark's own jars)
+DELTA = "io.delta:delta-spark_4.2_2.13:4.4.0"
+KAFKA = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
+HADOOP_AWS = "org.apache.hadoop:hadoop-aws:3.5.0"  # with the AWS SDK's bundle: about 700 MB, once
+
+# the view each micro-batch is registered as, which the compiled statements read
+_BATCH_VIEW = "pinpipe_batch"
+
+
+@dataclass(frozen=True)
+class BatchWritten:
+    """One micro-batch: its id and the rows it appended to each table (quarantine included)."""
+
+    batch_id: int
+    rows: dict[str, int]
+    replayed: bool  # every table already held it: a batch replayed after a crash
+
+
+@dataclass
+class SparkIngestion:
+    """One Spark ingestion job over the settings' lake; ``run`` streams until the source is drained
+    (``every`` None: ``trigger(availableNow=True)``, the daily batch) or, with ``every``, a
+    micro-batch every so many seconds until stopped."""
+
+    settings: Settings
+    job: SparkJob
+    source: str | None = None  # objects: an s3:// prefix or a folder; default the sink's objects
+    master: str = "local[*]"
+    max_per_batch: int | None = None  # Kafka records or objects per micro-batch
+    written: list[BatchWritten] = field(default_factory=list)
+
+    def run(self, every: float | None = None, on_batch: Callable[[BatchWritten], None] | None = None) -> None:
+        require_spark()
+        lake = Lake.from_settings(self.settings)
+        refuse_foreign_bronze(lake, self.job, started=_checkpoint_exists(self.settings, self.job))
+        statements = bronze_statements(self.settings, self.job)
+        spark = self._session()
+        try:
+            writer = (
+                self._records(spark)
+                .writeStream.foreachBatch(self._batch_writer(lake, statements, on_batch))
+                .option("checkpointLocation", self.checkpoint_location())
+            )
+            writer = (
+                writer.trigger(availableNow=True) if every is None else writer.trigger(processingTime=f"{every:g} s")
+            )
+            query = writer.start()
+            try:
+                query.awaitTermination()
+            finally:
+                query.stop()
+        finally:
+            spark.stop()
+
+    def checkpoint_location(self) -> str:
+        return f"{_spark_uri(self.settings.lake).rstrip('/')}/_spark/{self.job}/checkpoint"
+
+    def _records(self, spark: SparkSession) -> DataFrame:
+        """The job's source as a streaming DataFrame with the columns its line reader takes."""
+        if self.job == "kafka":
+            reader = (
+                spark.readStream.format("kafka")
+                .option("kafka.bootstrap.servers", self.settings.kafka_bootstrap_servers)
+                .option("subscribe", ",".join(self.settings.topics))
+                .option("startingOffsets", "earliest")
+                # the API writes in transactions: an aborted record is not a post
+                .option("kafka.isolation.level", "read_committed")
+            )
+            if self.max_per_batch:
+                reader = reader.option("maxOffsetsPerTrigger", self.max_per_batch)
+            return reader.load().selectExpr("topic", "partition", "offset", "value")
+        reader = (
+            spark.readStream.format("text")
+            .option("wholetext", "true")
+            # the sink's layout, partition=<p> folders included, read as files, not as a partitioned table
+            .option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", "*+*+*.json")
+        )
+        if self.max_per_batch:
+            reader = reader.option("maxFilesPerTrigger", self.max_per_batch)
+        return reader.load(f"{_spark_uri(self.objects_location())}/topics").selectExpr(
+            "value", "_metadata.file_path as file_path"
+        )
+
+    def objects_location(self) -> str:
+        source = self.source or f"s3://{self.settings.s3_bucket}/raw"
+        if source.startswith("s3://"):
+            return source.rstrip("/")
+        folder = Path(source).expanduser().resolve()
+        if not folder.is_dir():
+            raise PinpipeError(f"{source} is not a folder (give a folder of raw objects or an s3:// prefix)")
+        return str(folder)
+
+    def _batch_writer(
+        self, lake: Lake, statements: dict[str, str], on_batch: Callable[[BatchWritten], None] | None
+    ) -> Callable[[DataFrame, int], None]:
+        app_id = spark_app_id(self.job)
+        lake_uri = _spark_uri(self.settings.lake).rstrip("/")
+
+        def write(batch: DataFrame, batch_id: int) -> None:
+            batch.persist()  # read once from Kafka or storage, split into four tables
+            try:
+                batch.createOrReplaceTempView(_BATCH_VIEW)
+                rows: dict[str, int] = {}
+                replayed = True
+                for table, statement in statements.items():
+                    selected = batch.sparkSession.sql(statement)
+                    appended = _append_once(lake, table, selected, f"{lake_uri}/bronze/{table}", app_id, batch_id)
+                    replayed = replayed and appended is None
+                    rows[table] = appended or 0
+            finally:
+                batch.unpersist()
+            # between the tables' commits and the checkpoint's: the kill tests' moment
+            failpoint("spark.after_bronze_write")
+            written = BatchWritten(batch_id, rows, replayed)
+            self.written.append(written)
+            if on_batch is not None:
+                on_batch(written)
+
+        return write
+
+    def _session(self) -> SparkSession:
+        from pyspark.sql import SparkSession
+
+        settings = self.settings
+        packages = [DELTA, *([KAFKA] if self.job == "kafka" else [])]
+        reads_s3 = self.job == "objects" and self.objects_location().startswith("s3://")
+        uses_s3 = settings.lake.startswith("s3://") or reads_s3
+        if uses_s3:
+            packages.append(HADOOP_AWS)
+        builder = (
+            SparkSession.builder.appName(f"pinpipe-ingest-{self.job}")
+            .master(self.master)
+            .config("spark.jars.packages", ",".join(packages))
+            .config("spark.jars.ivy", str(settings.cache_dir / "ivy"))
+            .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+            .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+            .config("spark.sql.shuffle.partitions", "4")
+            .config("spark.databricks.delta.snapshotPartitions", "2")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.driver.memory", "2g")
+            # the driver's Derby metastore and scratch stay in the state folder, not the working one
+            .config("spark.sql.warehouse.dir", str(settings.state_dir / "spark-ingest" / "warehouse"))
+            .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.state_dir / 'spark-ingest'}")
+        )
+        if uses_s3:
+            endpoint = settings.s3_endpoint_url or ""
+            builder = (
+                builder.config("spark.hadoop.fs.s3a.endpoint", endpoint)
+                .config("spark.hadoop.fs.s3a.endpoint.region", settings.s3_region)
+                .config("spark.hadoop.fs.s3a.access.key", settings.s3_access_key_id)
+                .config("spark.hadoop.fs.s3a.secret.key", settings.s3_secret_access_key.get_secret_value())
+                .config("spark.hadoop.fs.s3a.path.style.access", "true")
+                .config("spark.hadoop.fs.s3a.connection.ssl.enabled", str(endpoint.startswith("https")).lower())
+            )
+        log = settings.state_dir / "spark-ingest" / f"{self.job}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with _stderr_to(log):  # the JVM keeps it: Ivy's resolution report and Spark's logs go to the file
+            spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("WARN")
+        return spark
+
+
+@contextmanager
+def _stderr_to(log: Path) -> Iterator[None]:
+    """File descriptor 2 pointed at ``log`` for a child process started meanwhile (Spark's JVM)."""
+    saved = os.dup(2)
+    with log.open("ab") as file:
+        os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def require_spark() -> None:
+    if find_spec("pyspark") is None or find_spec("delta") is None:
+        raise EngineNotInstalled(
+            "the spark ingestion engine needs pyspark and delta-spark, which the default install leaves out: "
+            "run `make spark` (or `.venv/bin/pip install -r requirements-spark.txt`)"
+        )
+
+
+def bronze_statements(settings: Settings, job: SparkJob) -> dict[str, str]:
+    """The Spark SQL that turns one micro-batch (the view ``pinpipe_batch``) into each bronze table's
+    rows: macros/bronze/bronze_from_lines.sql, compiled by dbt once per job start."""
+    from ingestion.transform import run_dbt
+
+    marker = "-- pinpipe-statement:"
+    parts = []
+    for topic, table in settings.topic_tables.items():
+        lines = (
+            f"kafka_lines('select * from {_BATCH_VIEW}', '{topic}')"
+            if job == "kafka"
+            else f"object_lines('select * from {_BATCH_VIEW}', '{topic}')"
+        )
+        parts += [
+            f"{marker}{table}\n{{{{ bronze_rows('{table}', {lines}) }}}}",
+            f"{marker}{QUARANTINE}\n{{{{ quarantine_rows('{table}', {lines}) }}}}",
+        ]
+    scratch = settings.state_dir / "spark-ingest" / "dbt"
+    flags = ["--no-introspect", "--no-populate-cache", "--quiet", "--target-path", str(scratch)]
+    compiled = run_dbt(
+        settings.model_copy(update={"target": "spark"}), ["compile", "--inline", "\n".join(parts), *flags]
+    )
+    code: str = compiled.results[0].node.compiled_code
+    statements: dict[str, list[str]] = {}
+    for chunk in code.split(marker)[1:]:
+        name, _, sql = chunk.partition("\n")
+        statements.setdefault(name.strip(), []).append(sql.strip())
+    return {table: "\nunion all\n".join(f"({sql})" for sql in sqls) for table, sqls in statements.items()}
+
+
+def _append_once(lake: Lake, table: str, rows: DataFrame, uri: str, app_id: str, batch_id: int) -> int | None:
+    """Append ``rows`` to bronze ``table`` (at ``uri`` for Spark) as batch ``batch_id`` of ``app_id``;
+    the rows appended, or None when the table already holds that batch: Delta would skip the write,
+    and asking first lets a replayed batch be reported as one."""
+    delta = lake.delta_table(table)
+    done = delta.transaction_version(app_id) if delta is not None else None
+    if done is not None and done >= batch_id:
+        return None
+    counted = rows.persist()
+    try:
+        count = counted.count()
+        (
+            counted.write.format("delta")
+            .mode("append")
+            .option("txnAppId", app_id)
+            .option("txnVersion", batch_id)
+            .save(uri)
+        )
+    finally:
+        counted.unpersist()
+    return count
+
+
+def refuse_foreign_bronze(lake: Lake, job: SparkJob, *, started: bool) -> None:
+    """A job's first run needs bronze tables no one else wrote: Python-loaded rows or another Spark
+    job's would be loaded again from the same records."""
+    if started:
+        return
+    for table in (*RAW_TABLES, QUARANTINE):
+        delta = lake.delta_table(table)
+        if delta is not None and delta.transaction_version(spark_app_id(job)) is None and delta.file_uris():
+            raise ForeignBronze(
+                f"{lake.uri(table)} already holds rows another loader wrote: give the Spark {job} job a lake "
+                "of its own (PINPIPE_LAKE), or keep loading this one with the loader that filled it"
+            )
+
+
+def _checkpoint_exists(settings: Settings, job: SparkJob) -> bool:
+    location = f"{settings.lake.rstrip('/')}/_spark/{job}/checkpoint"
+    if not location.startswith("s3://"):
+        return Path(location).exists()
+    from ingestion import clients
+
+    bucket, prefix = clients.bucket_and_prefix(location)
+    listed = clients.s3_client(settings).list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/", MaxKeys=1)
+    return bool(listed.get("KeyCount"))
+
+
+def _spark_uri(location: str) -> str:
+    """A lake or objects location as Spark's Hadoop file systems name it (``s3a://`` for S3)."""
+    return "s3a://" + location.removeprefix("s3://") if location.startswith("s3://") else location
+
+
+def run_job(
+    settings: Settings,
+    job: SparkJob,
+    *,
+    source: str | None = None,
+    every: float | None = None,
+    master: str = "local[*]",
+    max_per_batch: int | None = None,
+    on_batch: Callable[[BatchWritten], None] | None = None,
+) -> list[BatchWritten]:
+    """Run one Spark ingestion job (see ``SparkIngestion``); the batches it wrote."""
+    ingestion = SparkIngestion(settings, job, source, master, max_per_batch)
+    ingestion.run(every, on_batch)
+    return ingestion.written
