@@ -102,6 +102,14 @@ class Settings(BaseSettings):
         description="the Kafka client of the API's producer and the sink's consumer: librdkafka (confluent-kafka) "
         "or pure Python (kafka-python)",
     )
+    ingest_engine: Literal["python", "spark"] = Field(
+        default="python",
+        description="what loads Kafka's records or the sink's objects into bronze: pinpipe's Python loader, or "
+        "PySpark Structured Streaming (`make spark`; docs/spark-ingestion.md)",
+    )
+    spark_master: str = Field(
+        default="local[*]", description="the Spark ingestion's master: local[N] in this process, or a cluster's URL"
+    )
     load_commit_records: int = Field(
         default=200_000, ge=1, description="records the loader appends per Delta commit, across objects and partitions"
     )

@@ -27,10 +27,16 @@ from ingestion.cli.app import STAGES, FullRefreshOption, PostsOption, SeedOption
 from ingestion.cli.operating import load_source_database
 from ingestion.config import Settings
 from ingestion.emulate import PostBatch, PostSource
+from ingestion.errors import PinpipeError
 from ingestion.output import console, progress_bars
 from ingestion.post_sources import SourceName, make_source
 from ingestion.sink import FlushPolicy
 from ingestion.supervise import supervised
+
+
+class IngestEngine(StrEnum):
+    python = "python"
+    spark = "spark"
 
 
 class Destination(StrEnum):
@@ -272,19 +278,42 @@ def load_command(
         typer.Option(
             "--from",
             help="raw JSON-lines objects to load: an s3:// prefix or a local folder "
-            "[default: the sink's s3://<bucket>/raw]",
+            "[default: the sink's s3://<bucket>/raw]; with --engine spark, `kafka` reads the topics themselves",
         ),
     ] = None,
     every: Annotated[
         float | None, typer.Option(min=0.0, help="keep loading: look for new objects every this many seconds")
+    ] = None,
+    engine: Annotated[
+        IngestEngine | None,
+        typer.Option(
+            envvar="PINPIPE_INGEST_ENGINE",
+            help="python (pinpipe's loader) or spark (PySpark Structured Streaming, `make spark`) [default: python]",
+        ),
+    ] = None,
+    max_per_batch: Annotated[
+        int | None, typer.Option(min=1, help="spark: Kafka records or objects per micro-batch [default: all]")
     ] = None,
 ) -> None:
     """Raw objects → bronze Delta: every record not yet loaded, exactly once.
 
     Reads the sink's objects, in S3 or copied to a folder, and backfill files under
     <folder>/<topic>/. With --every, serves its metrics on PINPIPE_LOADER_METRICS_PORT; else pushes
-    them to the Pushgateway at the end."""
+    them to the Pushgateway at the end. --engine spark runs the same load as a Structured Streaming
+    job (and can read Kafka straight: --from kafka); see docs/spark-ingestion.md."""
     settings = settings_of(context).with_local_s3()
+    if engine is not None:
+        settings = settings.model_copy(update={"ingest_engine": engine.value})
+    if settings.ingest_engine == "spark":
+        from ingestion.cli.spark import spark_load
+
+        spark_load(settings, source, every, max_per_batch)
+        return
+    if source == "kafka":
+        raise PinpipeError(
+            "the python loader reads the sink's objects: run `pinpipe sink` first, or read Kafka straight with "
+            "--engine spark"
+        )
     if every is None:
         load_objects(settings, source)
         return

@@ -1,0 +1,124 @@
+"""Ingestion on Spark Structured Streaming (ingestion/spark_ingest.py) on the real services: Kafka
+straight into bronze and the sink's objects in S3 (s3a://) into bronze, each driver killed with
+SIGKILL between its bronze writes and its checkpoint's commit, then rerun; what bronze holds is
+compared, as a multiset, with what was sent and with what the Python path loads from the same
+records, and the marts built on Spark-written bronze with the plain-Python reference."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from ingestion.config import Settings
+from ingestion.failpoints import ENVIRONMENT_VARIABLE
+from ingestion.lake import QUARANTINE, Lake
+from ingestion.load import load_raw_objects
+from ingestion.post_sources import make_source
+from ingestion.sink import FlushPolicy, S3Sink
+
+from helpers import Dbt, assert_marts_equal_reference, default_kafka_client_only, in_bronze, posted
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="process groups")]
+
+POSTS = 1_500
+JUNK = [b"\x00not json at all", b'{"no": "key"}']
+
+
+def _send(settings: Settings) -> None:
+    """The tests' synthetic posts into the topics, two records no loader can key among the pins."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    posts = make_source("synthetic", 7).batch(0, POSTS)
+    for topic, table in settings.topic_tables.items():
+        for position, record in enumerate(posts.table(table).to_pylist()):
+            producer.send(topic, value=json.dumps(record).encode())
+            if table == "pin" and position == POSTS // 2:
+                for junk in JUNK:
+                    producer.send(topic, value=junk)
+    producer.flush()
+    producer.close()
+
+
+def _rows(settings: Settings, table: str, *, lines: bool = True) -> Counter:
+    """A bronze table's rows as a multiset, without what differs by writer and moment (the source
+    path, the batch id, the time); a quarantine reason without the parser's detail, and without its
+    line in an object unless ``lines`` (a record read from Kafka itself has none)."""
+    delta = Lake.from_settings(settings).delta_table(table)
+    differ = ["_source", "_batch_id", "_ingested_at", *([] if lines else ["line_number"])]
+    rows = (
+        delta.to_pyarrow_table().drop_columns([c for c in differ if c in delta.schema().to_arrow().names]).to_pylist()
+    )
+    for row in rows:
+        if "reason" in row:
+            row["reason"] = row["reason"].split(":")[0]
+    return Counter(tuple(sorted(row.items())) for row in rows)
+
+
+def _spark_load(settings: Settings, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`pinpipe load --engine spark` as a user runs it; the driver's JVM is killed with it (its
+    process group), as a machine's crash would."""
+    command = [str(Path(sys.executable).parent / "pinpipe"), "load", "--engine", "spark", *args]
+    env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
+    if failpoint:
+        env[ENVIRONMENT_VARIABLE] = failpoint
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        out, _ = process.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(command, process.returncode, out, "")
+
+
+@default_kafka_client_only  # Spark reads Kafka with its own client
+def test_spark_ingestion_killed_mid_batch_loads_every_record_once_and_equals_the_python_path(
+    stack: Settings, dbt: Dbt
+) -> None:
+    _send(stack)
+    S3Sink.from_settings(stack, FlushPolicy(records=300)).run(until_caught_up=True)
+    load_raw_objects(stack)  # the Python path, into the stack's lake
+    sent = posted(stack, 0, POSTS)
+    assert in_bronze(stack) == sent
+
+    for job, args in (
+        ("objects", ("--max-per-batch", "10")),
+        ("kafka", ("--from", "kafka", "--max-per-batch", "2500")),
+    ):
+        spark = stack.model_copy(update={"lake": f"s3://{stack.s3_bucket}/spark-{job}"})
+        # two micro-batches or more; killed in the first, after its bronze writes, before the checkpoint's commit
+        killed = _spark_load(spark, *args, failpoint="spark.after_bronze_write")
+        assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+        assert 0 < in_bronze(spark).total() < sent.total(), f"{job}: not killed mid-load: {killed.stdout[-3000:]}"
+
+        rerun = _spark_load(spark, *args)
+        assert rerun.returncode == 0, rerun.stdout[-3000:]
+        assert "(1 replayed after a crash)" in rerun.stdout, rerun.stdout[-3000:]
+        assert in_bronze(spark) == sent, f"{job}: records lost or loaded twice"
+        for table in (*stack.topic_tables.values(), QUARANTINE):
+            lines = job == "objects"
+            assert _rows(spark, table, lines=lines) == _rows(stack, table, lines=lines), f"{job}: {table} differs"
+        assert sum(_rows(spark, QUARANTINE).values()) == len(JUNK)
+
+        if job == "objects":
+            again = _spark_load(spark, *args)  # nothing new: no row added
+            assert again.returncode == 0, again.stdout[-3000:]
+            assert "nothing new" in again.stdout, again.stdout[-3000:]
+            assert in_bronze(spark) == sent
+
+    posts = make_source("synthetic", 7).batch(0, POSTS)
+    records = [
+        {"pin": pin, "geo": geo, "user": user}
+        for pin, geo, user in zip(*(posts.table(t).to_pylist() for t in ("pin", "geo", "user")), strict=True)
+    ]
+    dbt.build(spark)  # the marts on bronze Spark wrote straight from Kafka
+    assert_marts_equal_reference(spark, records)
