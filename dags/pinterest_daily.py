@@ -161,10 +161,17 @@ with DAG(
 
     @task
     def load_bronze() -> int:
-        """New S3 objects → bronze Delta, exactly once."""
+        """New S3 objects → bronze Delta, exactly once: pinpipe's loader, or the Spark objects job with
+        ``trigger(availableNow=True)`` when PINPIPE_INGEST_ENGINE is spark."""
+        settings = SETTINGS.with_local_s3()
+        if settings.ingest_engine == "spark":
+            from ingestion.spark_ingest import run_job
+
+            batches = run_job(settings, "objects", master=settings.spark_master)
+            return sum(rows for batch in batches for table, rows in batch.rows.items() if table != "quarantine")
         from ingestion.batch import load_new_objects
 
-        results, _ = load_new_objects(SETTINGS.with_local_s3())
+        results, _ = load_new_objects(settings)
         return sum(result.appended for result in results)
 
     # not retried: a retry after a partial load would add another day's posts

@@ -83,9 +83,10 @@ def refuse_spark_bronze(lake: Lake, tables: Sequence[str]) -> None:
         delta = lake.delta_table(table)
         for job in SPARK_JOBS:
             if delta is not None and delta.transaction_version(spark_app_id(job)) is not None:
+                again = "pinpipe load --engine spark" + (" --from kafka" if job == "kafka" else "")
                 raise ForeignBronze(
-                    f"{lake.uri(table)} is loaded by the Spark {job} job: keep loading it with "
-                    f"`pinpipe load --engine spark --job {job}`, or give this loader a lake of its own (PINPIPE_LAKE)"
+                    f"{lake.uri(table)} is loaded by the Spark {job} job: keep loading it with `{again}`, "
+                    "or give this loader a lake of its own (PINPIPE_LAKE)"
                 )
 
 

@@ -6,18 +6,21 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from ingestion.bronze import ForeignBronze, append, spark_app_id
 from ingestion.config import Settings
 from ingestion.lake import QUARANTINE, Lake
 from ingestion.load import GapError, NoRawObjects, RawObjectLoader, load_raw_objects
 from ingestion.metrics import BronzeMetrics
 from ingestion.object_keys import object_key
 from ingestion.post_sources import make_source
+from ingestion.spark_ingest import refuse_foreign_bronze
 
-from helpers import in_tables, record
+from helpers import in_tables, one_line_error, pinpipe_here, record
 
 
 def _write(folder: Path, key: str, records: list[object]) -> None:
@@ -113,3 +116,47 @@ def test_the_loader_counts_appends_and_quarantine_and_knows_each_tables_newest_r
     assert later.registry.get_sample_value(
         "pinpipe_bronze_newest_ingested_timestamp_seconds", {"table": "pin"}
     ) == pytest.approx(sample("pinpipe_bronze_newest_ingested_timestamp_seconds", "pin"), abs=0.001)
+
+
+# --- the ingestion engines keep to their own bronze (the Spark jobs themselves: test_spark_ingest.py) --
+
+
+def _spark_loaded(lake: Lake) -> None:
+    """A bronze pin table as the Spark objects job leaves it: its batch's transaction in the log."""
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    from ingestion.lake import table_schema
+
+    write_deltalake(
+        lake.uri("pin"),
+        table_schema("pin").empty_table(),
+        mode="append",
+        commit_properties=CommitProperties(app_transactions=[Transaction(app_id=spark_app_id("objects"), version=0)]),
+    )
+
+
+def test_the_python_loader_refuses_bronze_a_spark_job_writes(settings: Settings, tmp_path: Path) -> None:
+    _spark_loaded(Lake.from_settings(settings))
+    (tmp_path / "raw" / "topics").mkdir(parents=True)
+    done = pinpipe_here(settings, "load", "--from", str(tmp_path / "raw"))
+    one_line_error(done, 2, "loaded by the Spark objects job", "`pinpipe load --engine spark`")
+
+
+def test_a_spark_job_refuses_bronze_another_loader_wrote_until_its_checkpoint_exists(settings: Settings) -> None:
+    lake = Lake.from_settings(settings)
+    append(lake, "pin", [{"index": 1, "title": "t"}], stream="kafka/pin/0", start=0, source="test")
+    with pytest.raises(ForeignBronze, match="a lake of its own"):
+        refuse_foreign_bronze(lake, "kafka", started=False)
+    refuse_foreign_bronze(lake, "kafka", started=True)  # its own rows since its first run
+    _spark_loaded(lake)
+    with pytest.raises(ForeignBronze):  # the other Spark job's rows are foreign too
+        refuse_foreign_bronze(lake, "kafka", started=False)
+
+
+def test_the_engine_a_load_needs_is_named_in_one_line(settings: Settings) -> None:
+    one_line_error(pinpipe_here(settings, "load", "--from", "kafka"), 2, "python loader", "--engine spark")
+    with patch("ingestion.spark_ingest.find_spec", return_value=None):
+        one_line_error(pinpipe_here(settings, "load", "--engine", "spark"), 2, "make spark")
+    done = pinpipe_here(settings, "load", "--engine", "flink")
+    assert done.code == 2
+    assert "flink" in done.err
