@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     spark_master: str = Field(
         default="local[*]", description="the Spark ingestion's master: local[N] in this process, or a cluster's URL"
     )
+    spark_driver_memory: str = Field(
+        default="4g", description="the Spark driver's heap, for the spark target and the Spark ingestion"
+    )
     load_commit_records: int = Field(
         default=200_000, ge=1, description="records the loader appends per Delta commit, across objects and partitions"
     )

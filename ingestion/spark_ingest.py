@@ -46,6 +46,9 @@ DELTA = "io.delta:delta-spark_4.2_2.13:4.4.0"
 KAFKA = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"
 HADOOP_AWS = "org.apache.hadoop:hadoop-aws:3.5.0"  # with the AWS SDK's bundle: about 700 MB, once
 
+# a micro-batch's bound by default: what the driver holds while it splits the batch into four tables
+BATCH_LIMITS: dict[SparkJob, int] = {"kafka": 500_000, "objects": 12}
+
 # the view each micro-batch is registered as, which the compiled statements read
 _BATCH_VIEW = "pinpipe_batch"
 
@@ -69,7 +72,7 @@ class SparkIngestion:
     job: SparkJob
     source: str | None = None  # objects: an s3:// prefix or a folder; default the sink's objects
     master: str = "local[*]"
-    max_per_batch: int | None = None  # Kafka records or objects per micro-batch
+    max_per_batch: int | None = None  # Kafka records or objects per micro-batch (default: BATCH_LIMITS)
     written: list[BatchWritten] = field(default_factory=list)
 
     def run(self, every: float | None = None, on_batch: Callable[[BatchWritten], None] | None = None) -> None:
@@ -93,6 +96,7 @@ class SparkIngestion:
             try:
                 query.awaitTermination()
             finally:
+                # on Ctrl-C too (Spark's JVM ignores SIGINT): a batch cut short is replayed by the next run
                 query.stop()
         finally:
             spark.stop()
@@ -111,8 +115,7 @@ class SparkIngestion:
                 # the API writes in transactions: an aborted record is not a post
                 .option("kafka.isolation.level", "read_committed")
             )
-            if self.max_per_batch:
-                reader = reader.option("maxOffsetsPerTrigger", self.max_per_batch)
+            reader = reader.option("maxOffsetsPerTrigger", self.max_per_batch or BATCH_LIMITS["kafka"])
             return reader.load().selectExpr("topic", "partition", "offset", "value")
         reader = (
             spark.readStream.format("text")
@@ -121,8 +124,7 @@ class SparkIngestion:
             .option("recursiveFileLookup", "true")
             .option("pathGlobFilter", "*+*+*.json")
         )
-        if self.max_per_batch:
-            reader = reader.option("maxFilesPerTrigger", self.max_per_batch)
+        reader = reader.option("maxFilesPerTrigger", self.max_per_batch or BATCH_LIMITS["objects"])
         return reader.load(f"{_spark_uri(self.objects_location())}/topics").selectExpr(
             "value", "_metadata.file_path as file_path"
         )
@@ -143,6 +145,8 @@ class SparkIngestion:
         lake_uri = _spark_uri(self.settings.lake).rstrip("/")
 
         def write(batch: DataFrame, batch_id: int) -> None:
+            if self.job == "objects":  # one row per object, packed into one task by the file source
+                batch = batch.repartition(batch.sparkSession.sparkContext.defaultParallelism)
             batch.persist()  # read once from Kafka or storage, split into four tables
             try:
                 batch.createOrReplaceTempView(_BATCH_VIEW)
@@ -184,7 +188,7 @@ class SparkIngestion:
             .config("spark.databricks.delta.snapshotPartitions", "2")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.driver.memory", "2g")
+            .config("spark.driver.memory", settings.spark_driver_memory)
             # the driver's Derby metastore and scratch stay in the state folder, not the working one
             .config("spark.sql.warehouse.dir", str(settings.state_dir / "spark-ingest" / "warehouse"))
             .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.state_dir / 'spark-ingest'}")

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from ingestion.load import load_raw_objects
 from ingestion.post_sources import make_source
 from ingestion.sink import FlushPolicy, S3Sink
 
-from helpers import Dbt, assert_marts_equal_reference, default_kafka_client_only, in_bronze, posted
+from helpers import Dbt, assert_marts_equal_reference, default_kafka_client_only, eventually, in_bronze, posted
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="process groups")]
 
@@ -61,9 +62,12 @@ def _rows(settings: Settings, table: str, *, lines: bool = True) -> Counter:
     return Counter(tuple(sorted(row.items())) for row in rows)
 
 
-def _spark_load(settings: Settings, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+def _spark_load(
+    settings: Settings, *args: str, failpoint: str | None = None, until: Callable[[], bool] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`pinpipe load --engine spark` as a user runs it; the driver's JVM is killed with it (its
-    process group), as a machine's crash would."""
+    process group), as a machine's crash would. A running job (--every) is stopped with Ctrl-C, as a
+    terminal sends it to the whole group, once ``until`` holds."""
     command = [str(Path(sys.executable).parent / "pinpipe"), "load", "--engine", "spark", *args]
     env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
     if failpoint:
@@ -72,6 +76,9 @@ def _spark_load(settings: Settings, *args: str, failpoint: str | None = None) ->
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     try:
+        if until is not None:
+            assert eventually(lambda: until() or process.poll() is not None, timeout=300), "the job never caught up"
+            os.killpg(process.pid, signal.SIGINT)
         out, _ = process.communicate(timeout=300)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -79,13 +86,19 @@ def _spark_load(settings: Settings, *args: str, failpoint: str | None = None) ->
     return subprocess.CompletedProcess(command, process.returncode, out, "")
 
 
-def _rerun_replays_one_batch(spark: Settings, python: Settings, job: str, *args: str) -> None:
-    """The killed job run again: its killed batch replayed and skipped, every record in bronze once,
-    bronze equal to the Python path's."""
-    rerun = _spark_load(spark, *args)
+def _rerun_replays_one_batch(spark: Settings, python: Settings, job: str, *args: str, running: bool = False) -> None:
+    """The killed job run again (``running``: with --every, stopped with Ctrl-C once bronze has every
+    record): its killed batch replayed and skipped, every record in bronze once, bronze equal to the
+    Python path's."""
+    sent = posted(python, 0, POSTS)
+    if running:
+        rerun = _spark_load(spark, *args, "--every", "1", until=lambda: in_bronze(spark).total() >= sent.total())
+        assert "stopped: the next run resumes" in rerun.stdout, rerun.stdout[-3000:]
+    else:
+        rerun = _spark_load(spark, *args)
     assert rerun.returncode == 0, rerun.stdout[-3000:]
     assert "(1 replayed after a crash)" in rerun.stdout, rerun.stdout[-3000:]
-    assert in_bronze(spark) == posted(python, 0, POSTS), f"{job}: records lost or loaded twice"
+    assert in_bronze(spark) == sent, f"{job}: records lost or loaded twice"
     lines = job == "objects"
     for table in (*python.topic_tables.values(), QUARANTINE):
         assert _rows(spark, table, lines=lines) == _rows(python, table, lines=lines), f"{job}: {table} differs"
@@ -105,18 +118,18 @@ def test_spark_ingestion_killed_mid_batch_loads_every_record_once_and_equals_the
     # the sink's objects, read over s3a://, in one micro-batch into a lake in a folder: killed after
     # its bronze writes and before the checkpoint's commit, so bronze holds the batch the rerun replays
     spark = stack.model_copy(update={"lake": str(tmp_path / "spark-objects")})
-    killed = _spark_load(spark, failpoint="spark.after_bronze_write")
+    killed = _spark_load(spark, "--max-per-batch", "100", failpoint="spark.after_bronze_write")
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
     assert in_bronze(spark) == sent, killed.stdout[-3000:]
-    _rerun_replays_one_batch(spark, stack, "objects")
+    _rerun_replays_one_batch(spark, stack, "objects", "--max-per-batch", "100")
 
-    # Kafka itself, in two micro-batches into a lake in S3: killed in the first, the rerun replays it
-    # (skipped) and reads the second
+    # Kafka itself, in two micro-batches into a lake in S3: killed in the first; the rerun, a running
+    # job (a micro-batch every second), replays it (skipped), reads the second and stops on Ctrl-C
     spark = stack.model_copy(update={"lake": f"s3://{stack.s3_bucket}/spark-kafka"})
     killed = _spark_load(spark, "--from", "kafka", "--max-per-batch", "2500", failpoint="spark.after_bronze_write")
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
     assert 0 < in_bronze(spark).total() < sent.total(), killed.stdout[-3000:]
-    _rerun_replays_one_batch(spark, stack, "kafka", "--from", "kafka", "--max-per-batch", "2500")
+    _rerun_replays_one_batch(spark, stack, "kafka", "--from", "kafka", "--max-per-batch", "2500", running=True)
 
     posts = make_source("synthetic", 7).batch(0, POSTS)
     records = [
