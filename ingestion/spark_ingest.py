@@ -20,7 +20,10 @@ each table that already has it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,11 +31,13 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ingestion import clients
 from ingestion.bronze import ForeignBronze, spark_app_id
 from ingestion.config import Settings
-from ingestion.errors import EngineNotInstalled, PinpipeError
+from ingestion.errors import EngineNotInstalled, PinpipeError, ServiceDown
 from ingestion.failpoints import failpoint
-from ingestion.lake import QUARANTINE, Lake
+from ingestion.lake import QUARANTINE, Lake, ensure_tables
+from ingestion.load import NoRawObjects
 from ingestion.schemas import RAW_TABLES
 
 if TYPE_CHECKING:
@@ -78,7 +83,10 @@ class SparkIngestion:
     def run(self, every: float | None = None, on_batch: Callable[[BatchWritten], None] | None = None) -> None:
         require_spark()
         lake = Lake.from_settings(self.settings)
-        refuse_foreign_bronze(lake, self.job, started=_checkpoint_exists(self.settings, self.job))
+        started = _read_job_file(self.settings, self.job, "checkpoint/metadata") is not None
+        refuse_foreign_bronze(lake, self.job, started=started)
+        self._require_source(started)
+        ensure_tables(lake)  # every table dbt reads exists, the quarantine too when nothing was quarantined
         statements = bronze_statements(self.settings, self.job)
         spark = self._session()
         try:
@@ -92,14 +100,41 @@ class SparkIngestion:
                 if every is None
                 else writer.trigger(processingTime=f"{every:g} seconds")
             )
-            query = writer.start()
-            try:
-                query.awaitTermination()
-            finally:
-                # on Ctrl-C too (Spark's JVM ignores SIGINT): a batch cut short is replayed by the next run
-                query.stop()
+            with _stop_requested() as stop:
+                query = writer.start()
+                try:
+                    while not stop.is_set() and not query.awaitTermination(1):
+                        pass
+                finally:
+                    if stop.is_set():  # py4j would log the interrupted batch's error, which the next run replays
+                        logging.getLogger("py4j").setLevel(logging.CRITICAL)
+                    query.stop()
+            if stop.is_set():
+                raise KeyboardInterrupt
         finally:
             spark.stop()
+
+    def _require_source(self, started: bool) -> None:
+        """The source answers and holds the sink's layout, and an objects job reads what it read
+        before: Spark's file source knows objects by their path, so a copy elsewhere is new to it."""
+        if self.job == "kafka":
+            _require_kafka(self.settings)
+            return
+        location = self.objects_location()
+        if not _holds_objects(self.settings, location):
+            raise NoRawObjects(
+                f"no raw objects under {location}/topics/: give the folder or s3:// prefix that holds topics/, "
+                "as the sink lays it out (run `pinpipe sink` first)"
+            )
+        recorded = _read_job_file(self.settings, self.job, "source")
+        if started and recorded not in (None, location):
+            raise ForeignBronze(
+                f"this lake's Spark objects job reads {recorded}: reading {location} too would load the same "
+                f"records again (Spark knows objects by their path); keep --from {recorded}, or give it a lake "
+                "of its own (PINPIPE_LAKE)"
+            )
+        if recorded is None:
+            _write_job_file(self.settings, self.job, "source", location)
 
     def checkpoint_location(self) -> str:
         return f"{_spark_uri(self.settings.lake).rstrip('/')}/_spark/{self.job}/checkpoint"
@@ -314,15 +349,82 @@ def refuse_foreign_bronze(lake: Lake, job: SparkJob, *, started: bool) -> None:
             )
 
 
-def _checkpoint_exists(settings: Settings, job: SparkJob) -> bool:
-    location = f"{settings.lake.rstrip('/')}/_spark/{job}/checkpoint"
+def _job_file(settings: Settings, job: SparkJob, name: str) -> str:
+    return f"{settings.lake.rstrip('/')}/_spark/{job}/{name}"
+
+
+def _read_job_file(settings: Settings, job: SparkJob, name: str) -> str | None:
+    """A file a job keeps beside bronze (its checkpoint's, or its own), None when there is none."""
+    location = _job_file(settings, job, name)
     if not location.startswith("s3://"):
-        return Path(location).exists()
-    from ingestion import clients
+        path = Path(location)
+        return path.read_text() if path.is_file() else None
+    from botocore.exceptions import ClientError
+
+    bucket, key = clients.bucket_and_prefix(location)
+    try:
+        body: bytes = clients.s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            return None
+        raise
+    return body.decode()
+
+
+def _write_job_file(settings: Settings, job: SparkJob, name: str, text: str) -> None:
+    location = _job_file(settings, job, name)
+    if location.startswith("s3://"):
+        bucket, key = clients.bucket_and_prefix(location)
+        clients.s3_client(settings).put_object(Bucket=bucket, Key=key, Body=text.encode())
+        return
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
+    Path(location).write_text(text)
+
+
+def _holds_objects(settings: Settings, location: str) -> bool:
+    if not location.startswith("s3://"):
+        return Path(location, "topics").is_dir()
+    from botocore.exceptions import ClientError
 
     bucket, prefix = clients.bucket_and_prefix(location)
-    listed = clients.s3_client(settings).list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/", MaxKeys=1)
+    try:
+        listed = clients.s3_client(settings).list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/topics/", MaxKeys=1)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"NoSuchBucket", "404"}:
+            return False
+        raise
     return bool(listed.get("KeyCount"))
+
+
+def _require_kafka(settings: Settings) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    servers = settings.kafka_bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": servers}, logger=logging.getLogger("librdkafka"))
+    try:
+        admin.list_topics(timeout=10)
+    except KafkaException as error:
+        raise ServiceDown(
+            f"Kafka at {servers} does not answer ({error.args[0].name()}): start it with `pinpipe services up`, "
+            "or set PINPIPE_KAFKA_PORT"
+        ) from None
+
+
+@contextmanager
+def _stop_requested() -> Iterator[threading.Event]:
+    """An event Ctrl-C or SIGTERM sets, in place of PySpark's handler: that one calls into the JVM
+    from the signal handler, in the middle of the call it interrupts, and prints tracebacks."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _spark_uri(location: str) -> str:

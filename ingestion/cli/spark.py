@@ -19,6 +19,7 @@ def spark_load(settings: Settings, source: str | None, every: float | None, max_
     read = "Kafka" if job == "kafka" else f"{source or 'S3'} objects"
     rows: Counter[str] = Counter()
     batches = replayed = 0
+    stopped = False
     how = "until drained" if every is None else f"every {every:g} s, Ctrl-C stops"
     console.print(f"Spark ({settings.spark_master}) {read} → bronze at {settings.lake}, {how}", highlight=False)
     with progress_bars() as progress:
@@ -42,10 +43,11 @@ def spark_load(settings: Settings, source: str | None, every: float | None, max_
                 on_batch=written,
             )
         except KeyboardInterrupt:
+            stopped = True
             console.print("stopped: the next run resumes after the last micro-batch written")
     table = Table(title=f"bronze rows appended by Spark: {batches} micro-batches ({replayed} replayed after a crash)")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, count in sorted(rows.items()):
         table.add_row(name, f"{count:,}")
-    console.print(table if rows else "nothing new: already loaded")
+    console.print(table if rows else "no micro-batch finished" if stopped else "nothing new: already loaded")

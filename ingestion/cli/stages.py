@@ -309,6 +309,8 @@ def load_command(
 
         spark_load(settings, source, every, max_per_batch)
         return
+    if max_per_batch is not None:
+        raise PinpipeError("--max-per-batch bounds the spark engine's micro-batches: add --engine spark")
     if source == "kafka":
         raise PinpipeError(
             "the python loader reads the sink's objects: run `pinpipe sink` first, or read Kafka straight with "

@@ -160,3 +160,21 @@ def test_the_engine_a_load_needs_is_named_in_one_line(settings: Settings) -> Non
     done = pinpipe_here(settings, "load", "--engine", "flink")
     assert done.code == 2
     assert "flink" in done.err
+
+
+def test_a_spark_objects_job_reads_only_what_its_lake_was_loaded_from(settings: Settings, tmp_path: Path) -> None:
+    """Spark's file source knows an object by its path: a copy elsewhere would load again. Checked
+    before Spark starts (no JVM here), as are a source without the sink's layout and the batch bound
+    asked of the Python loader."""
+    copy = tmp_path / "copy"
+    (copy / "topics").mkdir(parents=True)
+    job = Path(settings.lake) / "_spark" / "objects"
+    (job / "checkpoint").mkdir(parents=True)
+    (job / "checkpoint" / "metadata").write_text('{"id": "a-query"}')  # as Spark leaves a started job
+    (job / "source").write_text(str(tmp_path / "raw"))
+    done = pinpipe_here(settings, "load", "--engine", "spark", "--from", str(copy))
+    one_line_error(done, 2, f"reads {tmp_path / 'raw'}", "would load the same records again", "a lake of its own")
+    done = pinpipe_here(settings, "load", "--engine", "spark", "--from", str(tmp_path))
+    one_line_error(done, 2, f"no raw objects under {tmp_path}/topics/", "holds topics/")
+    done = pinpipe_here(settings, "load", "--max-per-batch", "3")
+    one_line_error(done, 2, "--engine spark")
