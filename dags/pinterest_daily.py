@@ -165,10 +165,11 @@ with DAG(
         ``trigger(availableNow=True)`` when PINPIPE_INGEST_ENGINE is spark."""
         settings = SETTINGS.with_local_s3()
         if settings.ingest_engine == "spark":
+            from ingestion.lake import QUARANTINE
             from ingestion.spark_ingest import run_job
 
             batches = run_job(settings, "objects", master=settings.spark_master)
-            return sum(rows for batch in batches for table, rows in batch.rows.items() if table != "quarantine")
+            return sum(rows for batch in batches for table, rows in batch.rows.items() if table != QUARANTINE)
         from ingestion.batch import load_new_objects
 
         results, _ = load_new_objects(settings)

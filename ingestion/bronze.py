@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +31,7 @@ from ingestion.failpoints import failpoint
 from ingestion.lake import QUARANTINE, Lake, table_schema
 from ingestion.schemas import (
     QUARANTINE_SCHEMA,
+    RAW_TABLES,
     RawTable,
 )
 
@@ -64,10 +66,11 @@ def stream_closed(lake: Lake, table: str, stream: str) -> bool:
     return committed_offset(lake, table, closed_marker(stream)) > 0
 
 
-SPARK_JOBS = ("kafka", "objects")
+SparkJob = Literal["kafka", "objects"]
+SPARK_JOBS: tuple[SparkJob, ...] = ("kafka", "objects")
 
 
-def spark_app_id(job: str) -> str:
+def spark_app_id(job: SparkJob) -> str:
     """The app id of Spark ingestion job ``job``'s idempotent writes (ingestion/spark_ingest.py),
     whose version is its last micro-batch."""
     return f"pinpipe-spark/{job}"
@@ -88,6 +91,20 @@ def refuse_spark_bronze(lake: Lake, tables: Sequence[str]) -> None:
                     f"{lake.uri(table)} is loaded by the Spark {job} job: keep loading it with `{again}`, "
                     "or give this loader a lake of its own (PINPIPE_LAKE)"
                 )
+
+
+def refuse_foreign_bronze(lake: Lake, job: SparkJob, *, started: bool) -> None:
+    """A Spark job's first run needs bronze tables no one else wrote: Python-loaded rows or another
+    Spark job's would be loaded again from the same records."""
+    if started:
+        return
+    for table in (*RAW_TABLES, QUARANTINE):
+        delta = lake.delta_table(table)
+        if delta is not None and delta.transaction_version(spark_app_id(job)) is None and delta.file_uris():
+            raise ForeignBronze(
+                f"{lake.uri(table)} already holds rows another loader wrote: give the Spark {job} job a lake "
+                "of its own (PINPIPE_LAKE), or keep loading this one with the loader that filled it"
+            )
 
 
 def _quarantine_stream(table: RawTable, stream: str) -> str:

@@ -6,6 +6,7 @@ the DAG, tests and benchmarks).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ingestion.config import Settings
@@ -29,6 +30,26 @@ def bucket_and_prefix(uri: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix/`` → ``("bucket", "some/prefix")``."""
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     return bucket, prefix.strip("/")
+
+
+def kafka_unanswered(bootstrap_servers: str, cause: str) -> ServiceDown:
+    return ServiceDown(
+        f"Kafka at {bootstrap_servers} does not answer ({cause}): start it with `pinpipe services up`, "
+        "or set PINPIPE_KAFKA_PORT"
+    )
+
+
+def require_kafka(settings: Settings) -> None:
+    """The broker answers (a stage that starts a JVM first would learn it minutes later)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    servers = settings.kafka_bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": servers}, logger=logging.getLogger("librdkafka"))
+    try:
+        admin.list_topics(timeout=10)
+    except KafkaException as error:
+        raise kafka_unanswered(servers, error.args[0].name()) from None
 
 
 def require_lake_bucket(settings: Settings) -> None:

@@ -185,7 +185,7 @@ class _FolderStore:
         return (self.root / key).read_bytes()
 
 
-def _store(settings: Settings, source: str | None) -> _Store:
+def raw_object_store(settings: Settings, source: str | None) -> _Store:
     """Where raw objects are read from: ``s3://bucket/prefix``, a local folder, or by default the
     sink's ``s3://<bucket>/raw``."""
     if source is None:
@@ -255,7 +255,7 @@ class RawObjectLoader:
 
     def __init__(self, settings: Settings, source: str | None = None, metrics: BronzeMetrics | None = None) -> None:
         self.settings = settings
-        self.store = _store(settings, source)
+        self.store = raw_object_store(settings, source)
         self.lake = Lake.from_settings(settings)
         refuse_spark_bronze(self.lake, list(settings.topic_tables.values()))
         ensure_tables(self.lake)

@@ -173,10 +173,7 @@ class _ConfluentConsumer:
             self._consumer.list_topics(timeout=10)
         except KafkaException as error:
             self._consumer.close()
-            raise ServiceDown(
-                f"Kafka at {bootstrap_servers} does not answer ({error.args[0].name()}): start it with "
-                "`pinpipe services up`, or set PINPIPE_KAFKA_PORT"
-            ) from error
+            raise clients.kafka_unanswered(bootstrap_servers, error.args[0].name()) from error
         self._rebalance = rebalance
         self._consumer.subscribe(
             topics,
@@ -278,10 +275,7 @@ class _KafkaPythonConsumer:
                 metadata_max_age_ms=5_000,
             )
         except KafkaError as error:
-            raise ServiceDown(
-                f"Kafka at {bootstrap_servers} does not answer ({type(error).__name__}): start it with "
-                "`pinpipe services up`, or set PINPIPE_KAFKA_PORT"
-            ) from error
+            raise clients.kafka_unanswered(bootstrap_servers, type(error).__name__) from error
         for topic in topics:  # and fetch the metadata before joining, so the first assignment has it
             self._consumer.partitions_for_topic(topic)
         self._consumer.subscribe(topics, listener=Listener())

@@ -27,24 +27,21 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from ingestion import clients
-from ingestion.bronze import ForeignBronze, spark_app_id
+from ingestion.bronze import ForeignBronze, SparkJob, refuse_foreign_bronze, spark_app_id
 from ingestion.config import Settings
-from ingestion.errors import EngineNotInstalled, PinpipeError, ServiceDown
+from ingestion.errors import EngineNotInstalled
 from ingestion.failpoints import failpoint
 from ingestion.lake import QUARANTINE, Lake, ensure_tables
-from ingestion.load import NoRawObjects
-from ingestion.schemas import RAW_TABLES
+from ingestion.load import NoRawObjects, raw_object_store
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-SparkJob = Literal["kafka", "objects"]
-JOBS: tuple[SparkJob, ...] = ("kafka", "objects")
 
 # Maven Central coordinates, for Spark 4.2 / Scala 2.13 and its Hadoop 3.5 (pyspark's own jars)
 DELTA = "io.delta:delta-spark_4.2_2.13:4.4.0"
@@ -118,10 +115,10 @@ class SparkIngestion:
         """The source answers and holds the sink's layout, and an objects job reads what it read
         before: Spark's file source knows objects by their path, so a copy elsewhere is new to it."""
         if self.job == "kafka":
-            _require_kafka(self.settings)
+            clients.require_kafka(self.settings)
             return
-        location = self.objects_location()
-        if not _holds_objects(self.settings, location):
+        location = self.objects_location
+        if not _holds_objects(location, self.settings):
             raise NoRawObjects(
                 f"no raw objects under {location}/topics/: give the folder or s3:// prefix that holds topics/, "
                 "as the sink lays it out (run `pinpipe sink` first)"
@@ -137,7 +134,7 @@ class SparkIngestion:
             _write_job_file(self.settings, self.job, "source", location)
 
     def checkpoint_location(self) -> str:
-        return f"{_spark_uri(self.settings.lake).rstrip('/')}/_spark/{self.job}/checkpoint"
+        return _spark_uri(_job_file(self.settings, self.job, "checkpoint"))
 
     def _records(self, spark: SparkSession) -> DataFrame:
         """The job's source as a streaming DataFrame with the columns its line reader takes."""
@@ -160,18 +157,14 @@ class SparkIngestion:
             .option("pathGlobFilter", "*+*+*.json")
         )
         reader = reader.option("maxFilesPerTrigger", self.max_per_batch or BATCH_LIMITS["objects"])
-        return reader.load(f"{_spark_uri(self.objects_location())}/topics").selectExpr(
+        return reader.load(f"{_spark_uri(self.objects_location)}/topics").selectExpr(
             "value", "_metadata.file_path as file_path"
         )
 
+    @cached_property
     def objects_location(self) -> str:
-        source = self.source or f"s3://{self.settings.s3_bucket}/raw"
-        if source.startswith("s3://"):
-            return source.rstrip("/")
-        folder = Path(source).expanduser().resolve()
-        if not folder.is_dir():
-            raise PinpipeError(f"{source} is not a folder (give a folder of raw objects or an s3:// prefix)")
-        return str(folder)
+        """Where the objects job reads: the Python loader's place for the same ``--from``."""
+        return raw_object_store(self.settings, self.source).where
 
     def _batch_writer(
         self, lake: Lake, statements: dict[str, str], on_batch: Callable[[BatchWritten], None] | None
@@ -208,7 +201,7 @@ class SparkIngestion:
 
         settings = self.settings
         packages = [DELTA, *([KAFKA] if self.job == "kafka" else [])]
-        reads_s3 = self.job == "objects" and self.objects_location().startswith("s3://")
+        reads_s3 = self.job == "objects" and self.objects_location.startswith("s3://")
         uses_s3 = settings.lake.startswith("s3://") or reads_s3
         if uses_s3:
             packages.append(HADOOP_AWS)
@@ -335,20 +328,6 @@ def _append_once(lake: Lake, table: str, rows: DataFrame, uri: str, app_id: str,
     return int(written.history(1)[0].get("operationMetrics", {}).get("numOutputRows", 0))
 
 
-def refuse_foreign_bronze(lake: Lake, job: SparkJob, *, started: bool) -> None:
-    """A job's first run needs bronze tables no one else wrote: Python-loaded rows or another Spark
-    job's would be loaded again from the same records."""
-    if started:
-        return
-    for table in (*RAW_TABLES, QUARANTINE):
-        delta = lake.delta_table(table)
-        if delta is not None and delta.transaction_version(spark_app_id(job)) is None and delta.file_uris():
-            raise ForeignBronze(
-                f"{lake.uri(table)} already holds rows another loader wrote: give the Spark {job} job a lake "
-                "of its own (PINPIPE_LAKE), or keep loading this one with the loader that filled it"
-            )
-
-
 def _job_file(settings: Settings, job: SparkJob, name: str) -> str:
     return f"{settings.lake.rstrip('/')}/_spark/{job}/{name}"
 
@@ -381,34 +360,16 @@ def _write_job_file(settings: Settings, job: SparkJob, name: str, text: str) -> 
     Path(location).write_text(text)
 
 
-def _holds_objects(settings: Settings, location: str) -> bool:
-    if not location.startswith("s3://"):
-        return Path(location, "topics").is_dir()
+def _holds_objects(location: str, settings: Settings) -> bool:
+    """Whether ``location`` holds the sink's layout: a ``topics/`` folder."""
     from botocore.exceptions import ClientError
 
-    bucket, prefix = clients.bucket_and_prefix(location)
     try:
-        listed = clients.s3_client(settings).list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/topics/", MaxKeys=1)
+        return "topics/" in raw_object_store(settings, location).folders("")
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in {"NoSuchBucket", "404"}:
             return False
         raise
-    return bool(listed.get("KeyCount"))
-
-
-def _require_kafka(settings: Settings) -> None:
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    servers = settings.kafka_bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": servers}, logger=logging.getLogger("librdkafka"))
-    try:
-        admin.list_topics(timeout=10)
-    except KafkaException as error:
-        raise ServiceDown(
-            f"Kafka at {servers} does not answer ({error.args[0].name()}): start it with `pinpipe services up`, "
-            "or set PINPIPE_KAFKA_PORT"
-        ) from None
 
 
 @contextmanager

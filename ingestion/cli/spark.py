@@ -7,9 +7,10 @@ from collections import Counter
 
 from rich.table import Table
 
+from ingestion.bronze import SparkJob
 from ingestion.config import Settings
 from ingestion.output import console, progress_bars
-from ingestion.spark_ingest import BatchWritten, SparkJob, run_job
+from ingestion.spark_ingest import BatchWritten, run_job
 
 
 def spark_load(settings: Settings, source: str | None, every: float | None, max_per_batch: int | None) -> None:

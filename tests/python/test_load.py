@@ -11,14 +11,13 @@ from unittest.mock import patch
 import pytest
 from prometheus_client import CollectorRegistry
 
-from ingestion.bronze import ForeignBronze, append, spark_app_id
+from ingestion.bronze import ForeignBronze, append, refuse_foreign_bronze, spark_app_id
 from ingestion.config import Settings
 from ingestion.lake import QUARANTINE, Lake
 from ingestion.load import GapError, NoRawObjects, RawObjectLoader, load_raw_objects
 from ingestion.metrics import BronzeMetrics
 from ingestion.object_keys import object_key
 from ingestion.post_sources import make_source
-from ingestion.spark_ingest import refuse_foreign_bronze
 
 from helpers import in_tables, one_line_error, pinpipe_here, record
 

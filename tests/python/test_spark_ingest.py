@@ -67,7 +67,8 @@ def _spark_load(
 ) -> subprocess.CompletedProcess[str]:
     """`pinpipe load --engine spark` as a user runs it; the driver's JVM is killed with it (its
     process group), as a machine's crash would. A running job (--every) is stopped with Ctrl-C, as a
-    terminal sends it to the whole group, once ``until`` holds."""
+    terminal sends it to the whole group, once ``until`` holds. On a fresh machine the first run
+    also fetches the jars (about 700 MB): hence the long timeout."""
     command = [str(Path(sys.executable).parent / "pinpipe"), "load", "--engine", "spark", *args]
     env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
     if failpoint:
@@ -79,7 +80,7 @@ def _spark_load(
         if until is not None:
             assert eventually(lambda: until() or process.poll() is not None, timeout=300), "the job never caught up"
             os.killpg(process.pid, signal.SIGINT)
-        out, _ = process.communicate(timeout=300)
+        out, _ = process.communicate(timeout=600)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
