@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -262,30 +263,39 @@ def require_spark() -> None:
 
 def bronze_statements(settings: Settings, job: SparkJob) -> dict[str, str]:
     """The Spark SQL that turns one micro-batch (the view ``pinpipe_batch``) into each bronze table's
-    rows: macros/bronze/bronze_from_lines.sql, compiled by dbt, and kept under the state folder until
-    the project's macros or models change (dbt's start costs a job about 5 s)."""
+    rows: macros/bronze/bronze_from_lines.sql, compiled by dbt, and kept under the cache folder until
+    the project's macros or models change (dbt's start costs a job 5-10 s). The topics' names are
+    put in after compiling, so every set of topics shares what is kept."""
     marker = "-- pinpipe-statement:"
+    reader = "kafka_lines" if job == "kafka" else "object_lines"
     parts = []
-    for topic, table in settings.topic_tables.items():
-        reader = "kafka_lines" if job == "kafka" else "object_lines"
-        lines = f"{reader}('select * from {_BATCH_VIEW}', '{topic}')"
+    for table in settings.topic_tables.values():
+        lines = f"{reader}('select * from {_BATCH_VIEW}', '{_topic_placeholder(table)}')"
         parts += [
             f"{marker}{table}\n{{{{ bronze_rows('{table}', {lines}) }}}}",
             f"{marker}{QUARANTINE}\n{{{{ quarantine_rows('{table}', {lines}) }}}}",
         ]
     inline = "\n".join(parts)
-    kept = settings.state_dir / "spark-ingest" / f"statements-{_project_hash(settings, inline)}.sql"
+    kept = settings.cache_dir / "spark-ingest" / f"statements-{_project_hash(settings, inline)}.sql"
     if kept.exists():
         code = kept.read_text()
     else:
         code = _compiled(settings, inline)
         kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(code)
+        written = kept.with_name(f"{kept.name}.{os.getpid()}")  # whole or absent: jobs may start together
+        written.write_text(code)
+        written.replace(kept)
+    for topic, table in settings.topic_tables.items():
+        code = code.replace(_topic_placeholder(table), topic)  # a topic's name is [a-zA-Z0-9._-]: a plain literal
     statements: dict[str, list[str]] = {}
     for chunk in code.split(marker)[1:]:
         name, _, sql = chunk.partition("\n")
         statements.setdefault(name.strip(), []).append(sql.strip())
     return {table: "\nunion all\n".join(f"({sql})" for sql in sqls) for table, sqls in statements.items()}
+
+
+def _topic_placeholder(table: str) -> str:
+    return f"pinpipe-topic-of-{table}"
 
 
 def _compiled(settings: Settings, inline: str) -> str:
@@ -301,8 +311,8 @@ def _compiled(settings: Settings, inline: str) -> str:
 
 def _project_hash(settings: Settings, inline: str) -> str:
     """What the compiled statements depend on: the inline text, the macros and the models' YAML (the
-    sources' columns are the payload fields)."""
-    digest = hashlib.sha256(inline.encode())
+    sources' columns are the payload fields), and dbt's version."""
+    digest = hashlib.sha256(inline.encode() + version("dbt-core").encode())
     project = settings.project_dir
     for path in sorted(
         [*project.glob("macros/**/*.sql"), *project.glob("models/**/*.yml"), project / "dbt_project.yml"]

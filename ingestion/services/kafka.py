@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import subprocess
 import time
@@ -15,6 +16,14 @@ from ingestion.services.fetch import maven_classpath
 from ingestion.services.process import ManagedProcess, ServiceError, port_open
 
 KAFKA_FILES = PROJECT_DIR / "services" / "kafka"
+
+
+def _cluster_id() -> str:
+    """A cluster id as `kafka-storage random-uuid` makes one: a UUID in URL-safe base64, never one
+    that starts with "-" (which a command line would take for an option)."""
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
 
 
 class KafkaBroker:
@@ -39,11 +48,11 @@ class KafkaBroker:
                 f"-Dlog4j2.configurationFile={KAFKA_FILES / 'log4j2.properties'}",
             ]
             if not (self.process.home / "data" / "meta.properties").exists():
-                cluster_id = subprocess.run(
-                    [*java, "kafka.tools.StorageTool", "random-uuid"], check=True, capture_output=True, text=True
-                ).stdout.split()[-1]
+                cluster_id = _cluster_id()
+                # a one-shot tool: the JIT's first tier is enough
+                storage_tool = [java[0], "-XX:TieredStopAtLevel=1", *java[1:], "kafka.tools.StorageTool"]
                 subprocess.run(
-                    [*java, "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)],
+                    [*storage_tool, "format", "--standalone", "-t", cluster_id, "-c", str(config)],
                     check=True,
                     capture_output=True,
                 )

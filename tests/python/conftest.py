@@ -13,6 +13,12 @@ from ingestion.services import KafkaBroker, S3Server, free_port
 from helpers import Dbt, KinesisServers
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of minutes first: xdist hands out its groups largest first, then single tests in
+    this order, and a long test handed out last would keep one worker busy while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("minutes") is None)
+
+
 @pytest.fixture
 def lake(tmp_path: Path) -> Lake:
     return Lake(str(tmp_path / "lake"))

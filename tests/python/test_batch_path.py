@@ -313,6 +313,7 @@ def test_a_non_json_message_in_a_topic_is_quarantined_and_the_rest_loads(stack: 
     assert {q["_offset"] for q in quarantined} == {10, 11}
 
 
+@pytest.mark.minutes
 # a whole flow: it starts services of its own for one run (minutes), and the kill and exactly-once
 # tests above already hold kafka-python to the same guarantees
 @default_kafka_client_only

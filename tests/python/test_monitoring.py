@@ -222,6 +222,7 @@ def monitored(
             server.down()
 
 
+@pytest.mark.minutes
 @pytest.mark.slow
 def test_prometheus_sees_every_record_of_both_paths_no_lag_fresh_bronze_and_the_dbt_results(
     monitored: Settings, tmp_path: Path

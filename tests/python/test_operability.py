@@ -189,8 +189,11 @@ def test_a_build_with_nothing_new_says_so_and_runs_no_dbt_and_new_rows_or_settin
     assert "dbt build:" in rebuilt.out
     assert _count(settings, "select count(*) from intermediate.int_posts_enriched") == 43
     assert "nothing new" in pinpipe_here(settings, "transform").out
-    # another setting dbt sees, a full refresh: built again
-    assert "dbt build:" in pinpipe_here(settings, "transform", PINPIPE_STAGING_LOOKBACK_MINUTES="5").out
+    # another setting dbt sees makes other inputs (the decision, without a build of its own), and a
+    # full refresh builds again whatever the inputs
+    lookback = settings.model_copy(update={"staging_lookback_minutes": 5})
+    assert not build_inputs.unchanged_since_last_build(lookback, build_inputs.current_inputs(lookback))
+    assert build_inputs.unchanged_since_last_build(settings, build_inputs.current_inputs(settings))
     assert "dbt build:" in pinpipe_here(settings, "transform", "--full-refresh").out
 
 

@@ -214,6 +214,7 @@ def test_a_database_server_holds_the_same_source_and_gives_the_same_posts_as_sql
         assert on_server.table(table).equals(on_sqlite.table(table)), table
 
 
+@pytest.mark.minutes
 @pytest.mark.slow
 def test_a_source_database_that_goes_away_mid_run_is_one_line_and_a_rerun_resumes_without_duplicates(
     postgres: PostgresServer, tmp_path: Path

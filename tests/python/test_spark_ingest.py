@@ -70,7 +70,9 @@ def _spark_load(
     terminal sends it to the whole group, once ``until`` holds. On a fresh machine the first run
     also fetches the jars (about 700 MB): hence the long timeout."""
     command = [str(Path(sys.executable).parent / "pinpipe"), "load", "--engine", "spark", *args]
-    env = {**os.environ, **settings.environment(), "COLUMNS": "200"}
+    # a driver of a minute: the JIT's first tier only (measured: a 1,500-post objects job in 28 s
+    # instead of 37); a long-running job wants the full JIT, so this is the tests' choice, not the job's
+    env = {**os.environ, **settings.environment(), "COLUMNS": "200", "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1"}
     if failpoint:
         env[ENVIRONMENT_VARIABLE] = failpoint
     process = subprocess.Popen(
@@ -106,6 +108,7 @@ def _rerun_replays_one_batch(spark: Settings, python: Settings, job: str, *args:
     assert sum(_rows(spark, QUARANTINE).values()) == len(JUNK)
 
 
+@pytest.mark.minutes
 @default_kafka_client_only  # Spark reads Kafka with its own client
 def test_spark_ingestion_killed_mid_batch_loads_every_record_once_and_equals_the_python_path(
     stack: Settings, dbt: Dbt, tmp_path: Path
