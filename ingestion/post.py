@@ -71,16 +71,19 @@ class Client:
         # one key per request, the same on each of its retries: the API answers a retry of a request
         # it already stored with the first answer instead of storing it again
         key = uuid.uuid4().hex
+        give_up_at = time.monotonic() + self.give_up_after
         try:
-            return retrying(self._once, method, path, data, content_type, key)
+            return retrying(self._once, method, path, data, content_type, key, give_up_at)
         except _Transient as error:
             raise ApiRejected(f"{method} {path}: gave up after {self.give_up_after:g} s: {error}") from None
 
-    def _once(self, method: str, path: str, data: bytes, content_type: str, key: str) -> Any:
+    def _once(self, method: str, path: str, data: bytes, content_type: str, key: str, give_up_at: float) -> Any:
         headers = {"Content-Type": content_type, IDEMPOTENCY_KEY: key}
+        # an answer is waited for 60 s at most, and never past the moment the client gives up
+        waited = min(60.0, max(0.5, give_up_at - time.monotonic()))
         try:
             response = self.session.request(
-                method, f"{self.api_url}{path}", data=data, headers=headers, timeout=(5, 60)
+                method, f"{self.api_url}{path}", data=data, headers=headers, timeout=(min(5.0, waited), waited)
             )
         except (requests.ConnectionError, requests.Timeout) as error:
             raise _Transient(f"no answer from {self.api_url}: {type(error).__name__}") from None

@@ -4,6 +4,7 @@ what it sends, request by request. The real API and Kafka are in test_batch_path
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,3 +103,29 @@ def test_records_still_refused_after_the_retries_end_the_post_with_a_message() -
     with pytest.raises(ApiRejected, match="1 records still failed on s-geo after 2 retries"):
         KinesisStreams({"geo": "s-geo"}, retries=2).send(client, "geo", [{"ind": k} for k in range(8)])  # type: ignore[arg-type]
     assert client.sent[5] == 3
+
+
+def test_a_client_gives_up_on_an_api_that_never_answers_when_it_said_it_would() -> None:
+    """An API that holds a request (as one waiting on a broker that is away) is waited for until the
+    client gives up, not for the whole 60 s an answer may take."""
+    answer = threading.Event()
+
+    class Silent(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            answer.wait(60)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ApiRejected, match="gave up after 1 s"):
+            post_batches(
+                f"http://127.0.0.1:{server.server_address[1]}", make_source("synthetic", 1), 1, give_up_after=1
+            )
+        assert time.monotonic() - started < 30  # its word kept: not the 60 s of one unanswered request
+    finally:
+        answer.set()
+        server.shutdown()
