@@ -61,7 +61,8 @@ def _percentile(values: list[float], share: float) -> float:
     # of a small sample, which made a p95 above the max)
     if len(values) == 1:
         return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(share * 100) - 1]
+    interpolated = statistics.quantiles(values, n=100, method="inclusive")[int(share * 100) - 1]
+    return min(interpolated, max(values))  # its rounding can pass the largest value by a last bit
 
 
 class NothingArrived(RuntimeError):
