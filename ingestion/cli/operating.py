@@ -145,12 +145,29 @@ def load_source_database(url: str, synthetic: int | None, seed: int) -> None:
 
 
 @app.command(rich_help_panel=OPERATING)
-def setup(context: typer.Context) -> None:
+def setup(
+    context: typer.Context,
+    servers: Annotated[
+        bool,
+        typer.Option(
+            "--servers",
+            help="also fetch and build the local servers (Kafka's jars, versitygw, kinesis-mock, kinesalite),"
+            " which their first start does otherwise",
+        ),
+    ] = False,
+) -> None:
     """Install the DuckDB extensions the warehouse uses (delta, httpfs) from their PyPI wheels."""
-    directory = settings_of(context).duckdb_extension_directory
+    settings = settings_of(context)
+    directory = settings.duckdb_extension_directory
     installed = duckdb_setup.ensure_duckdb_extensions(directory)
     done = f"installed {', '.join(installed)}" if installed else "already installed"
     console.print(f"DuckDB extensions delta and httpfs: {done} in {directory}")
+    if servers:
+        from ingestion.services.prefetch import fetch_servers
+
+        with console.status("fetching and building the local servers (a few minutes the first time)"):
+            fetched = fetch_servers(settings.cache_dir)
+        console.print(f"servers {', '.join(fetched)}: ready in {settings.cache_dir}")
 
 
 @app.command(name="settings", rich_help_panel=OPERATING)
