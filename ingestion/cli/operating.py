@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from importlib.util import find_spec
 from typing import Annotated
 
 import typer
@@ -151,8 +152,8 @@ def setup(
         bool,
         typer.Option(
             "--servers",
-            help="also fetch and build the local servers (Kafka's jars, versitygw, kinesis-mock, kinesalite),"
-            " which their first start does otherwise",
+            help="also fetch and build the local servers (Kafka's jars, versitygw, kinesis-mock, kinesalite)"
+            " and, with the Spark target installed, the Spark jobs' jars: what their first start does otherwise",
         ),
     ] = False,
 ) -> None:
@@ -168,6 +169,12 @@ def setup(
         with console.status("fetching and building the local servers (a few minutes the first time)"):
             fetched = fetch_servers(settings.cache_dir)
         console.print(f"servers {', '.join(fetched)}: ready in {settings.cache_dir}")
+        if find_spec("pyspark") is not None:
+            from ingestion.spark_ingest import fetch_jars
+
+            with console.status("fetching the Spark jobs' jars from Maven Central (about 1.5 GB the first time)"):
+                fetch_jars(settings)
+            console.print(f"the Spark jobs' jars: ready in {settings.cache_dir / 'ivy'}")
 
 
 @app.command(name="settings", rich_help_panel=OPERATING)
