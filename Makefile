@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: install spark dev run test test-fast mutate lint fmt ui bench airflow docs clean
 
 # uv installs the pinned requirements into the venv: measured from empty caches, the default and the
-# test requirements in 59 s where pip took 134 s
+# test requirements in 65 s where pip took 134 s
 UV_INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
 $(BIN)/.installed: requirements.txt pyproject.toml

@@ -117,7 +117,7 @@ class RawFile:
     start: int
 
 
-class _Store(Protocol):
+class RawObjectStore(Protocol):
     @property
     def where(self) -> str: ...
 
@@ -185,7 +185,7 @@ class _FolderStore:
         return (self.root / key).read_bytes()
 
 
-def raw_object_store(settings: Settings, source: str | None) -> _Store:
+def raw_object_store(settings: Settings, source: str | None) -> RawObjectStore:
     """Where raw objects are read from: ``s3://bucket/prefix``, a local folder, or by default the
     sink's ``s3://<bucket>/raw``."""
     if source is None:
@@ -198,7 +198,7 @@ def raw_object_store(settings: Settings, source: str | None) -> _Store:
     return _FolderStore(folder)
 
 
-def _streams(store: _Store, topic: str, loaded: Callable[[str], int]) -> dict[str, list[RawFile]]:
+def _streams(store: RawObjectStore, topic: str, loaded: Callable[[str], int]) -> dict[str, list[RawFile]]:
     """The raw objects of ``topic`` still to load, by stream, each stream's objects in offset order.
 
     Objects in the sink's layout (``topics/<topic>/partition=<p>/<topic>+<p>+<start>.json``) belong

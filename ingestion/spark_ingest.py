@@ -39,7 +39,7 @@ from ingestion.config import Settings
 from ingestion.errors import EngineNotInstalled
 from ingestion.failpoints import failpoint
 from ingestion.lake import QUARANTINE, Lake, ensure_tables
-from ingestion.load import NoRawObjects, raw_object_store
+from ingestion.load import NoRawObjects, RawObjectStore, raw_object_store
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -119,7 +119,7 @@ class SparkIngestion:
             clients.require_kafka(self.settings)
             return
         location = self.objects_location
-        if not _holds_objects(location, self.settings):
+        if not _holds_objects(self._objects):
             raise NoRawObjects(
                 f"no raw objects under {location}/topics/: give the folder or s3:// prefix that holds topics/, "
                 "as the sink lays it out (run `pinpipe sink` first)"
@@ -163,9 +163,13 @@ class SparkIngestion:
         )
 
     @cached_property
+    def _objects(self) -> RawObjectStore:
+        """What the objects job reads: the Python loader's store for the same ``--from``."""
+        return raw_object_store(self.settings, self.source)
+
+    @property
     def objects_location(self) -> str:
-        """Where the objects job reads: the Python loader's place for the same ``--from``."""
-        return raw_object_store(self.settings, self.source).where
+        return self._objects.where
 
     def _batch_writer(
         self, lake: Lake, statements: dict[str, str], on_batch: Callable[[BatchWritten], None] | None
@@ -207,10 +211,8 @@ class SparkIngestion:
         if uses_s3:
             packages.append(HADOOP_AWS)
         builder = (
-            SparkSession.builder.appName(f"pinpipe-ingest-{self.job}")
+            _with_jars(SparkSession.builder.appName(f"pinpipe-ingest-{self.job}"), settings, packages)
             .master(self.master)
-            .config("spark.jars.packages", ",".join(packages))
-            .config("spark.jars.ivy", str(settings.cache_dir / "ivy"))
             .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
             .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
             .config("spark.sql.shuffle.partitions", "4")
@@ -247,15 +249,17 @@ def fetch_jars(settings: Settings) -> None:
 
     log = settings.state_dir / "spark-ingest" / "fetch-jars.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    builder = (
-        SparkSession.builder.appName("pinpipe-fetch-jars")
-        .master("local[1]")
-        .config("spark.jars.packages", ",".join([DELTA, KAFKA, HADOOP_AWS]))
-        .config("spark.jars.ivy", str(settings.cache_dir / "ivy"))
-        .config("spark.ui.enabled", "false")
-    )
+    builder = _with_jars(SparkSession.builder.appName("pinpipe-fetch-jars"), settings, [DELTA, KAFKA, HADOOP_AWS])
+    builder = builder.master("local[1]").config("spark.ui.enabled", "false")
     with _stderr_to(log):
         builder.getOrCreate().stop()
+
+
+def _with_jars(builder: SparkSession.Builder, settings: Settings, packages: list[str]) -> SparkSession.Builder:
+    """``builder`` with ``packages`` from Maven Central, cached in the project's Ivy folder."""
+    return builder.config("spark.jars.packages", ",".join(packages)).config(
+        "spark.jars.ivy", str(settings.cache_dir / "ivy")
+    )
 
 
 @contextmanager
@@ -271,8 +275,13 @@ def _stderr_to(log: Path) -> Iterator[None]:
         os.close(saved)
 
 
+def spark_installed() -> bool:
+    """The Spark target's packages (pyspark, delta-spark) are installed: `make spark`."""
+    return find_spec("pyspark") is not None and find_spec("delta") is not None
+
+
 def require_spark() -> None:
-    if find_spec("pyspark") is None or find_spec("delta") is None:
+    if not spark_installed():
         raise EngineNotInstalled(
             "the spark ingestion engine needs pyspark and delta-spark, which the default install leaves out: "
             "run `make spark` (or `.venv/bin/pip install -r requirements-spark.txt`)"
@@ -388,12 +397,12 @@ def _write_job_file(settings: Settings, job: SparkJob, name: str, text: str) -> 
     Path(location).write_text(text)
 
 
-def _holds_objects(location: str, settings: Settings) -> bool:
-    """Whether ``location`` holds the sink's layout: a ``topics/`` folder."""
+def _holds_objects(store: RawObjectStore) -> bool:
+    """Whether ``store`` holds the sink's layout: a ``topics/`` folder."""
     from botocore.exceptions import ClientError
 
     try:
-        return "topics/" in raw_object_store(settings, location).folders("")
+        return "topics/" in store.folders("")
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in {"NoSuchBucket", "404"}:
             return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
-from importlib.util import find_spec
 from typing import Annotated
 
 import typer
@@ -169,9 +168,9 @@ def setup(
         with console.status("fetching and building the local servers (a few minutes the first time)"):
             fetched = fetch_servers(settings.cache_dir)
         console.print(f"servers {', '.join(fetched)}: ready in {settings.cache_dir}")
-        if find_spec("pyspark") is not None:
-            from ingestion.spark_ingest import fetch_jars
+        from ingestion.spark_ingest import fetch_jars, spark_installed
 
+        if spark_installed():
             with console.status("fetching the Spark jobs' jars from Maven Central (about 1.5 GB the first time)"):
                 fetch_jars(settings)
             console.print(f"the Spark jobs' jars: ready in {settings.cache_dir / 'ivy'}")

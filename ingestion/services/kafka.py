@@ -18,6 +18,11 @@ from ingestion.services.process import ManagedProcess, ServiceError, port_open
 KAFKA_FILES = PROJECT_DIR / "services" / "kafka"
 
 
+def kafka_libs(cache_dir: Path) -> Path:
+    """The broker's jars, fetched from Maven Central into the cache once."""
+    return maven_classpath(cache_dir, KAFKA_FILES / "pom.xml")
+
+
 def _cluster_id() -> str:
     """A cluster id as `kafka-storage random-uuid` makes one: a UUID in URL-safe base64, never one
     that starts with "-" (which a command line would take for an option)."""
@@ -35,7 +40,7 @@ class KafkaBroker:
 
     def up(self) -> None:
         if not self.process.status().running:
-            libs = maven_classpath(self.settings.cache_dir, KAFKA_FILES / "pom.xml")
+            libs = kafka_libs(self.settings.cache_dir)
             config = self._write_config()
             (agent,) = libs.glob("jmx_prometheus_javaagent-*.jar")
             java = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ingestion.clients import kinesis_client
 from ingestion.config import Settings
@@ -18,6 +19,16 @@ KINESALITE_VERSION = "3.3.3"
 # open shards allowed across all streams (AWS' default is 500 or 200 by region, the local servers' 50
 # or 10): high, since tests and benchmarks create many streams on one server
 SHARD_LIMIT = 100_000
+
+
+def kinesis_mock_package(cache_dir: Path) -> Path:
+    """kinesis-mock's npm package, installed into the cache once."""
+    return npm_package(cache_dir, KINESIS_MOCK_PACKAGE, KINESIS_MOCK_VERSION)
+
+
+def kinesalite_package(cache_dir: Path) -> Path:
+    """kinesalite's npm package, installed into the cache once."""
+    return npm_package(cache_dir, KINESALITE_PACKAGE, KINESALITE_VERSION)
 
 
 class KinesisServer:
@@ -46,7 +57,7 @@ class KinesisServer:
         self.ensure_streams()
 
     def _kinesis_mock(self) -> tuple[list[str], dict[str, str]]:
-        package = npm_package(self.settings.cache_dir, KINESIS_MOCK_PACKAGE, KINESIS_MOCK_VERSION)
+        package = kinesis_mock_package(self.settings.cache_dir)
         data = self.process.home / "data"
         data.mkdir(parents=True, exist_ok=True)
         return ["node", str(package / "main.js")], {
@@ -70,7 +81,7 @@ class KinesisServer:
             raise ServiceError(
                 "kinesalite keeps its streams in memory only here: unset PINPIPE_KINESIS_PERSIST or use kinesis-mock"
             )
-        package = npm_package(self.settings.cache_dir, KINESALITE_PACKAGE, KINESALITE_VERSION)
+        package = kinesalite_package(self.settings.cache_dir)
         return [
             "node",
             str(package / "cli.js"),

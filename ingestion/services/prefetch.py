@@ -6,21 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingestion.services.fetch import go_binary, maven_classpath, npm_package
-from ingestion.services.kafka import KAFKA_FILES
-from ingestion.services.kinesis import (
-    KINESALITE_PACKAGE,
-    KINESALITE_VERSION,
-    KINESIS_MOCK_PACKAGE,
-    KINESIS_MOCK_VERSION,
-)
-from ingestion.services.s3 import VERSITYGW_MODULE, VERSITYGW_VERSION
+from ingestion.services.kafka import kafka_libs
+from ingestion.services.kinesis import kinesalite_package, kinesis_mock_package
+from ingestion.services.s3 import versitygw_binary
 
 
 def fetch_servers(cache_dir: Path) -> list[str]:
     """Fetch and build what the local servers run, into ``cache_dir``; the servers' names."""
-    maven_classpath(cache_dir, KAFKA_FILES / "pom.xml")
-    go_binary(cache_dir, VERSITYGW_MODULE, VERSITYGW_VERSION)
-    npm_package(cache_dir, KINESIS_MOCK_PACKAGE, KINESIS_MOCK_VERSION)
-    npm_package(cache_dir, KINESALITE_PACKAGE, KINESALITE_VERSION)
-    return ["kafka", "versitygw", "kinesis-mock", "kinesalite"]
+    fetchers = {
+        "kafka": kafka_libs,
+        "versitygw": versitygw_binary,
+        "kinesis-mock": kinesis_mock_package,
+        "kinesalite": kinesalite_package,
+    }
+    for fetch in fetchers.values():
+        fetch(cache_dir)
+    return list(fetchers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ingestion.clients import s3_client
@@ -11,6 +12,11 @@ from ingestion.services.process import ManagedProcess, port_open
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
+
+
+def versitygw_binary(cache_dir: Path) -> Path:
+    """versitygw, built with the Go toolchain into the cache once."""
+    return go_binary(cache_dir, VERSITYGW_MODULE, VERSITYGW_VERSION)
 
 
 class S3Server:
@@ -29,7 +35,7 @@ class S3Server:
 
     def up(self) -> None:
         if not self.process.status().running:
-            binary = go_binary(self.settings.cache_dir, VERSITYGW_MODULE, VERSITYGW_VERSION)
+            binary = versitygw_binary(self.settings.cache_dir)
             data = self.process.home / "data"
             data.mkdir(parents=True, exist_ok=True)
             self.process.start(

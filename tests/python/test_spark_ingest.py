@@ -68,7 +68,7 @@ def _spark_load(
     """`pinpipe load --engine spark` as a user runs it; the driver's JVM is killed with it (its
     process group), as a machine's crash would. A running job (--every) is stopped with Ctrl-C, as a
     terminal sends it to the whole group, once ``until`` holds. On a fresh machine the first run
-    also fetches the jars (about 700 MB): hence the long timeout."""
+    also fetches the jars (about 1.5 GB) unless `pinpipe setup --servers` did: hence the long timeout."""
     command = [str(Path(sys.executable).parent / "pinpipe"), "load", "--engine", "spark", *args]
     # a driver of a minute: the JIT's first tier only (measured: a 1,500-post objects job in 28 s
     # instead of 37); a long-running job wants the full JIT, so this is the tests' choice, not the job's
