@@ -126,6 +126,10 @@ def latency(
     emulate = ["emulate", "--to", "kinesis", "--forever", "--rate", str(posts_per_second)]
     emulate += ["--batch-size", "25", "--concurrency", "4", "--seed", str(int(time.time()))]
     processes["emulator"] = _pinpipe("emulator", emulate, env, logs)
+    # the window opens at the first record the API accepts, not at the emulator's launch: its start-up
+    # (seconds on a loaded machine) is not posting, and ate a short run's whole window
+    if not eventually(lambda: (_accepted_by_the_api(settings, "pin") or 0) > 0, 60):
+        raise NothingArrived(f"the emulator posted nothing in 60 s: {_stages(settings, processes, logs)}")
     seen: set[tuple[str, int]] = set()
     newest_seen: datetime | None = None
     latencies, to_bronze, refreshes = [], [], []
