@@ -21,10 +21,16 @@ def debugging(argv: list[str]) -> bool:
 
 def quiet_client_logs(debug: bool) -> None:
     """Warnings as one line each; librdkafka's, which log every failed connection attempt, only with
-    ``debug``: what they mean reaches the user as one line. Each process of ours calls it, the API's
-    worker processes too (they do not inherit the command's logging)."""
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    ``debug``: what they mean reaches the user as one line. With ``debug`` kafka-python says what
+    its consumer does too (group joins, assignments, offset resets). Each process of ours calls it,
+    the API's worker processes too (they do not inherit the command's logging)."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s" if debug else "%(name)s: %(message)s"
+    )
     logging.getLogger("librdkafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
+    if debug:
+        for name in ("kafka.coordinator", "kafka.consumer"):
+            logging.getLogger(name).setLevel(logging.INFO)
 
 
 class _Console(Console):

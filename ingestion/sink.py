@@ -11,29 +11,26 @@ of different lengths written for the same offsets (the flush timing differs afte
 load a record twice.
 
 The consumer is librdkafka's (confluent-kafka) by default, kafka-python with
-``PINPIPE_KAFKA_CLIENT=kafka-python``; both read only committed records.
+``PINPIPE_KAFKA_CLIENT=kafka-python`` (``sink_consumers``); both read only committed records.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from ingestion import clients
 from ingestion.config import Settings
-from ingestion.errors import ServiceDown
 from ingestion.failpoints import failpoint
 from ingestion.metrics import SinkMetrics
 from ingestion.object_keys import object_key
-
-Partition = tuple[str, int]  # (topic, partition)
+from ingestion.sink_consumers import ConfluentConsumer, Consumer, KafkaPythonConsumer, Partition, Rebalance
 
 # how often a running sink asks Kafka for the end offsets to report its lag
 LAG_REPORT_SECONDS = 5.0
@@ -103,222 +100,6 @@ class SinkStalled(RuntimeError):
     """``until_caught_up`` made no progress for too long: the reason is in the message."""
 
 
-class Message(NamedTuple):  # a tuple: made once per record, where a dataclass costs 3x more
-    partition: Partition
-    offset: int
-    value: bytes | None
-
-
-class Rebalance(Protocol):
-    def revoked(self, partitions: list[Partition]) -> None: ...
-
-    def assigned(self, partitions: list[Partition]) -> None: ...
-
-
-class Consumer(Protocol):
-    """What the sink needs of a Kafka consumer client, whichever library implements it."""
-
-    def poll(self, max_records: int, timeout_s: float) -> list[Message]: ...
-
-    def commit(self, partition: Partition, next_offset: int) -> None: ...
-
-    def seek(self, partition: Partition, offset: int) -> None: ...
-
-    def assignment(self) -> set[Partition]: ...
-
-    def read_to(self, partition: Partition) -> int:
-        """The offset the consumer has read up to (commit markers and aborted records included)."""
-        ...
-
-    def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]: ...
-
-    def committed(self, partition: Partition) -> int:
-        """The group's committed offset of the partition, or its first offset when none is."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class _ConfluentConsumer:
-    """librdkafka's consumer: cooperative rebalancing (only the partitions that move are revoked),
-    manual commits, committed records only."""
-
-    def __init__(self, bootstrap_servers: str, group_id: str, topics: list[str], rebalance: Rebalance) -> None:
-        from confluent_kafka import Consumer as Client
-        from confluent_kafka import KafkaException
-
-        self._consumer = Client(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "partition.assignment.strategy": "cooperative-sticky",
-                # a crashed member's partitions move to the others after 10 s instead of 45 s
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 3_000,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
-                "queued.max.messages.kbytes": 256 * 1024,
-                "topic.metadata.refresh.interval.ms": 5_000,
-                # an end-of-partition event says how far a partition was read, commit markers included
-                "enable.partition.eof": True,
-            },
-            logger=logging.getLogger("librdkafka"),  # its connection chatter: Python logging, not stderr
-        )
-        self._ends: dict[Partition, int] = {}
-        try:  # a broker that does not answer fails here, not silently later
-            self._consumer.list_topics(timeout=10)
-        except KafkaException as error:
-            self._consumer.close()
-            raise clients.kafka_unanswered(bootstrap_servers, error.args[0].name()) from error
-        self._rebalance = rebalance
-        self._consumer.subscribe(
-            topics,
-            on_assign=lambda _, partitions: rebalance.assigned([(p.topic, p.partition) for p in partitions]),
-            on_revoke=lambda _, partitions: rebalance.revoked([(p.topic, p.partition) for p in partitions]),
-            on_lost=lambda _, partitions: rebalance.revoked([(p.topic, p.partition) for p in partitions]),
-        )
-
-    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
-        from confluent_kafka import KafkaError
-
-        found = []
-        for message in self._consumer.consume(num_messages=max_records, timeout=timeout_s):
-            partition, offset, error = (
-                (str(message.topic()), int(message.partition() or 0)),
-                message.offset(),
-                message.error(),
-            )
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    self._ends[partition] = int(offset or 0)
-                    continue
-                if error.retriable() or not error.fatal():
-                    continue  # librdkafka retries by itself (a broker restarting, a leader moving)
-                raise ServiceDown(f"Kafka consumer failed: {error.str()}")
-            found.append(Message(partition, int(offset or 0), message.value()))
-        return found
-
-    def commit(self, partition: Partition, next_offset: int) -> None:
-        from confluent_kafka import TopicPartition
-
-        self._consumer.commit(offsets=[TopicPartition(*partition, next_offset)], asynchronous=False)
-
-    def seek(self, partition: Partition, offset: int) -> None:
-        from confluent_kafka import TopicPartition
-
-        self._consumer.seek(TopicPartition(*partition, offset))
-
-    def assignment(self) -> set[Partition]:
-        return {(p.topic, p.partition) for p in self._consumer.assignment()}
-
-    def read_to(self, partition: Partition) -> int:
-        from confluent_kafka import TopicPartition
-
-        (found,) = self._consumer.position([TopicPartition(*partition)])
-        return max(int(found.offset), self._ends.get(partition, -1))
-
-    def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
-        from confluent_kafka import TopicPartition
-
-        # the last stable offset: a read_committed consumer stops before open transactions
-        return {p: int(self._consumer.get_watermark_offsets(TopicPartition(*p), timeout=10)[1]) for p in partitions}
-
-    def committed(self, partition: Partition) -> int:
-        from confluent_kafka import TopicPartition
-
-        (found,) = self._consumer.committed([TopicPartition(*partition)], timeout=10)
-        if found.offset >= 0:
-            return int(found.offset)
-        return int(self._consumer.get_watermark_offsets(TopicPartition(*partition), timeout=10)[0])
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
-class _KafkaPythonConsumer:
-    """kafka-python's consumer (pure Python). Its rebalance listener runs on the network thread,
-    where a blocking commit raises: revoked partitions are dropped and rewound instead of flushed."""
-
-    def __init__(self, bootstrap_servers: str, group_id: str, topics: list[str], rebalance: Rebalance) -> None:
-        from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-        from kafka.errors import KafkaError
-
-        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no type information
-            def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-                rebalance.revoked([(p.topic, p.partition) for p in revoked])
-
-            def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-                rebalance.assigned([(p.topic, p.partition) for p in assigned])
-
-        self._partition = TopicPartition
-        try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap_servers,
-                group_id=group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-                max_poll_records=10_000,
-                # 30 s, not librdkafka's 10: this client's heartbeats come from a Python thread, which
-                # a loaded machine can hold back past 10 s; a member dropped by its group that way was
-                # seen to fetch nothing more (position 0 for minutes, UnknownMemberId on leaving)
-                session_timeout_ms=30_000,
-                heartbeat_interval_ms=3_000,
-                fetch_max_bytes=64 * 1024 * 1024,
-                max_partition_fetch_bytes=16 * 1024 * 1024,
-                # a group leader that joined before it had the topics' metadata assigns nothing, and
-                # only notices the partitions at its next metadata refresh: keep that one short
-                metadata_max_age_ms=5_000,
-            )
-        except KafkaError as error:
-            raise clients.kafka_unanswered(bootstrap_servers, type(error).__name__) from error
-        for topic in topics:  # and fetch the metadata before joining, so the first assignment has it
-            self._consumer.partitions_for_topic(topic)
-        self._consumer.subscribe(topics, listener=Listener())
-
-    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
-        polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        return [
-            Message((partition.topic, partition.partition), message.offset, message.value)
-            for partition, messages in polled.items()
-            for message in messages
-        ]
-
-    def commit(self, partition: Partition, next_offset: int) -> None:
-        from kafka.structs import OffsetAndMetadata
-
-        self._consumer.commit({self._partition(*partition): OffsetAndMetadata(next_offset, "", -1)})
-
-    def seek(self, partition: Partition, offset: int) -> None:
-        self._consumer.seek(self._partition(*partition), offset)
-
-    def assignment(self) -> set[Partition]:
-        return {(p.topic, p.partition) for p in self._consumer.assignment()}
-
-    def read_to(self, partition: Partition) -> int:
-        return int(self._consumer.position(self._partition(*partition)))
-
-    def committed(self, partition: Partition) -> int:
-        topic_partition = self._partition(*partition)
-        found = self._consumer.committed(topic_partition)
-        return (
-            int(found)
-            if found is not None
-            else int(self._consumer.beginning_offsets([topic_partition])[topic_partition])
-        )
-
-    def end_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
-        ends = self._consumer.end_offsets([self._partition(*p) for p in partitions])
-        return {(p.topic, p.partition): int(end) for p, end in ends.items()}
-
-    def close(self) -> None:
-        self._consumer.close(autocommit=False)
-
-
 class S3Sink:
     """A member of the sink's consumer group: buffers records per partition and flushes them to S3."""
 
@@ -351,7 +132,7 @@ class S3Sink:
     ) -> S3Sink:
         """The sink of ``settings``: its Kafka client, broker, topics, bucket and consumer group."""
         topics = list(settings.topics)
-        kind = _ConfluentConsumer if settings.kafka_client == "confluent-kafka" else _KafkaPythonConsumer
+        kind = ConfluentConsumer if settings.kafka_client == "confluent-kafka" else KafkaPythonConsumer
 
         def consumer(rebalance: Rebalance) -> Consumer:
             return kind(settings.kafka_bootstrap_servers, settings.sink_group, topics, rebalance)

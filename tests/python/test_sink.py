@@ -8,22 +8,14 @@ import json
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from ingestion.failpoints import ENVIRONMENT_VARIABLE
 from ingestion.object_keys import object_key, parse_object_key
-from ingestion.sink import (
-    FlushPolicy,
-    Message,
-    Partition,
-    Rebalance,
-    S3Sink,
-    SinkStalled,
-    _Buffer,
-    as_line,
-)
+from ingestion.sink import FlushPolicy, S3Sink, SinkStalled, _Buffer, as_line
+from ingestion.sink_consumers import Message, Partition, Rebalance
 
 PIN: Partition = ("pin", 0)
 GEO: Partition = ("geo", 1)
@@ -400,3 +392,72 @@ def test_the_sink_counts_what_it_stores_and_each_partitions_lag_buffered_records
     sink.report_lag()
     assert _sample(sink, "pinpipe_sink_consumer_lag_records", topic="geo", partition="1") is None
     assert _sample(sink, "pinpipe_sink_rebalances_total", change="revoked") == 1
+
+
+class _KafkaPythonMember:
+    """kafka-python's KafkaConsumer as the kafka-python adapter uses it, rebalancing while told to."""
+
+    members: ClassVar[list[_KafkaPythonMember]] = []
+    rebalancing = True
+
+    def __init__(self, **config: Any) -> None:
+        self.config, self.closed = config, False
+        self._coordinator = self
+        _KafkaPythonMember.members.append(self)
+
+    def rebalance_in_progress(self) -> bool:
+        return _KafkaPythonMember.rebalancing
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.topics = topics
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        return {}
+
+    def close(self, autocommit: bool) -> None:
+        self.closed = True
+
+
+class _IgnoredRebalance:
+    def revoked(self, partitions: list[Partition]) -> None: ...
+
+    def assigned(self, partitions: list[Partition]) -> None: ...
+
+
+def test_a_kafka_python_member_stuck_rebalancing_is_replaced_and_a_settled_one_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kafka
+
+    from ingestion.sink_consumers import KafkaPythonConsumer
+
+    monkeypatch.setattr(kafka, "KafkaConsumer", _KafkaPythonMember)
+    monkeypatch.setattr(_KafkaPythonMember, "members", [])
+    now = [0.0]
+    consumer = KafkaPythonConsumer("broker:9092", "sink", ["pin", "geo"], _IgnoredRebalance(), clock=lambda: now[0])
+    limit = KafkaPythonConsumer.STUCK_REBALANCE_S
+    # the broker waits at most the rebalance timeout for a member to rejoin: the limit is past it
+    assert _KafkaPythonMember.members[0].config["max_poll_interval_ms"] / 1000 < limit
+
+    for now[0] in (0.0, limit / 2, limit):  # rebalancing, not yet for too long
+        consumer.poll(100, 0.2)
+    assert len(_KafkaPythonMember.members) == 1
+    now[0] = limit + 1
+    consumer.poll(100, 0.2)
+    first, second = _KafkaPythonMember.members
+    assert first.closed
+    assert not second.closed
+    assert second.topics == ["pin", "geo"]
+    assert second.config == first.config
+
+    # the new member's time starts when it is seen rebalancing; one that settles is never replaced
+    for now[0] in (limit + 2, 2 * limit + 2):
+        consumer.poll(100, 0.2)
+    assert len(_KafkaPythonMember.members) == 2
+    monkeypatch.setattr(_KafkaPythonMember, "rebalancing", False)
+    for now[0] in (2 * limit + 3, 10 * limit):
+        consumer.poll(100, 0.2)
+    assert len(_KafkaPythonMember.members) == 2
