@@ -13,7 +13,7 @@ import pytest
 from ingestion.duckdb_setup import duckdb_config, ensure_duckdb_extensions
 from ingestion.lake import Lake, ensure_tables
 
-from helpers import plain_dbt
+from helpers import pinpipe_here, plain_dbt
 
 
 @pytest.fixture
@@ -63,3 +63,30 @@ def test_plain_dbt_makes_the_warehouses_folder_on_a_fresh_clone(tmp_path: Path) 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert warehouse.exists()
+
+
+@pytest.mark.parametrize("spark", [True, False])
+def test_setup_servers_fetches_every_local_server_and_the_spark_jars_when_spark_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spark: bool
+) -> None:
+    """`pinpipe setup --servers`, which CI runs beside `make lint`, fetches what each server's start
+    would (each server module's own fetcher) and the Spark jobs' jars only with the Spark target."""
+    from ingestion import duckdb_setup, spark_ingest
+    from ingestion.services import prefetch
+
+    fetched: list[str] = []
+    for name in ("kafka_libs", "versitygw_binary", "kinesis_mock_package", "kinesalite_package"):
+        monkeypatch.setattr(prefetch, name, lambda cache, name=name: fetched.append(f"{name} {cache}"))
+    monkeypatch.setattr(spark_ingest, "fetch_jars", lambda settings: fetched.append("spark jars"))
+    monkeypatch.setattr(spark_ingest, "spark_installed", lambda: spark)
+    monkeypatch.setattr(duckdb_setup, "ensure_duckdb_extensions", lambda directory: [])
+
+    done = pinpipe_here(None, "setup", "--servers", PINPIPE_CACHE_DIR=str(tmp_path / "cache"))
+    assert done.code == 0, done.out + done.err
+    cache = tmp_path / "cache"
+    servers = [
+        f"{name} {cache}" for name in ("kafka_libs", "versitygw_binary", "kinesis_mock_package", "kinesalite_package")
+    ]
+    assert fetched == [*servers, *(["spark jars"] if spark else [])]
+    assert f"servers kafka, versitygw, kinesis-mock, kinesalite: ready in {cache}" in done.out
+    assert ("the Spark jobs' jars: ready" in done.out) is spark
