@@ -62,7 +62,12 @@ def options(
         str | None, typer.Option(envvar="PINPIPE_TARGET", help="dbt target: local, spark, databricks")
     ] = None,
     debug: Annotated[
-        bool, typer.Option("--debug", envvar="PINPIPE_DEBUG", help="on an error, the whole traceback, not one line")
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="PINPIPE_DEBUG",
+            help="on an error, the whole traceback, not one line; and the Kafka clients' own logs",
+        ),
     ] = False,
 ) -> None:
     """pinpipe: Pinterest-style posts → bronze Delta → dbt marts. Every setting is also a PINPIPE_*
