@@ -6,10 +6,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ingestion.schemas import RAW_TABLES, RawTable
 
@@ -25,6 +25,10 @@ def stream_table(stream: str) -> RawTable | None:
 
 # what a production run adds to dbt's environment (Settings.production_dbt_environment)
 SKIP_UNIT_TESTS = {"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"}
+
+
+# a list setting: its variable is read as `a,b,c` or as a JSON list (validator `_a_list`)
+Names = Annotated[tuple[str, ...], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -144,10 +148,10 @@ class Settings(BaseSettings):
     post_give_up_seconds: float = Field(
         default=120.0, gt=0, description="the posting client sends a failed request again until this has passed"
     )
-    api_open_paths: tuple[str, ...] = Field(
+    api_open_paths: Names = Field(
         default=("/healthz", "/healthz/streams"), description="paths served without the API key when one is set"
     )
-    topics: tuple[str, ...] = Field(default=("pin", "geo", "user"), description="Kafka topics, one per raw table")
+    topics: Names = Field(default=("pin", "geo", "user"), description="Kafka topics, one per raw table")
     kinesis_server: Literal["kinesis-mock", "kinesalite"] = Field(
         default="kinesalite",
         description="the local Kinesis `pinpipe services up` starts: kinesalite (unmaintained since 2020, but its "
@@ -173,7 +177,7 @@ class Settings(BaseSettings):
         description="time travel kept on the bronze stream tables: "
         "older replaced files and log entries are deleted when they are compacted",
     )
-    streams: tuple[str, ...] = Field(
+    streams: Names = Field(
         default=("streaming-pin", "streaming-geo", "streaming-user"),
         description="Kinesis streams created on start; a stream carries the raw table its name ends with",
     )
@@ -204,6 +208,23 @@ class Settings(BaseSettings):
     )
     stream_metrics_port: int = Field(default=9103, ge=0, description="`pinpipe stream` serves /metrics here (0: off)")
     kafka_metrics_port: int = Field(default=9104, description="the Kafka broker's JMX exporter serves /metrics here")
+
+    @field_validator("api_open_paths", "topics", "streams", mode="before")
+    @classmethod
+    def _a_list(cls, value: object) -> object:
+        # a variable holds `pin,geo,user` (as the configuration reference shows it) or a JSON list
+        if not isinstance(value, str):
+            return value
+        wanted = "a comma-separated list such as a,b,c, or a JSON list"
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError(f"{wanted}: this JSON does not parse") from None
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise ValueError(f"{wanted}, not empty")
+        return names
 
     @field_validator("duckdb_memory")
     @classmethod

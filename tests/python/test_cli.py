@@ -69,6 +69,32 @@ def test_settings_say_where_each_came_from_and_mask_secrets() -> None:
     assert "pa55word" not in done.out
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "read"),
+    [
+        ("PINPIPE_TOPICS", "pin-a, geo-a ,user-a", ("pin-a", "geo-a", "user-a")),  # as the reference shows it
+        ("PINPIPE_TOPICS", '["pin-b", "geo-b", "user-b"]', ("pin-b", "geo-b", "user-b")),
+        ("PINPIPE_STREAMS", "s-pin,s-geo,s-user", ("s-pin", "s-geo", "s-user")),
+        ("PINPIPE_API_OPEN_PATHS", "/healthz", ("/healthz",)),
+    ],
+)
+def test_a_list_setting_is_read_comma_separated_or_as_json_and_passed_on_to_child_processes(
+    variable: str, value: str, read: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    settings = Settings()
+    field = variable.removeprefix("PINPIPE_").lower()
+    assert getattr(settings, field) == read
+    monkeypatch.setenv(variable, settings.environment()[variable])  # what a child process is given
+    assert getattr(Settings(), field) == read
+
+
+@pytest.mark.parametrize(("value", "said"), [("", "not empty"), ('["pin", ', "this JSON does not parse")])
+def test_a_list_setting_that_is_no_list_is_one_line(value: str, said: str) -> None:
+    done = pinpipe_here(None, "settings", PINPIPE_TOPICS=value)
+    one_line_error(done, 2, "PINPIPE_TOPICS", "a comma-separated list such as a,b,c, or a JSON list", said)
+
+
 def _failed_after(backoff: RestartBackoff, ran_s: float) -> float:
     backoff.started(SimpleNamespace())  # type: ignore[arg-type]
     return backoff(SimpleNamespace(outcome_timestamp=backoff.attempt_started + ran_s))  # type: ignore[arg-type]
