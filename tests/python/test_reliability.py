@@ -39,6 +39,7 @@ from helpers import (
     answers,
     default_kafka_client_only,
     eventually,
+    generated,
     in_bronze,
     in_s3,
     in_tables,
@@ -110,17 +111,23 @@ def test_the_api_recovers_from_a_broker_outage_and_stores_each_acknowledged_reco
         # each time (a health check with a 1 s timeout gets its 503, not a timeout)
         assert eventually(lambda: requests.get(f"{url}/healthz", timeout=1).status_code == 503, 30)
         with pytest.raises(ApiRejected, match="gave up after 5 s"):  # the client gives up when told to
-            post_batches(url, make_source("synthetic", 7), 100, destination=topics, give_up_after=5)
+            # posts of their own (seed 8): where they land is told apart from the acknowledged ones
+            post_batches(url, make_source("synthetic", 8), 100, destination=topics, give_up_after=5)
         time.sleep(max(0.0, outage_s - (time.monotonic() - stopped)))  # the rest of the outage
         broker.up()
         deadline = time.monotonic() + 60
         while requests.get(f"{url}/healthz", timeout=1).status_code != 200:
             assert time.monotonic() < deadline, "the API did not see the broker back"
             time.sleep(0.5)
-        # the same process accepts again: the posts sent during the outage, then new ones
+        # the same process accepts again
         post_batches(url, make_source("synthetic", 7), 2_000, destination=topics, give_up_after=60)
     _to_bronze(stack)
-    assert in_bronze(stack) == posted(stack, 0, 1_000) + posted(stack, 0, 2_000)
+    acknowledged, found = posted(stack, 0, 1_000) + posted(stack, 0, 2_000), in_bronze(stack)
+    assert not acknowledged - found, "acknowledged records lost"
+    # the request the client gave up on mid-answer has an unknown outcome: the API may still commit
+    # it once the broker is back (seen with kafka-python's producer), but never twice
+    given_up = generated("synthetic", 8, 0, 100, stack.topic_tables)
+    assert not (found - acknowledged) - given_up, f"stored twice: {(found - acknowledged) - given_up}"
 
 
 @default_kafka_client_only  # the loader's rule: the sink's clients are held to exactly once elsewhere
