@@ -105,9 +105,6 @@ def _scale(posts: int, increment: bool, scratch: Path, console: Console) -> list
     step("hand-written SQL", [sys.executable, __file__, "--hand-written", str(lake), str(warehouse)])
     if increment:
         step("emulate 1% more → bronze", [PINPIPE, "emulate", "--posts", str(posts // 100)])
-        # a day later: the rows before are older than the lookback (which here, minutes after the
-        # first load, would re-read all of bronze)
-        env["PINPIPE_STAGING_LOOKBACK_MINUTES"] = "0"
         step("pinpipe transform (daily increment)", [PINPIPE, "transform"])
         _print_node_timings(scratch / "target" / "run_results.json", posts, console)
         step("hand-written SQL (all again)", [sys.executable, __file__, "--hand-written", str(lake), str(warehouse)])

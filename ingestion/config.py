@@ -81,12 +81,6 @@ class Settings(BaseSettings):
         description="production builds (`pinpipe run`, `transform`, the DAG) skip dbt's unit tests, "
         "which test the SQL, not the data; `make test` and CI run them",
     )
-    staging_lookback_minutes: int = Field(
-        default=60,
-        ge=0,
-        description="the incremental models (staging, int_posts_enriched) re-read rows ingested this long "
-        "before their newest row, so a writer that committed late (a slow append started earlier) is never missed",
-    )
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint for an s3:// lake")
     s3_region: str = Field(default="us-east-1", description="the S3 and Kinesis region")
     # defaults are the local S3 server's (pinpipe services); set real credentials for a real bucket

@@ -1,24 +1,60 @@
-{#- The bronze rows an incremental staging model has still to read: all of bronze on a first build
-    (or --full-refresh), else the rows ingested since the last build (`ingested_since_last_build`);
-    re-read rows merge by key to the same winner, so the lookback costs time, never correctness. -#}
+{#- The bronze rows an incremental staging model has still to read, each with the Delta version
+    that committed it (`_bronze_version`): all of bronze on a first build (or --full-refresh),
+    labelled with the table's newest version; else the files bronze's Delta log added after the
+    newest version staging holds (`bronze_files_added_since`). No clock is involved, so a row
+    committed late is never missed; a row read twice merges to the same winner
+    (`latest_copy_per_post` ranks it against the copy staging holds). -#}
 {% macro new_bronze_rows(relation) -%}
-    select * from {{ relation }}
-    {#- a unit test has no `this`: it feeds its fixture rows as a first build would read them -#}
-    {%- if this is not none and is_incremental() %}
+    {#- a unit test's `this` is its fixture's name: it feeds its rows as a first build reads them -#}
+    {%- if this is string %}
+    select *, cast(0 as bigint) as _bronze_version from {{ relation }}
+    {%- elif this is none or not is_incremental() %}
+    select *, cast({{ bronze_newest_version(relation) }} as bigint) as _bronze_version from {{ relation }}
+    {%- else %}
         {%- do assert_built_from(relation) %}
-    where {{ ingested_since_last_build() }}
+        {%- set since = last_version_read(this, '_bronze_version') %}
+        {%- set added = bronze_files_added_since(relation, since) %}
+        {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | list %}
+    select
+        {%- for column in columns %}
+        bronze.{{ adapter.quote(column) }},
+        {%- endfor %}
+        added.version as _bronze_version
+    {%- if added | length == 0 %}
+    from {{ relation }} as bronze
+    cross join (select cast(null as bigint) as version) as added
+    where 1 = 0
+    {%- else %}
+    from {{ bronze_parquet_files(relation, added | map(attribute='path') | list) }} as bronze
+    inner join (
+        values
+        {%- for file in added %}
+        ({{ dbt.string_literal(file.path.split('/')[-1]) }}, cast({{ file.version }} as bigint)){{ ',' if not loop.last }}
+        {%- endfor %}
+    ) as added (file_name, version)
+        on bronze._file_name = added.file_name
+    {%- endif %}
     {%- endif %}
 {%- endmacro %}
 
 {#- One row per post key (the integer value of `raw_key`) from a CTE of bronze rows: the latest
-    ingested copy, then the later stream, then the later offset.
+    ingested copy, then the later stream, then the later offset. An incremental build ranks the new
+    rows against the copy the model holds for the same keys and keeps only new winners, so what it
+    merges is what a build from all of bronze would keep, however often a row is read.
     The winners are ranked on a narrow projection (key and lineage) and the whole rows joined back by
     bronze's own key, (`_stream`, `_offset`), which the loaders write exactly once: ranking whole rows
     spilled them at 10M (staging pins 80 s against 44 s). Cleaning then runs on the winners only. -#}
 {% macro latest_copy_per_post(rows, raw_key) -%}
     {%- set key = post_key(raw_key) -%}
     {%- set keyed -%}
-        (select {{ key }} as _key, _ingested_at, _stream, _offset from {{ rows }}) as keyed
+        (
+            select {{ key }} as _key, _ingested_at, _stream, _offset from {{ rows }}
+            {%- if this is not none and this is not string and is_incremental() %}
+            union all
+            select ind, _ingested_at, _stream, _offset from {{ this }}
+            where ind in (select {{ key }} from {{ rows }})
+            {%- endif %}
+        ) as keyed
     {%- endset %}
     select {{ rows }}.*
     from {{ rows }}
@@ -32,39 +68,181 @@
             and {{ rows }}._offset is not distinct from latest._offset
 {%- endmacro %}
 
-{#- A condition on `_ingested_at` for an incremental model's next build: the rows ingested since the
-    newest row the model holds, less a lookback (PINPIPE_STAGING_LOOKBACK_MINUTES) so that a writer
-    which committed late is never missed. -#}
-{% macro ingested_since_last_build() -%}
-    {#- (a unit test's `this` is its fixture's name, not a table) -#}
-    {%- if execute and this is not string
-        and '_ingested_at' not in adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
+{#- The newest value of `column` (a Delta version) in an incremental model: the watermark its next
+    build reads after. A table built before the column existed is rebuilt from scratch, not merged
+    into (`pinpipe transform` does it at once; dbt says how). -#}
+{% macro last_version_read(model, column) -%}
+    {%- if not execute -%}
+        {{ return(-1) }}
+    {%- endif -%}
+    {%- if column not in adapter.get_columns_in_relation(model) | map(attribute='name') | list -%}
         {{ exceptions.raise_compiler_error(
-            this.identifier ~ ' was built by an earlier version of this project, without `_ingested_at`:'
+            model.identifier ~ ' was built by an earlier version of this project, without `' ~ column ~ '`:'
             ~ ' rebuild it from scratch with `pinpipe transform --full-refresh` (or `dbt build --full-refresh`)'
         ) }}
     {%- endif -%}
-    _ingested_at >= coalesce(
-        (
-            select {{ dbt.dateadd('minute', -staging_lookback_minutes(), 'max(_ingested_at)') }}
-            from {{ this }}
+    {%- set newest = run_query('select max(' ~ column ~ ') from ' ~ model).rows[0][0] -%}
+    {{ return(-1 if newest is none else newest | int) }}
+{%- endmacro %}
+
+{#- The data files bronze's Delta log added after version `since`, as [{path, version}]: the adds
+    of the commits after it that changed data, or, where a compaction (`pinpipe compact`) replaced
+    some of those files, the files it wrote (they hold older rows again, which merge to the same
+    winners; the replaced ones may be vacuumed). A commit that removed rows, or a log that no longer
+    holds the commit after `since` (cleaned up), cannot be read from: the build says so and how to
+    rebuild. -#}
+{% macro bronze_files_added_since(relation, since) -%}
+    {%- set commits = {} -%}
+    {%- for action in bronze_log_actions(relation, since) -%}
+        {%- do commits.setdefault(action[0] | int, []).append(action) -%}
+    {%- endfor -%}
+    {%- set versions = commits.keys() | sort -%}
+    {%- set newest = bronze_newest_version(relation) -%}
+    {%- set rebuild = ': rebuild it from scratch with `pinpipe transform --full-refresh` (or `dbt build --full-refresh`)' -%}
+    {%- set read = this.identifier ~ ' has read bronze.' ~ relation.identifier ~ ' up to version ' ~ since -%}
+    {%- if newest < since -%}
+        {{ exceptions.raise_compiler_error(read ~ ', and the table is at version ' ~ newest ~ ' (it was made again)' ~ rebuild) }}
+    {%- elif newest > since and (since + 1) not in versions -%}
+        {{ exceptions.raise_compiler_error(
+            read ~ ', and its Delta log no longer holds version ' ~ (since + 1) ~ ' (cleaned up after a checkpoint)' ~ rebuild
+        ) }}
+    {%- endif -%}
+    {%- set added, removed = {}, [] -%}
+    {%- for version in versions -%}
+        {%- for action in commits[version] -%}
+            {%- set kind, path, data_change = action[1], action[2], action[3] -%}
+            {%- if kind == 'remove' and data_change -%}
+                {{ exceptions.raise_compiler_error(read ~ ', and version ' ~ version ~ ' removed rows from it' ~ rebuild) }}
+            {%- elif kind == 'remove' -%}
+                {%- do removed.append(path) -%}
+            {%- elif kind == 'add' -%}
+                {%- do added.update({path: {'path': path, 'version': version, 'data_change': data_change}}) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endfor -%}
+    {%- set compacted = removed | select('in', added) | list | length > 0 -%}
+    {%- set files = [] -%}
+    {%- for path, file in added.items() if path not in removed and (file.data_change or compacted) -%}
+        {%- do files.append(file) -%}
+    {%- endfor -%}
+    {{ return(files) }}
+{%- endmacro %}
+
+{#- Every action of the commits after version `since` of a bronze table's Delta log, as rows of
+    (version, kind, path, data_change): kind is 'add', 'remove' or none (a commit's other actions,
+    which still show the commit is there). -#}
+{% macro bronze_log_actions(relation, since) -%}
+    {{ return(adapter.dispatch('bronze_log_actions', 'pinpipe')(relation, since)) }}
+{%- endmacro %}
+
+{#- DuckDB lists the log's commit files (one listing, also of an S3 lake) and reads only the new ones. -#}
+{% macro duckdb__bronze_log_actions(relation, since) -%}
+    {%- set log = bronze_location(relation.identifier) ~ '/_delta_log/' -%}
+    {%- set files = [] -%}
+    {%- for row in run_query("select file from glob('" ~ log ~ "*.json')").rows -%}
+        {%- if row[0].split('/')[-1].split('.')[0] | int > since -%}
+            {%- do files.append("'" ~ row[0] ~ "'") -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if not files -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set actions -%}
+        with actions as (
+            select
+                cast(regexp_extract(filename, '([0-9]+)[.]json$', 1) as bigint) as version,
+                "add",
+                "remove"
+            from read_json(
+                [{{ files | join(', ') }}],
+                format = 'newline_delimited',
+                columns = {
+                    'add': 'struct(path varchar, "dataChange" boolean)',
+                    'remove': 'struct(path varchar, "dataChange" boolean)'
+                },
+                filename = true
+            )
+        )
+        {{ log_actions_by_kind('actions') }}
+    {%- endset -%}
+    {{ return(run_query(actions).rows) }}
+{%- endmacro %}
+
+{#- Spark reads the log's lines as text and parses the two actions it needs (a log without a
+    `remove` yet has no such column to infer). -#}
+{% macro spark__bronze_log_actions(relation, since) -%}
+    {%- set actions -%}
+        with lines as (
+            select
+                cast(regexp_extract(input_file_name(), '([0-9]+)[.]json$', 1) as bigint) as version,
+                from_json(value, 'add struct<path: string, dataChange: boolean>, remove struct<path: string, dataChange: boolean>') as action
+            from text.`{{ spark_path(bronze_location(relation.identifier)) }}/_delta_log/*.json`
         ),
-        cast('1970-01-01' as timestamp)
+
+        actions as (
+            select version, action.add as `add`, action.remove as `remove` from lines where version > {{ since }}
+        )
+        {{ log_actions_by_kind('actions') }}
+    {%- endset -%}
+    {{ return(run_query(actions).rows) }}
+{%- endmacro %}
+
+{% macro log_actions_by_kind(actions) -%}
+        select version, 'add' as kind, {{ adapter.quote('add') }}.path as path,
+            coalesce({{ adapter.quote('add') }}.{{ adapter.quote('dataChange') }}, true) as data_change
+        from {{ actions }} where {{ adapter.quote('add') }} is not null
+        union all
+        select version, 'remove' as kind, {{ adapter.quote('remove') }}.path as path,
+            coalesce({{ adapter.quote('remove') }}.{{ adapter.quote('dataChange') }}, true) as data_change
+        from {{ actions }} where {{ adapter.quote('remove') }} is not null
+        union all
+        select distinct version, null as kind, null as path, null as data_change from {{ actions }}
+{%- endmacro %}
+
+{#- A bronze table's newest Delta version (-1 before `execute`, where nothing is read). -#}
+{% macro bronze_newest_version(relation) -%}
+    {%- if not execute -%}
+        {{ return(-1) }}
+    {%- endif -%}
+    {{ return(adapter.dispatch('bronze_newest_version', 'pinpipe')(relation)) }}
+{%- endmacro %}
+
+{#- the newest commit or checkpoint file (a cleaned-up log may keep a checkpoint past its commits) -#}
+{% macro duckdb__bronze_newest_version(relation) -%}
+    {%- set log = bronze_location(relation.identifier) ~ '/_delta_log/' -%}
+    {%- set newest = run_query(
+        "select max(cast(regexp_extract(file, '/([0-9]+)[.][^/]*$', 1) as bigint)) from glob('" ~ log ~ "0*')"
+    ).rows[0][0] -%}
+    {{ return(-1 if newest is none else newest | int) }}
+{%- endmacro %}
+
+{% macro spark__bronze_newest_version(relation) -%}
+    {{ return(run_query('describe history ' ~ relation ~ ' limit 1').rows[0]['version'] | int) }}
+{%- endmacro %}
+
+{#- The Parquet files at `paths` (relative to the bronze table), with each row's file name as `_file_name`. -#}
+{% macro bronze_parquet_files(relation, paths) -%}
+    {{ return(adapter.dispatch('bronze_parquet_files', 'pinpipe')(relation, paths)) }}
+{%- endmacro %}
+
+{% macro duckdb__bronze_parquet_files(relation, paths) -%}
+    {%- set location = bronze_location(relation.identifier) -%}
+    (
+        select *, parse_filename(filename) as _file_name
+        from read_parquet(
+            [{%- for path in paths %}'{{ location }}/{{ path }}'{{ ', ' if not loop.last }}{% endfor -%}],
+            filename = true,
+            union_by_name = true
+        )
     )
 {%- endmacro %}
 
-{#- PINPIPE_STAGING_LOOKBACK_MINUTES as a number. `pinpipe` checks its settings before dbt runs; plain
-    dbt reads the variable here, where `| int` alone would turn `abc` into 0 and `-5` into a window
-    that skips the newest rows: anything but a whole number of minutes, 0 or more, stops the build. -#}
-{% macro staging_lookback_minutes() -%}
-    {%- set lookback = env_var('PINPIPE_STAGING_LOOKBACK_MINUTES', '60') | trim -%}
-    {%- if not lookback.isdigit() -%}
-        {{ exceptions.raise_compiler_error(
-            'PINPIPE_STAGING_LOOKBACK_MINUTES must be a whole number of minutes, 0 or more (it is "'
-            ~ lookback ~ '"): set it to, say, 60, or unset it'
-        ) }}
-    {%- endif -%}
-    {{ return(lookback | int) }}
+{#- one path, the files as a Hadoop glob alternation: {a,b,c} -#}
+{% macro spark__bronze_parquet_files(relation, paths) -%}
+    (
+        select *, element_at(split(input_file_name(), '/'), -1) as _file_name
+        from parquet.`{{ spark_path(bronze_location(relation.identifier)) }}/{{ '{' ~ paths | join(',') ~ '}' }}`
+    )
 {%- endmacro %}
 
 {#- Staging merges new rows into what it holds, so it must hold rows of this very bronze: after the
@@ -94,5 +272,15 @@
                 ) }}
             {%- endif -%}
         {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The newest bronze version of `column` an incremental model holds, for a condition on what it
+    has still to read (a unit test's fixture of `this` is read as a query). -#}
+{% macro version_held(column) -%}
+    {%- if this is string -%}
+        (select coalesce(max({{ column }}), -1) from {{ this }})
+    {%- else -%}
+        {{ last_version_read(this, column) }}
     {%- endif -%}
 {%- endmacro %}

@@ -1,17 +1,17 @@
 -- Incremental: a build joins again only the posts whose pin, geo or user record staging (re)wrote
--- since this model's last build, and merges them by `ind`; staging never loses a key, so a post,
--- once complete, stays complete. Its `_ingested_at` is the newest of its three records'.
+-- since this model's last build, and merges them by `ind`. Staging rewrites a record only with a
+-- copy from a later bronze version, so the records rewritten are exactly those of a version newer
+-- than the newest this model holds of that table (`_pin_version`, `_geo_version`, `_user_version`).
+-- Staging never loses a key, so a post, once complete, stays complete.
 
 with
 {%- if is_incremental() %}
-{#- once: the macro checks this table's columns before it writes the condition -#}
-{%- set since_last_build = ingested_since_last_build() %}
 changed_posts as (
-    select ind from {{ ref('stg_pinterest__pins') }} where {{ since_last_build }}
+    select ind from {{ ref('stg_pinterest__pins') }} where _bronze_version > {{ version_held('_pin_version') }}
     union
-    select ind from {{ ref('stg_pinterest__geo') }} where {{ since_last_build }}
+    select ind from {{ ref('stg_pinterest__geo') }} where _bronze_version > {{ version_held('_geo_version') }}
     union
-    select ind from {{ ref('stg_pinterest__users') }} where {{ since_last_build }}
+    select ind from {{ ref('stg_pinterest__users') }} where _bronze_version > {{ version_held('_user_version') }}
 ),
 {%- endif %}
 
@@ -21,7 +21,8 @@ pins as (
         category,
         poster_name,
         follower_count,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from {{ ref('stg_pinterest__pins') }}
     {%- if is_incremental() %}
     where ind in (select ind from changed_posts)
@@ -33,7 +34,8 @@ geo as (
         ind,
         country,
         timestamp as posted_at,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from {{ ref('stg_pinterest__geo') }}
     {%- if is_incremental() %}
     where ind in (select ind from changed_posts)
@@ -46,7 +48,8 @@ users as (
         user_name,
         age,
         date_joined,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from {{ ref('stg_pinterest__users') }}
     {%- if is_incremental() %}
     where ind in (select ind from changed_posts)
@@ -77,7 +80,10 @@ joined as (
         age_groups.age_group,
         users.date_joined,
         cast(extract(year from users.date_joined) as integer) as join_year,
-        greatest(pins._ingested_at, geo._ingested_at, users._ingested_at) as _ingested_at
+        greatest(pins._ingested_at, geo._ingested_at, users._ingested_at) as _ingested_at,
+        pins._bronze_version as _pin_version,
+        geo._bronze_version as _geo_version,
+        users._bronze_version as _user_version
     from pins
     inner join geo on pins.ind = geo.ind
     inner join users on pins.ind = users.ind

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 from ingestion import reading, transform, warehouse
 from ingestion.bronze import append
@@ -33,8 +33,14 @@ STAGING_ONLY = ("--select", "staging.pinterest", "--indirect-selection", "cautio
 UP_TO_ENRICHED = ("--select", "staging.pinterest +int_posts_enriched", "--indirect-selection", "cautious")
 
 
+# the watermarks: which bronze version a row was read from differs by when it was read (a build from
+# scratch labels every row with the version it read), not what it holds
+WATERMARKS = {"_bronze_version", "_pin_version", "_geo_version", "_user_version"}
+
+
 def _warehouse(settings: Settings, *, marts: bool) -> dict[str, Counter]:
-    """Every incremental model (and mart) as a multiset of rows (lineage columns included)."""
+    """Every incremental model (and mart) as a multiset of rows (lineage columns included, the
+    watermarks left out)."""
     relations = list(INCREMENTAL)
     relations += [f"marts.{mart}" for mart in [*reading.marts(settings), "data_quality"]] if marts else []
     found = {}
@@ -43,10 +49,14 @@ def _warehouse(settings: Settings, *, marts: bool) -> dict[str, Counter]:
         if settings.target == "spark":
             from pyspark.sql import SparkSession
 
-            rows = [tuple(row) for row in SparkSession.builder.getOrCreate().table(relation).collect()]
+            table = SparkSession.builder.getOrCreate().table(relation)
+            kept = [column for column in table.columns if column not in WATERMARKS]
+            rows = [tuple(row) for row in table.select(*kept).collect()]
         else:
             with warehouse.connect_warehouse(settings, read_only=True) as connection:
-                rows = connection.execute(f"select * from {schema}.{name}").fetchall()
+                columns = [c[0] for c in connection.execute(f"select * from {schema}.{name} limit 0").description]
+                kept = ", ".join(f'"{column}"' for column in columns if column not in WATERMARKS)
+                rows = connection.execute(f"select {kept} from {schema}.{name}").fetchall()
         found[relation] = Counter(tuple(_hashable(v) for v in row) for row in rows)
     return found
 
@@ -58,8 +68,10 @@ def _hashable(value: object) -> object:
 
 
 def _day(lake: Lake, settings: Settings, day: int) -> list[dict]:
-    """One day's arrivals: 400 new real posts, the first 50 of them sent again unchanged, and
-    corrections of posts of every earlier day; returns the records in ingestion order."""
+    """One day's arrivals: 400 new real posts, the first 50 of them sent again unchanged,
+    corrections of posts of every earlier day (a user corrected moves the post to another person),
+    and a post whose writer stamped its records two days earlier but committed them only now;
+    returns the records in ingestion order."""
     source = make_source("aicore", 21)
     load_posts(settings, source, 400 * (day + 1))
     new = list(source.batch(400 * day, 400).records())
@@ -78,18 +90,21 @@ def _day(lake: Lake, settings: Settings, day: int) -> list[dict]:
         fixed = [correction[table] for correction in corrections if correction[table] is not None]
         if fixed:
             append(lake, table, fixed, stream=f"corrections/{day}", start=0, source="test")
-    return [*new, *new[:50], *corrections]
+    late = next(make_source("synthetic", day).batch(0, 1).records())
+    late = {table: late[table] | {KEY_FIELD[table]: 900_000 + day} for table in ("pin", "geo", "user")}
+    for table in ("pin", "geo", "user"):
+        _append_stamped(lake, table, late[table], datetime.now(UTC) - timedelta(days=2))
+    return [*new, *new[:50], *corrections, late]
 
 
 def _incremental_equals_full_refresh(
     settings: Settings, dbt: Dbt, *, days: int, in_first_build: int, whole_project: bool
 ) -> None:
     """Days of arrivals, the first ``in_first_build`` of them in the first build and each later one
-    built incrementally, then a build from scratch: the same rows. On Spark only the incremental
-    models are built (the marts are rebuilt from them either way, and each Spark build of the whole
-    project costs minutes)."""
-    # no lookback: the days arrive seconds apart, and within one an increment would re-read them all
-    settings = settings.model_copy(update={"staging_lookback_minutes": 0})
+    built incrementally, then a build from scratch: the same rows. Before the last day bronze pin
+    is compacted and the files it replaced deleted, so that day's build reads the compacted file.
+    On Spark only the incremental models are built (the marts are rebuilt from them either way,
+    and each Spark build of the whole project costs minutes)."""
     lake = Lake.from_settings(settings)
     records = [*append_dirty_posts(lake)]
     for day in range(in_first_build):
@@ -98,6 +113,10 @@ def _incremental_equals_full_refresh(
     dbt.build(settings, *selection, "--full-refresh")  # the first build (a session may share Spark's)
     for day in range(in_first_build, days):
         records += _day(lake, settings, day)
+        if day == days - 1:
+            pin = DeltaTable(lake.uri("pin"))
+            pin.optimize.compact()
+            pin.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
         dbt.build(settings, *selection)  # incremental: only what arrived since the last build
     incremental = _warehouse(settings, marts=whole_project)
 
@@ -113,8 +132,8 @@ def _incremental_equals_full_refresh(
 
 
 def test_incremental_staging_equals_a_full_refresh_on_duckdb(settings: Settings, dbt: Dbt) -> None:
-    # a build a day: the second day's build starts where the first one's left staging
-    _incremental_equals_full_refresh(settings, dbt, days=2, in_first_build=0, whole_project=True)
+    # a build a day: each day's build starts where the one before left staging
+    _incremental_equals_full_refresh(settings, dbt, days=3, in_first_build=0, whole_project=True)
 
 
 @pytest.mark.slow
@@ -122,7 +141,8 @@ def test_incremental_staging_equals_a_full_refresh_on_duckdb(settings: Settings,
 def test_incremental_staging_equals_a_full_refresh_on_spark(settings: Settings, dbt: Dbt, spark_warehouse: str) -> None:
     spark = settings.model_copy(update={"target": "spark", "spark_warehouse": spark_warehouse})
     # one incremental build, of the second day (new posts, copies sent again, corrections of posts
-    # staging holds): Spark's merge is under test here, the watermark's day-by-day steps on DuckDB
+    # staging holds, a late commit, a compaction): Spark's log reading and merge are under test
+    # here, the watermark's day-by-day steps on DuckDB
     _incremental_equals_full_refresh(spark, dbt, days=2, in_first_build=1, whole_project=False)
 
 
@@ -135,65 +155,58 @@ def _append_stamped(lake: Lake, table: RawTable, payload: dict[str, object], ing
     write_deltalake(lake.uri(table), pa.Table.from_pylist([row], schema=schema), mode="append")
 
 
-def test_an_incremental_build_reads_only_rows_newer_than_staging_less_the_lookback(
-    settings: Settings, dbt: Dbt
-) -> None:
+def test_a_row_committed_late_is_read_by_the_next_build_however_old_its_stamp(settings: Settings, dbt: Dbt) -> None:
+    """The watermark is bronze's Delta version, not a time: rows a writer stamped long before
+    staging's newest row but committed after the last build are read by the next build, and only
+    once; a late copy of a held post still loses to the newer copy staging holds."""
     lake = Lake.from_settings(settings)
     load_posts(settings, make_source("aicore", 2), 300)
     dbt.build(settings, *STAGING_ONLY)
-    # a row whose writer stamped it two hours before staging's newest row: beyond the 60-minute
-    # lookback, an incremental build does not re-read it (a lookback of 3 hours would)
-    _append_stamped(lake, "geo", {"ind": 999001, "country": "Chad"}, datetime.now(UTC) - timedelta(hours=2))
-    dbt.build(settings, *STAGING_ONLY)
-    with warehouse.connect_warehouse(settings, read_only=True) as connection:
-        assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
-            0,
-        )
-    dbt.build(settings, *STAGING_ONLY, "--full-refresh")
-    with warehouse.connect_warehouse(settings, read_only=True) as connection:
-        assert connection.execute("select count(*) from staging.stg_pinterest__geo where ind = 999001").fetchone() == (
-            1,
-        )
-
-
-def test_a_row_committed_late_within_the_lookback_reaches_staging_in_the_next_build(
-    settings: Settings, dbt: Dbt
-) -> None:
-    """A post whose rows were stamped 30 minutes before staging's newest rows, but committed after
-    the last build, is in staging after the next incremental build: the lookback re-reads it."""
-    lake = Lake.from_settings(settings)
-    load_posts(settings, make_source("aicore", 2), 300)
-    dbt.build(settings, *STAGING_ONLY)
-    models = dict(zip(("pin", "geo", "user"), STAGING, strict=True))
-    with warehouse.connect_warehouse(settings, read_only=True) as connection:
-        newest = {
-            table: connection.execute(f"select max(_ingested_at) from staging.{model}").fetchone()[0]
-            for table, model in models.items()
-        }
-    # a key no loaded post has: a late copy of a held key would lose to the newer copy anyway
     post = next(make_source("aicore", 2).batch(300, 1).records())
-    for table in models:
-        payload = post[table] | {KEY_FIELD[table]: 999002}
-        _append_stamped(lake, table, payload, newest[table] - timedelta(minutes=30))
+    held = next(make_source("aicore", 2).batch(0, 1).records())
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    for table in ("pin", "geo", "user"):
+        _append_stamped(lake, table, post[table] | {KEY_FIELD[table]: 999002}, two_days_ago)
+    _append_stamped(lake, "geo", held["geo"] | {"country": "Late copy"}, two_days_ago)
     dbt.build(settings, *STAGING_ONLY)
+    dbt.build(settings, *STAGING_ONLY)  # nothing new: nothing read again
     with warehouse.connect_warehouse(settings, read_only=True) as connection:
-        for model in models.values():
+        for model in STAGING:
             assert connection.execute(f"select count(*) from staging.{model} where ind = 999002").fetchone() == (1,), (
                 f"{model} missed the late row"
             )
+        assert connection.execute(
+            "select country from staging.stg_pinterest__geo where ind = ?", [held["geo"]["ind"]]
+        ).fetchone() != ("Late copy",)
 
 
-def test_plain_dbt_refuses_a_lookback_that_is_not_a_whole_number_of_minutes(settings: Settings, dbt: Dbt) -> None:
-    # pinpipe checks its settings itself; plain dbt reads the variable in the macro, where `| int`
-    # alone made "abc" 0 and "-5" a window that skipped the newest rows
-    load_posts(settings, make_source("aicore", 2), 100)
-    dbt.run(settings, "run", "--select", "stg_pinterest__geo")  # built: the next runs are incremental
-    for lookback in ("-5", "abc"):
-        env = {**os.environ, **settings.environment(), "PINPIPE_STAGING_LOOKBACK_MINUTES": lookback}
-        done = plain_dbt("run", "--select", "stg_pinterest__geo", env=env)
-        assert done.returncode == 1, done.stdout
-        expected = f'PINPIPE_STAGING_LOOKBACK_MINUTES must be a whole number of minutes, 0 or more (it is "{lookback}")'
-        assert expected in done.stdout
+def test_bronze_rows_removed_or_a_log_cleaned_past_the_watermark_stop_plain_dbt_and_ask_for_a_rebuild(
+    settings: Settings, dbt: Dbt
+) -> None:
+    lake = Lake.from_settings(settings)
+    load_posts(settings, make_source("aicore", 4), 100)
+    dbt.build(settings, *STAGING_ONLY)
+    held = DeltaTable(lake.uri("geo")).version()
+    DeltaTable(lake.uri("geo")).delete("_offset = 0")  # rows staging may hold are gone from bronze
+    with pytest.raises(transform.DbtFailed) as failed:
+        dbt.build(settings, *STAGING_ONLY)
+    assert transform.rebuild_from_scratch_reason(failed.value.results) == (
+        f"stg_pinterest__geo has read bronze.geo up to version {held}, and version {held + 1} removed rows from it"
+    )
+    dbt.build(settings, *STAGING_ONLY, "--full-refresh")
+
+    held = DeltaTable(lake.uri("user")).version()
+    load_posts(settings, make_source("aicore", 4), 150)  # a new commit, then cleaned up past a checkpoint
+    user = DeltaTable(lake.uri("user"))
+    user.create_checkpoint()
+    (Path(lake.uri("user")) / "_delta_log" / f"{held + 1:020}.json").unlink()
+    with pytest.raises(transform.DbtFailed) as failed:
+        dbt.build(settings, *STAGING_ONLY)
+    assert transform.rebuild_from_scratch_reason(failed.value.results) == (
+        f"stg_pinterest__users has read bronze.user up to version {held}, and its Delta log no longer holds"
+        f" version {held + 1} (cleaned up after a checkpoint)"
+    )
+    dbt.build(settings, *STAGING_ONLY, "--full-refresh")
 
 
 def test_staging_built_from_another_lake_stops_plain_dbt_and_pinpipe_rebuilds_it(
@@ -240,10 +253,10 @@ def test_a_table_of_an_earlier_version_is_rebuilt_not_merged_into(settings: Sett
     load_posts(settings, make_source("aicore", 3), 200)
     dbt.build(settings, *UP_TO_ENRICHED)
     with warehouse.connect_warehouse(settings) as connection:  # as the project built it before the column
-        connection.execute("alter table intermediate.int_posts_enriched drop column _ingested_at")
+        connection.execute("alter table intermediate.int_posts_enriched drop column _pin_version")
     with pytest.raises(transform.DbtFailed) as failed:
         dbt.build(settings, *UP_TO_ENRICHED)
     assert transform.rebuild_from_scratch_reason(failed.value.results) == (
-        "int_posts_enriched was built by an earlier version of this project, without `_ingested_at`"
+        "int_posts_enriched was built by an earlier version of this project, without `_pin_version`"
     )
     dbt.build(settings, *UP_TO_ENRICHED, "--full-refresh")

@@ -124,7 +124,7 @@ def test_a_broken_key_fails_the_build_with_dbts_failure_shown_and_the_warehouse_
     # pinpipe then does itself): any other failure must still be shown, and fail the build
     broken = built.model_copy(update={"warehouse": str(tmp_path / "pinpipe.duckdb")})
     shutil.copy2(built.warehouse, broken.warehouse)
-    with warehouse.connect_warehouse(broken) as connection:  # one post key twice, outside any lookback
+    with warehouse.connect_warehouse(broken) as connection:  # one post key twice
         connection.execute(
             "insert into staging.stg_pinterest__pins select * replace (999999 as ind,"
             " _ingested_at - interval 10 day as _ingested_at) from staging.stg_pinterest__pins using sample 1 rows"
@@ -135,7 +135,6 @@ def test_a_broken_key_fails_the_build_with_dbts_failure_shown_and_the_warehouse_
     done = _pinpipe(
         broken,
         "transform",
-        PINPIPE_STAGING_LOOKBACK_MINUTES="0",
         DBT_TARGET_PATH=str(tmp_path / "t"),
         DBT_LOG_PATH=str(tmp_path / "logs"),
     )
@@ -191,8 +190,8 @@ def test_a_build_with_nothing_new_says_so_and_runs_no_dbt_and_new_rows_or_settin
     assert "nothing new" in pinpipe_here(settings, "transform").out
     # another setting dbt sees makes other inputs (the decision, without a build of its own), and a
     # full refresh builds again whatever the inputs
-    lookback = settings.model_copy(update={"staging_lookback_minutes": 5})
-    assert not build_inputs.unchanged_since_last_build(lookback, build_inputs.current_inputs(lookback))
+    memory = settings.model_copy(update={"duckdb_memory": "2GB"})
+    assert not build_inputs.unchanged_since_last_build(memory, build_inputs.current_inputs(memory))
     assert build_inputs.unchanged_since_last_build(settings, build_inputs.current_inputs(settings))
     assert "dbt build:" in pinpipe_here(settings, "transform", "--full-refresh").out
 
@@ -309,8 +308,8 @@ def test_a_missing_warehouse_is_one_line_and_is_not_created(built: Settings, tmp
         ("PINPIPE_TARGET", "nonsense", "'local', 'spark' or 'databricks'"),
         ("PINPIPE_DUCKDB_MEMORY", "lots", "a size such as 3GB"),
         ("PINPIPE_WAREHOUSE", "/tmp", "/tmp is a folder: name the DuckDB file, such as /tmp/pinpipe.duckdb"),
-        ("PINPIPE_STAGING_LOOKBACK_MINUTES", "-5", "greater than or equal to 0"),
-        ("PINPIPE_STAGING_LOOKBACK_MINUTES", "abc", "a valid integer"),
+        ("PINPIPE_STREAM_RETENTION_HOURS", "-5", "greater than or equal to 0"),
+        ("PINPIPE_STREAM_RETENTION_HOURS", "abc", "a valid integer"),
     ],
 )
 def test_a_wrong_setting_is_one_line_naming_it(built: Settings, variable: str, value: str, said: str) -> None:

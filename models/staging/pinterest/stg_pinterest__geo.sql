@@ -18,7 +18,8 @@ renamed as (
         -- lineage
         _stream,
         _offset,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from latest_copies
 ),
 
@@ -42,7 +43,8 @@ cleaned as (
             as unparseable_fields,
         _stream,
         _offset,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from typed
 )
 

@@ -27,7 +27,8 @@ renamed as (
         -- lineage
         _stream,
         _offset,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from latest_copies
 ),
 
@@ -57,7 +58,8 @@ cleaned as (
             as unparseable_fields,
         _stream,
         _offset,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from typed
 )
 

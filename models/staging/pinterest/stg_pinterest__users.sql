@@ -17,7 +17,8 @@ renamed as (
         -- lineage
         _stream,
         _offset,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from latest_copies
 ),
 
@@ -38,7 +39,8 @@ cleaned as (
         {{ unparseable_fields({'age': 'age', 'date_joined': 'date_joined'}) }} as unparseable_fields,
         _stream,
         _offset,
-        _ingested_at
+        _ingested_at,
+        _bronze_version
     from typed
 )
 
