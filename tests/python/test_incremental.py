@@ -1,4 +1,4 @@
-"""Incremental staging and int_posts_enriched: builds that read only what is new end where a build
+"""Incremental staging, int_posts_enriched and int_people: builds that read only what is new end where a build
 from all of bronze ends, whatever arrives between them (new posts, re-sent copies, corrections), on
 DuckDB and on Spark; a staging built from another bronze, or a table of an earlier version of the
 project, is caught, never merged into."""
@@ -26,16 +26,17 @@ from ingestion.schemas import KEY_FIELD, RawTable
 from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference, pinpipe_here, plain_dbt
 
 STAGING = ("stg_pinterest__pins", "stg_pinterest__geo", "stg_pinterest__users")
-INCREMENTAL = [*(f"staging.{model}" for model in STAGING), "intermediate.int_posts_enriched"]
-# builds of only what a test is about: the staging models, or up to int_posts_enriched, with their
+INCREMENTAL = [*(f"staging.{model}" for model in STAGING), "intermediate.int_posts_enriched", "intermediate.int_people"]
+# builds of only what a test is about: the staging models, or up to int_posts_enriched or int_people, with their
 # tests (cautious: not the tests that also read a model or seed left out)
 STAGING_ONLY = ("--select", "staging.pinterest", "--indirect-selection", "cautious")
 UP_TO_ENRICHED = ("--select", "staging.pinterest +int_posts_enriched", "--indirect-selection", "cautious")
+UP_TO_PEOPLE = ("--select", "staging.pinterest +int_people", "--indirect-selection", "cautious")
 
 
 # the watermarks: which bronze version a row was read from differs by when it was read (a build from
 # scratch labels every row with the version it read), not what it holds
-WATERMARKS = {"_bronze_version", "_pin_version", "_geo_version", "_user_version"}
+WATERMARKS = {"_bronze_version", "_pin_version", "_geo_version", "_user_version", "_build"}
 
 
 def _warehouse(settings: Settings, *, marts: bool) -> dict[str, Counter]:
@@ -109,7 +110,7 @@ def _incremental_equals_full_refresh(
     records = [*append_dirty_posts(lake)]
     for day in range(in_first_build):
         records += _day(lake, settings, day)
-    selection = [] if whole_project else list(UP_TO_ENRICHED)
+    selection = [] if whole_project else list(UP_TO_PEOPLE)
     dbt.build(settings, *selection, "--full-refresh")  # the first build (a session may share Spark's)
     for day in range(in_first_build, days):
         records += _day(lake, settings, day)
