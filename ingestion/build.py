@@ -4,6 +4,7 @@ one rebuild from scratch when staging cannot be merged into), and what the build
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -62,7 +63,24 @@ def build_and_publish(settings: Settings, select: str | None = None, *, full_ref
                 console.print(f"dbt results pushed to {settings.pushgateway_address}", style="dim", highlight=False)
 
 
+class _Phases:
+    """How long each step of a build took, for the one line that ends it."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._since = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._since
+        self._since = now
+
+    def describe(self) -> str:
+        return "timing: " + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in self.seconds.items())
+
+
 def _build_and_report(settings: Settings, select: str | None, *, full_refresh: bool) -> None:
+    phases = _Phases()
     statuses: Counter[str] = Counter()
     results: Any = None
     built_from = warehouse.built_from_lake(settings)
@@ -76,10 +94,13 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
         full_refresh = True
     try:
         with warehouse.building(settings, on_wait=console.print) as private, progress_bars() as progress:
+            phases.done("copy")
             task = progress.add_task(f"dbt parse ({settings.target})", total=None)
             manifest = transform.run_dbt(private, ["parse", "--quiet"])  # once, for both invocations
+            phases.done("dbt parse")
             progress.update(task, description=f"dbt source freshness ({settings.target})")
             _print_freshness(transform.run_dbt(private, ["source", "freshness", "--quiet"], manifest=manifest))
+            phases.done("source freshness")
 
             dbt_errors: list[str] = []  # dbt's error lines, as its quiet output prints them
             # an incremental build's errors are held back: when they only say that staging must be
@@ -134,9 +155,11 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
                     for error in dbt_errors:
                         console.print(Text.from_ansi(error))
                 console.print("dbt build: " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())))
+            phases.done("dbt build")
             # what this build made, from its copy; a selection may have left data_quality out
             built_quality = settings.target == "local" and _built(results, "data_quality")
             covered = reading.coverage(private) if built_quality else None
+            phases.done("coverage")
     except KeyboardInterrupt:
         console.print("interrupted: the warehouse keeps its last good build")
         raise BuildStopped(130) from None
@@ -144,10 +167,12 @@ def _build_and_report(settings: Settings, select: str | None, *, full_refresh: b
         _print_dirty_input(transform.dirty_input_counts(failed.results or results))
         console.print(f"[red]{failed}[/red] (the warehouse keeps its last good build)")
         raise BuildStopped(1) from None
+    phases.done("publish")
     warehouse.record_built_from_lake(settings)
     _print_dirty_input(transform.dirty_input_counts(results))
     if covered is not None:
         console.print(covered)
+    console.print(phases.describe(), style="dim", highlight=False)
 
 
 def _built(results: Any, model: str) -> bool:

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -186,6 +187,13 @@ def test_a_build_with_nothing_new_says_so_and_runs_no_dbt_and_new_rows_or_settin
     rebuilt = pinpipe_here(settings, "transform")
     assert "nothing new" not in rebuilt.out
     assert "dbt build:" in rebuilt.out
+    # where the build's time went, phase by phase, in its last line
+    phases = rebuilt.out.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"timing: copy [\d.]+ s, dbt parse [\d.]+ s, source freshness [\d.]+ s, dbt build [\d.]+ s,"
+        r" coverage [\d.]+ s, publish [\d.]+ s",
+        phases,
+    ), phases
     assert _count(settings, "select count(*) from intermediate.int_posts_enriched") == 43
     assert "nothing new" in pinpipe_here(settings, "transform").out
     # another setting dbt sees makes other inputs (the decision, without a build of its own), and a

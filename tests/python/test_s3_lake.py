@@ -1,4 +1,5 @@
-"""The embedded slice with the lake on a real S3 server (versitygw): delta-rs writes, DuckDB reads."""
+"""The embedded slice with the lake on a real S3 server (versitygw): delta-rs writes, DuckDB reads,
+first all of bronze, then an increment."""
 
 from __future__ import annotations
 
@@ -45,3 +46,8 @@ def test_bronze_and_dbt_work_on_an_s3_lake(
             3_000,
         )
     assert_marts_equal_reference(settings, [r for b in batches(source, 3_000) for r in b.records()])
+
+    # an incremental build reads the new commits' files from the bucket: bronze's log listed and read there
+    load_posts(settings, source, 3_500, batch_size=1_000)
+    dbt.build(settings)
+    assert_marts_equal_reference(settings, [r for b in batches(source, 3_500) for r in b.records()])
