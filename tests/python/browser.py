@@ -9,6 +9,7 @@ screenshot:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -45,8 +47,16 @@ def _finished(driver: webdriver.Chrome) -> bool:
     return bool(titled) and not running
 
 
-def open_pages(url: str, screenshots: Path, pages: tuple[str, ...] = PAGES, wait_s: float = 90) -> dict[str, str]:
-    """Each page's visible text; its screenshot as ``screenshots/<page>.png``."""
+def open_pages(
+    url: str,
+    screenshots: Path,
+    pages: tuple[str, ...] = PAGES,
+    wait_s: float = 90,
+    expected: dict[str, list[str]] | None = None,
+) -> dict[str, str]:
+    """Each page's visible text; its screenshot as ``screenshots/<page>.png``. With ``expected``, a
+    page is read once it shows each of its texts (or after ``wait_s``): on a busy machine Streamlit
+    shows its running indicator late, so a page can look finished before its script has drawn it."""
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
         raise RuntimeError("the browser test needs Debian's chromium and chromium-driver (apt-get install them)")
@@ -63,6 +73,11 @@ def open_pages(url: str, screenshots: Path, pages: tuple[str, ...] = PAGES, wait
             for page in pages:
                 driver.get(f"{url}/{PATHS.get(page, page)}")
                 WebDriverWait(driver, wait_s, poll_frequency=0.5).until(_finished)
+                texts = (expected or {}).get(page, [])
+                with contextlib.suppress(TimeoutException):  # the caller's assertion says what is missing
+                    WebDriverWait(driver, wait_s, poll_frequency=0.5).until(
+                        lambda d, texts=texts: all(t in d.find_element(By.TAG_NAME, "body").text for t in texts)
+                    )
                 time.sleep(2)  # the charts draw after the script has finished
                 shown[page] = driver.find_element(By.TAG_NAME, "body").text
                 driver.save_screenshot(str(screenshots / f"{page}.png"))

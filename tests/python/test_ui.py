@@ -238,7 +238,7 @@ def test_every_page_of_a_running_ui_opens_in_chromium_with_its_numbers(
             "pipeline": ["Pipeline", "pin rows in bronze", f"{POSTS:,}"],
             "sql": ["SQL", "Read-only queries"],
         }
-        shown = open_pages(url, tmp_path)
+        shown = open_pages(url, tmp_path, expected=expected)
         for page in PAGES:
             for text in expected[page]:
                 assert text in shown[page], f"{page}: {text!r} not in {shown[page][:2000]!r}"
