@@ -37,15 +37,19 @@ touched_people as (
 ),
 {%- endif %}
 
-posts as (
+attributable_posts as (
     select * from {{ ref('int_posts_enriched') }}
     where
         user_name is not null
         and age is not null
         and date_joined is not null
-        {%- if is_incremental() %}
-        and person_id in (select person_id from touched_people)
-        {%- endif %}
+),
+
+posts as (
+    select * from attributable_posts
+    {%- if is_incremental() %}
+    where person_id in (select person_id from touched_people)
+    {%- endif %}
 ),
 
 people as (
@@ -65,7 +69,7 @@ people as (
 
 select
     *,
-    (select max(_build) from {{ ref('int_post_person_history') }}) as _build
+    (select max(history._build) from {{ ref('int_post_person_history') }} as history) as _build
 from people
 {%- if is_incremental() %}
 union all
