@@ -116,9 +116,10 @@
         select distinct version, null as kind, null as path, null as data_change from {{ actions }}
 {%- endmacro %}
 
-{#- A bronze table's newest Delta version (-1 before `execute`, where nothing is read). -#}
+{#- A bronze table's newest Delta version: -1 where nothing is read (parsing, and `dbt compile`,
+    which runs nothing and may come before any load: its SQL shows the label as -1). -#}
 {% macro bronze_newest_version(relation) -%}
-    {%- if not execute -%}
+    {%- if not execute or flags.WHICH == 'compile' -%}
         {{ return(-1) }}
     {%- endif -%}
     {{ return(adapter.dispatch('bronze_newest_version', 'pinpipe')(relation)) }}
