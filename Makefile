@@ -104,13 +104,14 @@ bench: install
 
 ## Airflow standalone (SQLite, web UI on :8090: the ingest API has :8080) with the DAGs of dags/.
 ## The venv's bin leads PATH: standalone starts its scheduler, triggerer and dag-processor as `airflow`.
+## The DAG's first import parses the dbt project (10-30 s on two busy cores): past Airflow's 30 s default.
 AIRFLOW_HOME ?= $(CURDIR)/.state/airflow
 AIRFLOW_PORT ?= 8090
 airflow: $(BIN)/.airflow-installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=false AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) AIRFLOW__COSMOS__ENABLE_TELEMETRY=false \
-	$(BIN)/airflow standalone
+	AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=120 $(BIN)/airflow standalone
 
 ## dbt docs: generate and serve the lineage site on :8081
 docs: install

@@ -89,6 +89,8 @@ def _airflow_environment(home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_DIR / "dags"),
         "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "false",
+        # as `make airflow` sets it: the DAG's first import parses the dbt project
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
     }
 
 
