@@ -38,7 +38,8 @@ FullRefreshOption = Annotated[
     bool,
     typer.Option(
         "--full-refresh",
-        help="rebuild the incremental models (staging, int_posts_enriched) from all of bronze, not only its new rows",
+        help="rebuild the incremental models (staging, int_posts_enriched, int_people) from all of bronze,"
+        " not only its new rows",
     ),
 ]
 SourceOption = Annotated[
