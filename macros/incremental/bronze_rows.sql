@@ -79,8 +79,8 @@
     {%- endif -%}
     {%- if column not in adapter.get_columns_in_relation(model) | map(attribute='name') | list -%}
         {{ exceptions.raise_compiler_error(
-            model.identifier ~ ' was built by an earlier version of this project, without `' ~ column ~ '`:'
-            ~ ' rebuild it from scratch with `pinpipe transform --full-refresh` (or `dbt build --full-refresh`)'
+            model.identifier ~ ' was built by an earlier version of this project, without `' ~ column ~ '`'
+            ~ rebuild_from_scratch()
         ) }}
     {%- endif -%}
     {%- set newest = run_query('select max(' ~ column ~ ') from ' ~ model).rows[0][0] -%}
@@ -135,8 +135,8 @@
         {%- set newest = run_query('select max(_build) from ' ~ history).rows[0][0] -%}
         {%- if newest is none or newest < built | int -%}
             {{ exceptions.raise_compiler_error(
-                this.identifier ~ ' has read ' ~ history.identifier ~ ' up to build ' ~ built ~ ', and it was made again:'
-                ~ ' rebuild it from scratch with `pinpipe transform --full-refresh` (or `dbt build --full-refresh`)'
+                this.identifier ~ ' has read ' ~ history.identifier ~ ' up to build ' ~ built ~ ', and it was made again'
+                ~ rebuild_from_scratch()
             ) }}
         {%- endif -%}
     {%- endif -%}
@@ -146,4 +146,10 @@
     nothing of the lake or the warehouse is there to read. -#}
 {% macro in_unit_test() -%}
     {{ return(model.resource_type == 'unit_test') }}
+{%- endmacro %}
+
+{#- How a message that stops an incremental model ends: `pinpipe` recognises it and rebuilds
+    (`transform.rebuild_from_scratch_reason`). -#}
+{% macro rebuild_from_scratch() -%}
+    {{ return(': rebuild it from scratch with `pinpipe transform --full-refresh` (or `dbt build --full-refresh`)') }}
 {%- endmacro %}

@@ -15,7 +15,7 @@
     {%- endfor -%}
     {%- set versions = commits.keys() | sort -%}
     {%- set newest = bronze_newest_version(relation) -%}
-    {%- set rebuild = ': rebuild it from scratch with `pinpipe transform --full-refresh` (or `dbt build --full-refresh`)' -%}
+    {%- set rebuild = rebuild_from_scratch() -%}
     {%- set read = this.identifier ~ ' has read bronze.' ~ relation.identifier ~ ' up to version ' ~ since -%}
     {%- if newest < since -%}
         {{ exceptions.raise_compiler_error(read ~ ', and the table is at version ' ~ newest ~ ' (it was made again)' ~ rebuild) }}
