@@ -10,6 +10,9 @@ files often, and a fresh Airflow home has no database yet: no Variable lookups t
   their answer);
 - the ``PINPIPE_*`` variables of the project (lake, warehouse, ports) as everywhere else.
 
+The data tests of the incremental models check the rows each day's build wrote (their newest
+``_build``); the run of a Sunday (its logical date) checks every row (``PINPIPE_TEST_EVERY_ROW``).
+
 What a run does is read by its tasks, from an Airflow Variable or else the environment variable of
 the same name in upper case:
 - ``pinpipe_source``: where the day's posts come from: ``services`` (drain Kafka to S3, load),
@@ -95,6 +98,17 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(hours=1),
     "on_failure_callback": report_failure,
 }
+
+# the dbt tasks' environment: the settings, production's flags, and on a Sunday's run the data tests
+# of every row of the incremental models (the other days: the rows that day's build wrote)
+DBT_ENVIRONMENT = (
+    BUILDING.environment()
+    | BUILDING.production_dbt_environment()
+    | {
+        "PINPIPE_TEST_EVERY_ROW": "{{ 'true' if (logical_date or dag_run.run_after).weekday() == 6 else "
+        f"'{str(BUILDING.test_every_row).lower()}' }}}}"
+    }
+)
 
 # one project, one profile: the repository's profiles.yml, target from the settings
 PROFILE = ProfileConfig(
@@ -218,7 +232,7 @@ with DAG(
         # and production's flags: unit tests are for `make test` and CI, not the daily run
         operator_args={
             "install_deps": False,
-            "env": BUILDING.environment() | BUILDING.production_dbt_environment(),
+            "env": DBT_ENVIRONMENT,
             "callback": push_dbt_results,
         },
         default_args=DEFAULT_ARGS,

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="production builds (`pinpipe run`, `transform`, the DAG) skip dbt's unit tests, "
         "which test the SQL, not the data; `make test` and CI run them",
     )
+    test_every_row: bool = Field(
+        default=False,
+        description="dbt's data tests of an incremental model check the rows its latest build wrote "
+        "(every row on a first build or --full-refresh); true checks every row, as the DAG does on Sundays",
+    )
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint for an s3:// lake")
     s3_region: str = Field(default="us-east-1", description="the S3 and Kinesis region")
     # defaults are the local S3 server's (pinpipe services); set real credentials for a real bucket

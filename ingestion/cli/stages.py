@@ -365,7 +365,8 @@ def transform_command(
     select: Annotated[str | None, typer.Option(help="dbt node selection")] = None,
     full_refresh: FullRefreshOption = False,
 ) -> None:
-    """dbt build: staging, intermediate and marts with every data test.
+    """dbt build: staging, intermediate and marts with their data tests.
 
-    dbt's unit tests run too with PINPIPE_RUN_UNIT_TESTS=true."""
+    The tests of an incremental model check the rows its build wrote (every row with
+    PINPIPE_TEST_EVERY_ROW=true); dbt's unit tests run too with PINPIPE_RUN_UNIT_TESTS=true."""
     build_and_publish(settings_of(context), select, full_refresh=full_refresh)

@@ -25,5 +25,5 @@ select
     _pin_version,
     _geo_version,
     _user_version,
-    {% if is_incremental() %}{{ version_held('_build') }} + 1{% else %}0{% endif %} as _build
+    {{ next_build() }} as _build
 from changed_posts

@@ -83,7 +83,8 @@ joined as (
         greatest(pins._ingested_at, geo._ingested_at, users._ingested_at) as _ingested_at,
         pins._bronze_version as _pin_version,
         geo._bronze_version as _geo_version,
-        users._bronze_version as _user_version
+        users._bronze_version as _user_version,
+        {{ next_build() }} as _build
     from pins
     inner join geo on pins.ind = geo.ind
     inner join users on pins.ind = users.ind

@@ -51,6 +51,13 @@ result = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()},
           "retries": {t.task_id: t.retries for t in dag.tasks} if dag else {},
           "timeouts_s": {t.task_id: t.execution_timeout.total_seconds() if t.execution_timeout else None
                          for t in dag.tasks} if dag else {}}
+if dag:  # the tests' scope on a Sunday's run and on a Monday's (a manual run has no logical date)
+    from datetime import datetime
+    tests = dag.get_task("dbt.stg_pinterest__pins.test")
+    every_row = tests.env["PINPIPE_TEST_EVERY_ROW"]
+    run = type("DagRun", (), {"run_after": datetime(2026, 12, 7)})
+    result["every_row"] = [tests.render_template(every_row, {"logical_date": when, "dag_run": run})
+                           for when in (datetime(2026, 12, 6), datetime(2026, 12, 7), None)]
 if sys.argv[2] == "run":
     run = dag.test()
     result["state"] = str(run.state)
@@ -155,6 +162,8 @@ def test_the_dag_imports_on_a_fresh_airflow_home_with_its_tasks_schedule_and_lim
     assert retries["dbt.data_quality.test"] == 0
     assert all(count == 0 for task, count in retries.items() if task.endswith("test"))
     assert all(seconds == 3600 for seconds in result["timeouts_s"].values())
+    # the incremental models' tests check every row on a Sunday's run, the day's rows on the others
+    assert result["every_row"] == ["true", "false", "false"]
     tasks = set(result["tasks"])
     assert {
         "choose_source",

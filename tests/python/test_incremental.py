@@ -261,3 +261,33 @@ def test_a_table_of_an_earlier_version_is_rebuilt_not_merged_into(settings: Sett
         "int_posts_enriched was built by an earlier version of this project, without `_pin_version`"
     )
     dbt.build(settings, *UP_TO_ENRICHED, "--full-refresh")
+
+
+def _failed_tests(settings: Settings, dbt: Dbt, model: str) -> set[str]:
+    """The data tests of ``model`` that fail, by name."""
+    try:
+        dbt.run(settings, "test", "--select", model)
+    except transform.DbtFailed as failed:
+        return {result.node.name for result in failed.results.results if result.status == "fail"}
+    return set()
+
+
+def test_the_tests_of_an_incremental_model_check_its_newest_build_or_every_row_when_asked(
+    settings: Settings, dbt: Dbt
+) -> None:
+    """A key test on the rows the latest build merged proves what one on every row would; a copy of a
+    key planted among the rows of an earlier build is found only when every row is tested."""
+    load_posts(settings, make_source("aicore", 5), 200)
+    dbt.build(settings, *STAGING_ONLY)
+    load_posts(settings, make_source("aicore", 5), 250)
+    dbt.build(settings, *STAGING_ONLY)
+    pins = "staging.stg_pinterest__pins"
+    with warehouse.connect_warehouse(settings) as connection:
+        assert connection.execute(f"select distinct _build from {pins} order by 1").fetchall() == [(0,), (1,)]
+        connection.execute(f"insert into {pins} select * from {pins} where _build = 0 limit 1")
+    unique = "unique_stg_pinterest__pins_ind"
+    assert _failed_tests(settings, dbt, "stg_pinterest__pins") == set()
+    assert _failed_tests(settings.model_copy(update={"test_every_row": True}), dbt, "stg_pinterest__pins") == {unique}
+    with warehouse.connect_warehouse(settings) as connection:
+        connection.execute(f"insert into {pins} select * from {pins} where _build = 1 limit 1")
+    assert _failed_tests(settings, dbt, "stg_pinterest__pins") == {unique}

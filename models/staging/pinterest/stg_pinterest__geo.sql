@@ -44,7 +44,8 @@ cleaned as (
         _stream,
         _offset,
         _ingested_at,
-        _bronze_version
+        _bronze_version,
+        {{ next_build() }} as _build
     from typed
 )
 
