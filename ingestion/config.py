@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
@@ -339,6 +340,28 @@ class Settings(BaseSettings):
 def variable(name: str) -> str:
     """The environment variable of setting ``name``."""
     return f"PINPIPE_{name.upper()}"
+
+
+# PINPIPE_* variables read elsewhere than here: by the DAG (its shape, its runs' options), by
+# profiles.yml, by the CLI and by the failpoints of the kill tests
+OTHER_VARIABLES = frozenset(
+    {
+        "PINPIPE_SCHEDULE",
+        "PINPIPE_RETRIES",
+        "PINPIPE_SOURCE",
+        "PINPIPE_EMULATED_POSTS",
+        "PINPIPE_ALERT_WEBHOOK_URL",
+        "PINPIPE_SPARK_SNAPSHOT_PARTITIONS",
+        "PINPIPE_DEBUG",
+        "PINPIPE_FAILPOINT",
+    }
+)
+
+
+def unknown_variables(environment: Mapping[str, str]) -> list[str]:
+    """The ``PINPIPE_*`` variables of ``environment`` nothing reads: a setting's old name, a typo."""
+    known = {variable(name) for name in Settings.model_fields} | OTHER_VARIABLES
+    return sorted(name for name in environment if name.startswith("PINPIPE_") and name not in known)
 
 
 def _shown(value: object) -> str:

@@ -3,6 +3,7 @@ Each command module registers its commands on the app."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -10,6 +11,7 @@ import typer
 from ingestion.build import BuildStopped
 from ingestion.cli import operating, semantic, stages, start, streaming
 from ingestion.cli.app import app, global_options_first
+from ingestion.config import unknown_variables
 from ingestion.explain import explain
 from ingestion.output import debugging, errors, quiet_client_logs
 
@@ -29,6 +31,8 @@ def main() -> None:
     with --debug (or PINPIPE_DEBUG=1)."""
     debug = debugging(sys.argv[1:])
     quiet_client_logs(debug)
+    for name in unknown_variables(os.environ):
+        errors.print(f"warning: {name} is not a pinpipe setting, so it is ignored (`pinpipe settings` lists them)")
     try:
         code = app(args=global_options_first(sys.argv[1:]), standalone_mode=False)
     except BuildStopped as stopped:  # it said why

@@ -15,6 +15,8 @@ KINESIS_MOCK_PACKAGE = "kinesis-local"
 KINESIS_MOCK_VERSION = "0.6.2"
 # the last kinesalite release (2020); in memory, its optional native LevelDB left out
 KINESALITE_PACKAGE = "kinesalite"
+# keeps kinesalite up when a client goes away mid-request (the file says why)
+KINESALITE_PRELOAD = Path(__file__).with_name("kinesalite_preload.cjs")
 KINESALITE_VERSION = "3.3.3"
 # open shards allowed across all streams (AWS' default is 500 or 200 by region, the local servers' 50
 # or 10): high, since tests and benchmarks create many streams on one server
@@ -84,6 +86,8 @@ class KinesisServer:
         package = kinesalite_package(self.settings.cache_dir)
         return [
             "node",
+            "--require",
+            str(KINESALITE_PRELOAD),
             str(package / "cli.js"),
             "--port",
             str(self.settings.kinesis_port),

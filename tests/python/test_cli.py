@@ -95,6 +95,16 @@ def test_a_list_setting_that_is_no_list_is_one_line(value: str, said: str) -> No
     one_line_error(done, 2, "PINPIPE_TOPICS", "a comma-separated list such as a,b,c, or a JSON list", said)
 
 
+def test_a_variable_nothing_reads_gets_a_warning_naming_it() -> None:
+    # a setting's old name (the lookback before the exact watermarks); the DAG's own variables are read
+    done = pinpipe_here(None, "settings", PINPIPE_STAGING_LOOKBACK_MINUTES="60", PINPIPE_SCHEDULE="0 6 * * *")
+    assert done.code == 0
+    assert done.err.splitlines() == [
+        "warning: PINPIPE_STAGING_LOOKBACK_MINUTES is not a pinpipe setting, so it is ignored"
+        " (`pinpipe settings` lists them)"
+    ]
+
+
 def _failed_after(backoff: RestartBackoff, ran_s: float) -> float:
     backoff.started(SimpleNamespace())  # type: ignore[arg-type]
     return backoff(SimpleNamespace(outcome_timestamp=backoff.attempt_started + ran_s))  # type: ignore[arg-type]

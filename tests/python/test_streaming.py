@@ -8,6 +8,8 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -233,6 +235,20 @@ def _counters_by_key(rows: list[dict]) -> dict[str, list[float]]:
     for row in sorted(rows, key=lambda r: (r["_ingested_at"], r["_offset"])):
         by_key[row["country"]].append(float(row["latitude"]))
     return dict(by_key)
+
+
+def test_a_client_gone_mid_request_leaves_the_server_up_for_every_other(streaming: Settings) -> None:
+    """A producer killed while it sends a record must not stop Kinesis for every other client
+    (kinesalite rethrew the request's error and died: ingestion/services/kinesalite_preload.cjs)."""
+    with socket.create_connection(("127.0.0.1", streaming.kinesis_port)) as gone:
+        gone.sendall(
+            b"POST / HTTP/1.1\r\nHost: kinesis\r\nContent-Type: application/x-amz-json-1.1\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
+        time.sleep(0.2)
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed with a reset
+    time.sleep(0.5)  # the server has had the reset
+    _put_directly(streaming, "pin", [b'{"index": 1}'], ["1"])
 
 
 def test_a_split_shard_keeps_order_per_partition_key_and_loses_nothing(streaming: Settings) -> None:
