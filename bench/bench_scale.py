@@ -45,7 +45,9 @@ def _run_measured(command: list[str]) -> None:
         print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
         raise SystemExit(done.returncode)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
+    # `pinpipe transform`'s last line: where its time went, phase by phase
+    phases = [line for line in done.stdout.splitlines() if line.startswith("timing: ")]
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "phases": phases[-1] if phases else ""}))
 
 
 def _hand_written(lake: str, warehouse: str) -> None:
@@ -95,6 +97,8 @@ def _scale(posts: int, increment: bool, scratch: Path, console: Console) -> list
     def step(label: str, command: list[str]) -> dict:
         console.print(f"[dim]{posts:,} posts: {label}…[/dim]")
         measured = _measure(command, env) | {"posts": posts, "step": label}
+        if measured["phases"]:
+            console.print(f"[dim]  {measured['phases']}[/dim]")
         rows.append(measured)
         return measured
 
