@@ -38,7 +38,7 @@ FullRefreshOption = Annotated[
     bool,
     typer.Option(
         "--full-refresh",
-        help="rebuild the incremental models (staging, int_posts_enriched, int_people) from all of bronze,"
+        help="rebuild the incremental models (staging and the intermediate models) from all of bronze,"
         " not only its new rows",
     ),
 ]

@@ -1,17 +1,11 @@
 -- Incremental: a build joins again only the posts whose pin, geo or user record staging (re)wrote
--- since this model's last build, and merges them by `ind`. Staging rewrites a record only with a
--- copy from a later bronze version, so the records rewritten are exactly those of a version newer
--- than the newest this model holds of that table (`_pin_version`, `_geo_version`, `_user_version`).
--- Staging never loses a key, so a post, once complete, stays complete.
+-- since this model's last build (`changed_posts`, by the bronze versions it holds), and merges them
+-- by `ind`. Staging never loses a key, so a post, once complete, stays complete.
 
 with
 {%- if is_incremental() %}
 changed_posts as (
-    select ind from {{ ref('stg_pinterest__pins') }} where _bronze_version > {{ version_held('_pin_version') }}
-    union
-    select ind from {{ ref('stg_pinterest__geo') }} where _bronze_version > {{ version_held('_geo_version') }}
-    union
-    select ind from {{ ref('stg_pinterest__users') }} where _bronze_version > {{ version_held('_user_version') }}
+    {{ changed_posts() }}
 ),
 {%- endif %}
 

@@ -26,7 +26,10 @@ from ingestion.schemas import KEY_FIELD, RawTable
 from helpers import Dbt, append_dirty_posts, assert_marts_equal_reference, pinpipe_here, plain_dbt
 
 STAGING = ("stg_pinterest__pins", "stg_pinterest__geo", "stg_pinterest__users")
-INCREMENTAL = [*(f"staging.{model}" for model in STAGING), "intermediate.int_posts_enriched", "intermediate.int_people"]
+INCREMENTAL = [
+    *(f"staging.{model}" for model in STAGING),
+    *(f"intermediate.{model}" for model in ("int_posts_enriched", "int_people", "int_post_checks")),
+]
 # builds of only what a test is about: the staging models, or up to int_posts_enriched or int_people, with their
 # tests (cautious: not the tests that also read a model or seed left out)
 STAGING_ONLY = ("--select", "staging.pinterest", "--indirect-selection", "cautious")
