@@ -51,6 +51,13 @@ def build_and_publish(settings: Settings, select: str | None = None, *, full_ref
             highlight=False,
         )
         return
+    if inputs is not None and not full_refresh and build_inputs.seeds_changed_since_last_build(settings, inputs):
+        console.print(
+            "the seeds changed since the last build: rebuilding the incremental models, whose rows were made"
+            " with the old ones",
+            highlight=False,
+        )
+        full_refresh = True
     try:
         _build_and_report(settings, select, full_refresh=full_refresh)
         if inputs is not None:

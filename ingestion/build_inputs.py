@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ class BuildInputs:
     bronze_versions: dict[str, int | None]  # None: the table does not exist
     project: str  # digest of the project's files
     settings: str  # digest of the settings dbt's environment is made from
+    # digest of the seeds alone: the incremental models' rows were made with them
+    seeds: str
 
     def describe(self) -> str:
         versions = [f"{table} v{version}" for table, version in self.bronze_versions.items() if version is not None]
@@ -35,14 +38,24 @@ def current_inputs(settings: Settings) -> BuildInputs:
     for table in BRONZE_TABLES:
         delta = lake.delta_table(table)
         versions[table] = None if delta is None else delta.version()
-    return BuildInputs(settings.lake, versions, project_digest(settings.project_dir), _settings_digest(settings))
+    return BuildInputs(
+        settings.lake,
+        versions,
+        project_digest(settings.project_dir),
+        _settings_digest(settings),
+        _digest(settings.project_dir, [], ["seeds"]),
+    )
 
 
 def project_digest(project_dir: Path) -> str:
     """A digest of every file dbt reads of the project."""
+    return _digest(project_dir, PROJECT_FILES, PROJECT_FOLDERS)
+
+
+def _digest(project_dir: Path, files: Sequence[str], folders: Sequence[str]) -> str:
     digest = hashlib.sha256()
-    paths = [project_dir / name for name in PROJECT_FILES]
-    for folder in PROJECT_FOLDERS:
+    paths = [project_dir / name for name in files]
+    for folder in folders:
         paths += sorted((project_dir / folder).rglob("*")) if (project_dir / folder).is_dir() else []
     for path in paths:
         if path.is_file():
@@ -64,6 +77,19 @@ def record(settings: Settings, inputs: BuildInputs) -> None:
     their tables elsewhere)."""
     if settings.target == "local":
         _record_file(settings).write_text(json.dumps(asdict(inputs), indent=2) + "\n")
+
+
+def seeds_changed_since_last_build(settings: Settings, inputs: BuildInputs) -> bool:
+    """The seeds differ from those the published DuckDB warehouse was built with (where that is
+    known): the rows the incremental models hold were made with the old ones."""
+    recorded = _record_file(settings)
+    if settings.target != "local" or not recorded.exists():
+        return False
+    try:
+        seeds = json.loads(recorded.read_text()).get("seeds")
+    except ValueError:
+        return False
+    return seeds is not None and seeds != inputs.seeds
 
 
 def unchanged_since_last_build(settings: Settings, inputs: BuildInputs) -> bool:

@@ -217,6 +217,21 @@ def test_the_build_inputs_follow_every_project_file_dbt_reads_and_nothing_else(t
     assert build_inputs.project_digest(project) != digest
 
 
+def test_a_changed_seed_asks_for_the_incremental_models_to_be_rebuilt_another_model_does_not(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_DIR / "seeds", project / "seeds")
+    shutil.copytree(PROJECT_DIR / "models", project / "models")
+    settings = Settings(project_dir=project, lake=str(tmp_path / "lake"), warehouse=str(tmp_path / "w.duckdb"))
+    assert not build_inputs.seeds_changed_since_last_build(settings, build_inputs.current_inputs(settings))
+    build_inputs.record(settings, build_inputs.current_inputs(settings))  # as a published build does
+    model = project / "models" / "marts" / "insights" / "users_joined_by_year.sql"
+    model.write_text(model.read_text() + "\n-- a change\n")
+    assert not build_inputs.seeds_changed_since_last_build(settings, build_inputs.current_inputs(settings))
+    seed = project / "seeds" / "pinterest_categories.csv"
+    seed.write_text(seed.read_text() + "gardening\n")
+    assert build_inputs.seeds_changed_since_last_build(settings, build_inputs.current_inputs(settings))
+
+
 def test_a_second_build_waits_for_the_first_and_gives_up_with_one_line(built: Settings, tmp_path: Path) -> None:
     with warehouse.build_lock(built, on_wait=None):  # as another pinpipe holds it
         done = pinpipe_here(
