@@ -125,10 +125,12 @@ def test_a_broken_key_fails_the_build_with_dbts_failure_shown_and_the_warehouse_
     # pinpipe then does itself): any other failure must still be shown, and fail the build
     broken = built.model_copy(update={"warehouse": str(tmp_path / "pinpipe.duckdb")})
     shutil.copy2(built.warehouse, broken.warehouse)
-    with warehouse.connect_warehouse(broken) as connection:  # one post key twice
+    # one post key twice, among the rows of staging's newest build: those its tests check
+    with warehouse.connect_warehouse(broken) as connection:
         connection.execute(
             "insert into staging.stg_pinterest__pins select * replace (999999 as ind,"
-            " _ingested_at - interval 10 day as _ingested_at) from staging.stg_pinterest__pins using sample 1 rows"
+            " _ingested_at - interval 10 day as _ingested_at) from staging.stg_pinterest__pins"
+            " where _build = (select max(_build) from staging.stg_pinterest__pins) limit 1"
         )
         connection.execute(
             "insert into staging.stg_pinterest__pins select * from staging.stg_pinterest__pins where ind = 999999"
