@@ -392,11 +392,12 @@ def test_a_commit_kafka_did_not_confirm_is_refused_when_retried_with_its_key_not
     assert eventually(lambda: _no_open_transaction(stack, pin_topic), 90), "a transaction stayed open"
     _to_bronze(stack.model_copy(update={"kafka_client": "confluent-kafka"}))  # the producer is under test
     stored, unconfirmed_pins = in_bronze(stack), Counter(record(pin_topic, "pin", pin) for pin in pins[:20])
-    # the stalled commit's outcome is the broker's: librdkafka's request waits for it and commits;
-    # kafka-python's times out and closes its connection, and the broker may then drop the request
+    # the stalled commit's outcome is the broker's, whole either way: it commits when the commit
+    # request reaches it first (librdkafka's waits for it; kafka-python's times out and closes its
+    # connection, and the broker may then drop it), and aborts when the transaction's timeout (the
+    # bus's 3 s) has passed by the time it runs again, which a busy machine's stall can outlast
     assert stored - unconfirmed_pins == Counter(record(pin_topic, "pin", pin) for pin in pins[20:])
-    committed = stack.kafka_client == "confluent-kafka"
-    assert stored & unconfirmed_pins in ((unconfirmed_pins,) if committed else (unconfirmed_pins, Counter()))
+    assert stored & unconfirmed_pins in (unconfirmed_pins, Counter())
 
 
 def _no_open_transaction(settings: Settings, topic: str) -> bool:
