@@ -2,14 +2,10 @@
 -- each record carries (what data_quality counts), so that data_quality counts over every post
 -- without reading staging whole.
 -- Incremental, as int_posts_enriched: a build checks again only the posts whose pin, geo or user
--- record staging (re)wrote since its last build (`changed_posts`), and merges them by `ind`.
+-- record staging (re)wrote since its last build (`changed_posts_cte`), and merges them by `ind`.
 
 with
-{%- if is_incremental() %}
-changed_posts as (
-    {{ changed_posts() }}
-),
-{%- endif %}
+{{- changed_posts_cte() }}
 
 categories as (
     select category from {{ ref('pinterest_categories') }}
@@ -30,9 +26,7 @@ pins as (
     from {{ ref('stg_pinterest__pins') }} as stg
     left join categories on stg.category = categories.category
     left join media_types on stg.is_image_or_video = media_types.is_image_or_video
-    {%- if is_incremental() %}
-    where stg.ind in (select ind from changed_posts)
-    {%- endif %}
+    {{- only_changed_posts('stg.ind') }}
 ),
 
 geo as (
@@ -44,9 +38,7 @@ geo as (
         coalesce({{ flags_field('timestamp') }}, false) as timestamp_unparseable,
         _bronze_version
     from {{ ref('stg_pinterest__geo') }}
-    {%- if is_incremental() %}
-    where ind in (select ind from changed_posts)
-    {%- endif %}
+    {{- only_changed_posts() }}
 ),
 
 users as (
@@ -57,9 +49,7 @@ users as (
         user_name is null or age is null or date_joined is null as left_out_of_people,
         _bronze_version
     from {{ ref('stg_pinterest__users') }}
-    {%- if is_incremental() %}
-    where ind in (select ind from changed_posts)
-    {%- endif %}
+    {{- only_changed_posts() }}
 ),
 
 checked as (

@@ -1,13 +1,9 @@
 -- Incremental: a build joins again only the posts whose pin, geo or user record staging (re)wrote
--- since this model's last build (`changed_posts`, by the bronze versions it holds), and merges them
+-- since its last build (`changed_posts_cte`, by the bronze versions it holds), and merges them
 -- by `ind`. Staging never loses a key, so a post, once complete, stays complete.
 
 with
-{%- if is_incremental() %}
-changed_posts as (
-    {{ changed_posts() }}
-),
-{%- endif %}
+{{- changed_posts_cte() }}
 
 pins as (
     select
@@ -18,9 +14,7 @@ pins as (
         _ingested_at,
         _bronze_version
     from {{ ref('stg_pinterest__pins') }}
-    {%- if is_incremental() %}
-    where ind in (select ind from changed_posts)
-    {%- endif %}
+    {{- only_changed_posts() }}
 ),
 
 geo as (
@@ -31,9 +25,7 @@ geo as (
         _ingested_at,
         _bronze_version
     from {{ ref('stg_pinterest__geo') }}
-    {%- if is_incremental() %}
-    where ind in (select ind from changed_posts)
-    {%- endif %}
+    {{- only_changed_posts() }}
 ),
 
 users as (
@@ -45,9 +37,7 @@ users as (
         _ingested_at,
         _bronze_version
     from {{ ref('stg_pinterest__users') }}
-    {%- if is_incremental() %}
-    where ind in (select ind from changed_posts)
-    {%- endif %}
+    {{- only_changed_posts() }}
 ),
 
 age_groups as (
