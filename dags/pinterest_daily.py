@@ -101,13 +101,11 @@ DEFAULT_ARGS = {
 
 # the dbt tasks' environment: the settings, production's flags, and on a Sunday's run the data tests
 # of every row of the incremental models (the other days: the rows that day's build wrote)
-DBT_ENVIRONMENT = (
-    BUILDING.environment()
-    | BUILDING.production_dbt_environment()
-    | {
-        "PINPIPE_TEST_EVERY_ROW": "{{ 'true' if (logical_date or dag_run.run_after).weekday() == 6 else "
-        f"'{str(BUILDING.test_every_row).lower()}' }}}}"
-    }
+DBT_ENVIRONMENT = BUILDING.environment() | BUILDING.production_dbt_environment()
+DBT_ENVIRONMENT["PINPIPE_TEST_EVERY_ROW"] = (
+    "{{ 'true' if (logical_date or dag_run.run_after).weekday() == 6 else '"
+    + DBT_ENVIRONMENT["PINPIPE_TEST_EVERY_ROW"]
+    + "' }}"
 )
 
 # one project, one profile: the repository's profiles.yml, target from the settings

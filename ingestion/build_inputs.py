@@ -9,6 +9,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ingestion.config import Settings
 from ingestion.lake import BRONZE_TABLES, Lake
@@ -79,25 +80,29 @@ def record(settings: Settings, inputs: BuildInputs) -> None:
         _record_file(settings).write_text(json.dumps(asdict(inputs), indent=2) + "\n")
 
 
+def _last_recorded(settings: Settings) -> dict[str, Any] | None:
+    """What the published DuckDB warehouse was built from, as recorded; None where that is not known."""
+    recorded = _record_file(settings)
+    if settings.target != "local" or not recorded.exists():
+        return None
+    try:
+        found = json.loads(recorded.read_text())
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def seeds_changed_since_last_build(settings: Settings, inputs: BuildInputs) -> bool:
     """The seeds differ from those the published DuckDB warehouse was built with (where that is
     known): the rows the incremental models hold were made with the old ones."""
-    recorded = _record_file(settings)
-    if settings.target != "local" or not recorded.exists():
-        return False
-    try:
-        seeds = json.loads(recorded.read_text()).get("seeds")
-    except ValueError:
-        return False
-    return seeds is not None and seeds != inputs.seeds
+    recorded = _last_recorded(settings)
+    return recorded is not None and recorded.get("seeds") not in (None, inputs.seeds)
 
 
 def unchanged_since_last_build(settings: Settings, inputs: BuildInputs) -> bool:
     """The published DuckDB warehouse was built from exactly ``inputs``."""
-    recorded = _record_file(settings)
-    if settings.target != "local" or not recorded.exists() or not Path(settings.warehouse).exists():
-        return False
+    recorded = _last_recorded(settings) if Path(settings.warehouse).exists() else None
     try:
-        return BuildInputs(**json.loads(recorded.read_text())) == inputs
-    except (ValueError, TypeError):  # written by another version: build, and record it anew
+        return recorded is not None and BuildInputs(**recorded) == inputs
+    except TypeError:  # written by another version: build, and record it anew
         return False

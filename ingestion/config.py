@@ -12,6 +12,7 @@ from typing import Annotated, Literal, NamedTuple
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ingestion import failpoints
 from ingestion.schemas import RAW_TABLES, RawTable
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -353,7 +354,7 @@ OTHER_VARIABLES = frozenset(
         "PINPIPE_ALERT_WEBHOOK_URL",
         "PINPIPE_SPARK_SNAPSHOT_PARTITIONS",
         "PINPIPE_DEBUG",
-        "PINPIPE_FAILPOINT",
+        failpoints.ENVIRONMENT_VARIABLE,
     }
 )
 
